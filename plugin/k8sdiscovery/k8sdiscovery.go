@@ -1,0 +1,377 @@
+// Package k8sdiscovery serves the Kubernetes DNS-based service discovery records from an index
+// that client-go informers keep up to date, one Service (or Pod) at a time.
+package k8sdiscovery
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/fall"
+	"github.com/coredns/coredns/plugin/pkg/upstream"
+	"github.com/coredns/coredns/request"
+	"github.com/miekg/dns"
+)
+
+// maxCNAMEChain bounds how many ExternalName hops an answer follows inside the zone.
+const maxCNAMEChain = 10
+
+// K8sDiscovery is the k8sdiscovery plugin.
+type K8sDiscovery struct {
+	Next plugin.Handler
+
+	cfg      config
+	zones    []string // all zones, lower case
+	primary  string   // first forward zone: PTR targets are written in it
+	fall     fall.F
+	index    *index
+	upstream *upstream.Upstream
+	synced   atomic.Bool
+
+	stopOnce sync.Once
+	stopCh   chan struct{}
+}
+
+func newK8sDiscovery(cfg config) *K8sDiscovery {
+	k := &K8sDiscovery{cfg: cfg, zones: cfg.zones, index: newIndex(), stopCh: make(chan struct{})}
+	for _, z := range cfg.zones {
+		if !isReverseZone(z) {
+			k.primary = z
+			break
+		}
+	}
+	if cfg.fall {
+		k.fall.SetZonesFromArgs(cfg.fallthroughZones)
+	}
+	k.index.apply("static", staticContribution(cfg.ttl))
+	return k
+}
+
+// Name implements plugin.Handler.
+func (k *K8sDiscovery) Name() string { return pluginName }
+
+// Ready implements ready.Readiness: ready once the first sync with the API server is done.
+func (k *K8sDiscovery) Ready() bool { return k.synced.Load() }
+
+// ServeDNS implements plugin.Handler.
+func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	state := request.Request{W: w, Req: r}
+	qname := state.Name()
+	zone := plugin.Zones(k.zones).Matches(qname)
+	if zone == "" {
+		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
+	}
+	if !k.synced.Load() {
+		requestCount.WithLabelValues(metricsServer(ctx), "not_synced").Inc()
+		return dns.RcodeServerFailure, nil
+	}
+
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+
+	var kind string
+	if isReverseZone(zone) {
+		kind = k.answerReverse(m, state, zone)
+	} else {
+		kind = k.answerForward(ctx, m, state, zone)
+	}
+	if m.Rcode == dns.RcodeNameError && k.fall.Through(qname) {
+		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
+	}
+	requestCount.WithLabelValues(metricsServer(ctx), kind).Inc()
+	if m.Rcode == dns.RcodeNameError || len(m.Answer) == 0 {
+		m.Ns = []dns.RR{k.soa(zone)}
+	}
+	w.WriteMsg(m)
+	return dns.RcodeSuccess, nil
+}
+
+// answerForward fills m for a name in a forward zone and returns the kind of answer for metrics.
+func (k *K8sDiscovery) answerForward(ctx context.Context, m *dns.Msg, state request.Request, zone string) string {
+	qname, qtype := state.QName(), state.QType()
+	rel := relativeName(state.Name(), zone)
+	node := k.index.lookup(rel)
+	if node == nil {
+		if rr := k.insecurePod(rel); rr != nil {
+			m.Answer = k.addressRRs(qname, rr, qtype)
+			return "pod"
+		}
+		m.Rcode = dns.RcodeNameError
+		return "nxdomain"
+	}
+	rec := node.records
+	if rec != nil && rec.cname != "" {
+		k.answerCNAME(ctx, m, state, qname, rec, zone)
+		return "externalname"
+	}
+	switch {
+	case rel == "" && qtype == dns.TypeSOA:
+		m.Answer = []dns.RR{k.soaWithName(qname, zone)}
+		return "apex"
+	case rel == "" && qtype == dns.TypeNS:
+		m.Answer = []dns.RR{&dns.NS{Hdr: hdr(qname, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone}}
+		if ns := k.index.lookup("ns.dns"); ns != nil && ns.records != nil {
+			m.Extra = k.addressRRs("ns.dns."+zone, ns.records, dns.TypeA)
+			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns.records, dns.TypeAAAA)...)
+		}
+		return "apex"
+	}
+	if rec.empty() {
+		return "nodata"
+	}
+	switch qtype {
+	case dns.TypeA, dns.TypeAAAA:
+		m.Answer = k.addressRRs(qname, rec, qtype)
+	case dns.TypeSRV:
+		m.Answer, m.Extra = k.srvRRs(qname, rec, zone)
+	case dns.TypeTXT:
+		for _, t := range rec.txt {
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(qname, dns.TypeTXT, rec.ttl), Txt: []string{t}})
+		}
+	}
+	if len(m.Answer) == 0 {
+		return "nodata"
+	}
+	return recordKind(rel, qtype)
+}
+
+// answerCNAME answers an ExternalName service: the CNAME, followed inside our zones through the
+// index, and resolved through the server for a target outside them.
+func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state request.Request, owner string, rec *rrset, zone string) {
+	qtype := state.QType()
+	seen := map[string]bool{strings.ToLower(owner): true}
+	for hop := 0; hop < maxCNAMEChain; hop++ {
+		target := rec.cname
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME, rec.ttl), Target: target})
+		if qtype == dns.TypeCNAME || seen[target] {
+			return
+		}
+		seen[target] = true
+		tzone := plugin.Zones(k.zones).Matches(target)
+		if tzone == "" || isReverseZone(tzone) {
+			k.resolveOutside(ctx, m, state, target, qtype)
+			return
+		}
+		node := k.index.lookup(relativeName(target, tzone))
+		if node == nil {
+			m.Rcode = dns.RcodeNameError
+			return
+		}
+		if node.records != nil && node.records.cname != "" {
+			owner, rec = target, node.records
+			continue
+		}
+		switch qtype {
+		case dns.TypeA, dns.TypeAAAA:
+			m.Answer = append(m.Answer, k.addressRRs(target, node.records, qtype)...)
+		case dns.TypeSRV:
+			srv, extra := k.srvRRs(target, node.records, tzone)
+			m.Answer, m.Extra = append(m.Answer, srv...), append(m.Extra, extra...)
+		}
+		return
+	}
+}
+
+// resolveOutside asks the server (and so the rest of its plugin chain) for a name outside our zones.
+func (k *K8sDiscovery) resolveOutside(ctx context.Context, m *dns.Msg, state request.Request, target string, qtype uint16) {
+	if k.upstream == nil {
+		return
+	}
+	resp, err := k.upstream.Lookup(ctx, state, target, qtype)
+	if err != nil {
+		log.Debugf("resolve ExternalName target %s: %v", target, err)
+		return
+	}
+	m.Answer = append(m.Answer, resp.Answer...)
+	if resp.Rcode == dns.RcodeNameError {
+		m.Rcode = dns.RcodeNameError
+	}
+}
+
+// answerReverse fills m for a name under in-addr.arpa or ip6.arpa.
+func (k *K8sDiscovery) answerReverse(m *dns.Msg, state request.Request, zone string) string {
+	qname, qtype := state.QName(), state.QType()
+	if state.Name() == zone {
+		switch qtype {
+		case dns.TypeSOA:
+			m.Answer = []dns.RR{k.soaWithName(qname, zone)}
+		case dns.TypeNS:
+			m.Answer = []dns.RR{&dns.NS{Hdr: hdr(qname, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + k.primary}}
+		}
+		return "apex"
+	}
+	addr, ok := addressFromReverse(state.Name())
+	var targets []string
+	if ok {
+		targets = k.index.reverse(addr)
+	}
+	if len(targets) == 0 {
+		m.Rcode = dns.RcodeNameError
+		return "nxdomain"
+	}
+	if qtype != dns.TypePTR {
+		return "nodata"
+	}
+	for _, t := range targets {
+		m.Answer = append(m.Answer, &dns.PTR{Hdr: hdr(qname, dns.TypePTR, k.cfg.ttl), Ptr: t + "." + k.primary})
+	}
+	return "ptr"
+}
+
+// insecurePod answers <dashed-ip>.<ns>.pod from the name alone (pods insecure), for an existing namespace.
+func (k *K8sDiscovery) insecurePod(rel string) *rrset {
+	if k.cfg.podMode != podsInsecure || !strings.HasSuffix(rel, ".pod") {
+		return nil
+	}
+	label, nsPod, ok := strings.Cut(rel, ".")
+	if !ok || strings.Count(nsPod, ".") != 1 || k.index.lookup(nsPod) == nil {
+		return nil
+	}
+	ip, ok := parseDashedIP(label)
+	if !ok {
+		return nil
+	}
+	r := &rrset{ttl: k.cfg.ttl}
+	r.addAddr(ip)
+	return r
+}
+
+func (k *K8sDiscovery) addressRRs(owner string, rec *rrset, qtype uint16) []dns.RR {
+	if rec == nil {
+		return nil
+	}
+	var out []dns.RR
+	switch qtype {
+	case dns.TypeA:
+		out = make([]dns.RR, 0, len(rec.a))
+		for _, ip := range rec.a {
+			out = append(out, &dns.A{Hdr: hdr(owner, dns.TypeA, rec.ttl), A: ip.AsSlice()})
+		}
+	case dns.TypeAAAA:
+		out = make([]dns.RR, 0, len(rec.aaaa))
+		for _, ip := range rec.aaaa {
+			out = append(out, &dns.AAAA{Hdr: hdr(owner, dns.TypeAAAA, rec.ttl), AAAA: ip.AsSlice()})
+		}
+	}
+	return out
+}
+
+// srvRRs writes the SRV records of a name and the addresses of their targets for the additional section.
+func (k *K8sDiscovery) srvRRs(owner string, rec *rrset, zone string) (answer, extra []dns.RR) {
+	if rec == nil || len(rec.srv) == 0 {
+		return nil, nil
+	}
+	weight := uint16(100 / len(rec.srv))
+	if weight == 0 {
+		weight = 1
+	}
+	done := map[string]bool{}
+	for _, s := range rec.srv {
+		target := s.target + "." + zone
+		answer = append(answer, &dns.SRV{Hdr: hdr(owner, dns.TypeSRV, rec.ttl), Priority: 0, Weight: weight, Port: s.port, Target: target})
+		if done[s.target] {
+			continue
+		}
+		done[s.target] = true
+		if t := k.index.lookup(s.target); t != nil && t.records != nil {
+			extra = append(extra, k.addressRRs(target, t.records, dns.TypeA)...)
+			extra = append(extra, k.addressRRs(target, t.records, dns.TypeAAAA)...)
+		}
+	}
+	return answer, extra
+}
+
+func (k *K8sDiscovery) soa(zone string) dns.RR { return k.soaWithName(zone, zone) }
+
+// soaWithName is the zone's SOA with the owner written as asked.
+func (k *K8sDiscovery) soaWithName(owner, zone string) dns.RR {
+	mzone := zone
+	if isReverseZone(zone) {
+		mzone = k.primary
+	}
+	return &dns.SOA{
+		Hdr:     hdr(owner, dns.TypeSOA, k.cfg.ttl),
+		Ns:      "ns.dns." + mzone,
+		Mbox:    "hostmaster." + mzone,
+		Serial:  k.index.soaSerial(),
+		Refresh: 7200,
+		Retry:   1800,
+		Expire:  86400,
+		Minttl:  k.cfg.ttl,
+	}
+}
+
+func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// relativeName strips the zone from a lower-case fully qualified name: "web.ns1.svc".
+func relativeName(name, zone string) string {
+	if len(name) <= len(zone) {
+		return ""
+	}
+	return name[:len(name)-len(zone)-1]
+}
+
+// recordKind names what answered, for the request counter.
+func recordKind(rel string, qtype uint16) string {
+	switch {
+	case rel == "dns-version":
+		return "dns_version"
+	case qtype == dns.TypeSRV:
+		return "srv"
+	case strings.HasSuffix(rel, ".pod"):
+		return "pod"
+	case strings.Count(rel, ".") == 2:
+		return "service"
+	default:
+		return "endpoint"
+	}
+}
+
+func isReverseZone(zone string) bool {
+	return strings.HasSuffix(zone, "in-addr.arpa.") || strings.HasSuffix(zone, "ip6.arpa.")
+}
+
+// addressFromReverse reads the address of a full reverse name (4 labels for IPv4, 32 nibbles for IPv6).
+func addressFromReverse(name string) (netip.Addr, bool) {
+	var s string
+	switch {
+	case strings.HasSuffix(name, ".in-addr.arpa."):
+		labels := strings.Split(strings.TrimSuffix(name, ".in-addr.arpa."), ".")
+		if len(labels) != 4 {
+			return netip.Addr{}, false
+		}
+		for i, j := 0, len(labels)-1; i < j; i, j = i+1, j-1 {
+			labels[i], labels[j] = labels[j], labels[i]
+		}
+		s = strings.Join(labels, ".")
+	case strings.HasSuffix(name, ".ip6.arpa."):
+		nibbles := strings.Split(strings.TrimSuffix(name, ".ip6.arpa."), ".")
+		if len(nibbles) != 32 {
+			return netip.Addr{}, false
+		}
+		var b strings.Builder
+		for i := len(nibbles) - 1; i >= 0; i-- {
+			if len(nibbles[i]) != 1 {
+				return netip.Addr{}, false
+			}
+			b.WriteString(nibbles[i])
+			if i%4 == 0 && i > 0 {
+				b.WriteByte(':')
+			}
+		}
+		s = b.String()
+	default:
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap(), true
+}

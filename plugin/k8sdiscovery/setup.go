@@ -1,0 +1,193 @@
+package k8sdiscovery
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/coredns/coredns/plugin/pkg/upstream"
+	"github.com/miekg/dns"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+const pluginName = "k8sdiscovery"
+
+var log = clog.NewWithPlugin(pluginName)
+
+func init() { plugin.Register(pluginName, setup) }
+
+// Pod record modes.
+const (
+	podsDisabled = "disabled"
+	podsInsecure = "insecure"
+	podsVerified = "verified"
+)
+
+// config is the parsed k8sdiscovery stanza.
+type config struct {
+	zones []string // forward and reverse zones, lower case, fully qualified
+
+	kubeconfig  string
+	kubeContext string
+	endpoint    string
+	manifests   string
+
+	namespaces      map[string]bool // empty: all namespaces
+	labelSelector   string
+	podMode         string
+	ttl             uint32
+	headlessTTL     uint32
+	endpointPodName bool
+	ptrHostnameOnly bool
+	externalNameIP  bool
+	dnsService      string // namespace/name of the Service whose addresses ns.dns.<zone> has
+
+	fallthroughZones []string
+	fall             bool
+}
+
+func defaultConfig() config {
+	return config{podMode: podsDisabled, ttl: 5, headlessTTL: 5, dnsService: "kube-system/kube-dns"}
+}
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parseStanza(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	k := newK8sDiscovery(cfg)
+	k.upstream = upstream.New()
+
+	c.OnStartup(func() error {
+		if err := k.start(); err != nil {
+			return plugin.Error(pluginName, err)
+		}
+		return nil
+	})
+	c.OnShutdown(func() error {
+		k.stop()
+		return nil
+	})
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		k.Next = next
+		return k
+	})
+	return nil
+}
+
+// parseStanza reads one k8sdiscovery block. Errors carry the Corefile name and line.
+func parseStanza(c *caddy.Controller) (config, error) {
+	cfg := defaultConfig()
+	c.Next() // k8sdiscovery
+	cfg.zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+	for i, z := range cfg.zones {
+		cfg.zones[i] = strings.ToLower(dns.Fqdn(z))
+	}
+	headlessTTLSet := false
+	for c.NextBlock() {
+		opt := c.Val()
+		args := c.RemainingArgs()
+		switch opt {
+		case "kubeconfig":
+			if len(args) < 1 || len(args) > 2 {
+				return cfg, c.Errf("kubeconfig: want PATH [CONTEXT]")
+			}
+			cfg.kubeconfig = args[0]
+			if len(args) == 2 {
+				cfg.kubeContext = args[1]
+			}
+		case "endpoint":
+			if len(args) != 1 || !(strings.HasPrefix(args[0], "https://") || strings.HasPrefix(args[0], "http://")) {
+				return cfg, c.Errf("endpoint: want one URL such as https://10.0.0.1:6443")
+			}
+			cfg.endpoint = args[0]
+		case "manifests":
+			if len(args) != 1 {
+				return cfg, c.Errf("manifests: want one folder of Kubernetes YAML files")
+			}
+			cfg.manifests = args[0]
+		case "namespaces":
+			if len(args) == 0 {
+				return cfg, c.Errf("namespaces: want one or more namespace names")
+			}
+			cfg.namespaces = map[string]bool{}
+			for _, ns := range args {
+				cfg.namespaces[ns] = true
+			}
+		case "labels":
+			sel := strings.Join(args, " ")
+			if _, err := labels.Parse(sel); err != nil || sel == "" {
+				return cfg, c.Errf("labels: want a label selector such as app=web,tier!=cache: %v", err)
+			}
+			cfg.labelSelector = sel
+		case "pods":
+			if len(args) != 1 || (args[0] != podsDisabled && args[0] != podsInsecure && args[0] != podsVerified) {
+				return cfg, c.Errf("pods: want disabled, insecure or verified")
+			}
+			cfg.podMode = args[0]
+		case "ttl", "headless_ttl":
+			if len(args) != 1 {
+				return cfg, c.Errf("%s: want a number of seconds from 0 to 3600", opt)
+			}
+			n, err := strconv.ParseUint(args[0], 10, 32)
+			if err != nil || n > 3600 {
+				return cfg, c.Errf("%s: want a number of seconds from 0 to 3600, got %q", opt, args[0])
+			}
+			if opt == "ttl" {
+				cfg.ttl = uint32(n)
+			} else {
+				cfg.headlessTTL, headlessTTLSet = uint32(n), true
+			}
+		case "endpoint_pod_names", "ptr_hostname_only", "externalname_ip":
+			if len(args) != 0 {
+				return cfg, c.Errf("%s takes no arguments", opt)
+			}
+			switch opt {
+			case "endpoint_pod_names":
+				cfg.endpointPodName = true
+			case "ptr_hostname_only":
+				cfg.ptrHostnameOnly = true
+			default:
+				cfg.externalNameIP = true
+			}
+		case "dns_service":
+			if len(args) != 1 || strings.Count(args[0], "/") != 1 {
+				return cfg, c.Errf("dns_service: want NAMESPACE/NAME of the cluster DNS Service")
+			}
+			cfg.dnsService = args[0]
+		case "fallthrough":
+			cfg.fall = true
+			cfg.fallthroughZones = args
+		default:
+			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, manifests, namespaces, labels, pods, ttl, headless_ttl, endpoint_pod_names, ptr_hostname_only, externalname_ip, dns_service or fallthrough)", opt)
+		}
+	}
+	if !headlessTTLSet {
+		cfg.headlessTTL = cfg.ttl
+	}
+	if cfg.manifests != "" && (cfg.kubeconfig != "" || cfg.endpoint != "") {
+		return cfg, c.Errf("manifests cannot be combined with kubeconfig or endpoint: pick one source of objects")
+	}
+	forward := 0
+	for _, z := range cfg.zones {
+		if !isReverseZone(z) {
+			forward++
+		}
+	}
+	if forward == 0 {
+		return cfg, c.Errf("want at least one forward zone such as cluster.local, got only %v", cfg.zones)
+	}
+	return cfg, nil
+}
+
+func (c config) String() string {
+	return fmt.Sprintf("zones=%v pods=%s ttl=%ds", c.zones, c.podMode, c.ttl)
+}
+
+// durationSince is time.Since, replaceable in tests.
+var durationSince = time.Since

@@ -1,0 +1,278 @@
+package nodecache
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/coredns/coredns/plugin/pkg/parse"
+)
+
+const pluginName = "nodecache"
+
+var log = clog.NewWithPlugin(pluginName)
+
+func init() { plugin.Register(pluginName, setup) }
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parseStanza(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	// The node cache owns the listen addresses of its server block, as the bind plugin does.
+	dnsserver.GetConfig(c).ListenHosts = cfg.listen
+	c.OnStartup(func() error {
+		log.Warningf("cache and upstream are not built yet (issue 5): queries pass to the next plugin")
+		return nil
+	})
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		return &NodeCache{Next: next, config: cfg}
+	})
+	return nil
+}
+
+// Packet-filter modes for the rules that keep DNS to the listen addresses out of conntrack.
+const (
+	filterNftables = "nftables"
+	filterIptables = "iptables"
+	filterNone     = "none"
+)
+
+// upstream is one destination for cache misses.
+type upstream struct {
+	transport string // "tcp" or "udp"
+	addrs     []string
+}
+
+// config is the parsed nodecache stanza.
+type config struct {
+	listen       []string
+	iface        string
+	packetFilter string
+	keepOnExit   bool
+	upstreams    []upstream
+
+	successCap, denialCap int
+	successTTL, denialTTL time.Duration
+
+	prefetchAmount   int
+	prefetchDuration time.Duration
+	prefetchPercent  int
+	serveStale       time.Duration
+	maxMemory        int64 // bytes, for the whole process
+}
+
+func defaultConfig() config {
+	return config{
+		iface:        "nodelocaldns",
+		packetFilter: filterNftables,
+		successCap:   9984, successTTL: 30 * time.Second,
+		denialCap: 9984, denialTTL: 5 * time.Second,
+		prefetchDuration: time.Minute, prefetchPercent: 10,
+	}
+}
+
+func parseStanza(c *caddy.Controller) (config, error) {
+	cfg := defaultConfig()
+	c.Next() // nodecache
+	if c.NextArg() {
+		return cfg, c.Errf("nodecache takes no arguments on its first line, got %q; options go in the block", c.Val())
+	}
+	for c.NextBlock() {
+		switch opt := c.Val(); opt {
+		case "listen":
+			// One argument may hold several addresses ("{$LOCAL_IPS}" expands to a single token).
+			var args []string
+			for _, a := range c.RemainingArgs() {
+				args = append(args, strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })...)
+			}
+			if len(args) == 0 {
+				return cfg, c.Errf("listen: want one or more IP addresses")
+			}
+			for _, a := range args {
+				if net.ParseIP(a) == nil {
+					return cfg, c.Errf("listen: %q is not an IP address", a)
+				}
+			}
+			cfg.listen = append(cfg.listen, args...)
+		case "interface":
+			if !c.NextArg() {
+				return cfg, c.Errf("interface: want an interface name")
+			}
+			cfg.iface = c.Val()
+			if c.NextArg() {
+				return cfg, c.Errf("interface: want one interface name, got more")
+			}
+		case "packet_filter":
+			if !c.NextArg() {
+				return cfg, c.Errf("packet_filter: want nftables, iptables or none")
+			}
+			switch m := c.Val(); m {
+			case filterNftables, filterIptables, filterNone:
+				cfg.packetFilter = m
+			default:
+				return cfg, c.Errf("packet_filter: want nftables, iptables or none, got %q", m)
+			}
+		case "keep_on_exit":
+			if c.NextArg() {
+				return cfg, c.Errf("keep_on_exit takes no arguments")
+			}
+			cfg.keepOnExit = true
+		case "upstream":
+			u, err := parseUpstream(c)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.upstreams = append(cfg.upstreams, u)
+		case "success", "denial":
+			capacity, ttl, err := parseCapacity(c, opt)
+			if err != nil {
+				return cfg, err
+			}
+			if opt == "success" {
+				cfg.successCap = capacity
+				if ttl > 0 {
+					cfg.successTTL = ttl
+				}
+			} else {
+				cfg.denialCap = capacity
+				if ttl > 0 {
+					cfg.denialTTL = ttl
+				}
+			}
+		case "prefetch":
+			if err := parsePrefetch(c, &cfg); err != nil {
+				return cfg, err
+			}
+		case "serve_stale":
+			d, err := oneDuration(c, opt)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.serveStale = d
+		case "max_memory":
+			if !c.NextArg() {
+				return cfg, c.Errf("max_memory: want a size such as 256MiB")
+			}
+			n, err := parseSize(c.Val())
+			if err != nil {
+				return cfg, c.Errf("max_memory: %v", err)
+			}
+			cfg.maxMemory = n
+		default:
+			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale or max_memory)", opt)
+		}
+	}
+	if len(cfg.listen) == 0 {
+		return cfg, c.Errf("want at least one `listen` address")
+	}
+	if len(cfg.upstreams) == 0 {
+		return cfg, c.Errf("want at least one `upstream`")
+	}
+	return cfg, nil
+}
+
+// parseUpstream reads `upstream [tcp|udp] ADDR...`; an address may be a resolv.conf path.
+func parseUpstream(c *caddy.Controller) (upstream, error) {
+	args := c.RemainingArgs()
+	u := upstream{transport: "tcp"}
+	if len(args) > 0 && (args[0] == "tcp" || args[0] == "udp") {
+		u.transport, args = args[0], args[1:]
+	}
+	if len(args) == 0 {
+		return u, c.Errf("upstream: want [tcp|udp] ADDRESS... (host[:port] or a resolv.conf path)")
+	}
+	addrs, err := parse.HostPortOrFile(args...)
+	if err != nil {
+		return u, c.Errf("upstream: %v", err)
+	}
+	u.addrs = addrs
+	return u, nil
+}
+
+func parseCapacity(c *caddy.Controller, opt string) (int, time.Duration, error) {
+	args := c.RemainingArgs()
+	if len(args) == 0 || len(args) > 2 {
+		return 0, 0, c.Errf("%s: want CAPACITY [TTL]", opt)
+	}
+	capacity, err := strconv.Atoi(args[0])
+	if err != nil || capacity < 1 {
+		return 0, 0, c.Errf("%s: capacity %q is not a positive integer", opt, args[0])
+	}
+	var ttl time.Duration
+	if len(args) == 2 {
+		secs, err := strconv.Atoi(args[1])
+		if err != nil || secs < 1 {
+			return 0, 0, c.Errf("%s: TTL %q is not a positive number of seconds", opt, args[1])
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	return capacity, ttl, nil
+}
+
+func parsePrefetch(c *caddy.Controller, cfg *config) error {
+	args := c.RemainingArgs()
+	if len(args) == 0 || len(args) > 3 {
+		return c.Errf("prefetch: want AMOUNT [DURATION [PERCENTAGE%%]]")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return c.Errf("prefetch: amount %q is not a positive integer", args[0])
+	}
+	cfg.prefetchAmount = n
+	if len(args) > 1 {
+		d, err := time.ParseDuration(args[1])
+		if err != nil || d <= 0 {
+			return c.Errf("prefetch: %q is not a positive duration", args[1])
+		}
+		cfg.prefetchDuration = d
+	}
+	if len(args) > 2 {
+		p, err := strconv.Atoi(strings.TrimSuffix(args[2], "%"))
+		if err != nil || p < 0 || p > 100 || !strings.HasSuffix(args[2], "%") {
+			return c.Errf("prefetch: %q is not a percentage such as 10%%", args[2])
+		}
+		cfg.prefetchPercent = p
+	}
+	return nil
+}
+
+func oneDuration(c *caddy.Controller, opt string) (time.Duration, error) {
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return 0, c.Errf("%s: want one duration such as 1h", opt)
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil || d < 0 {
+		return 0, c.Errf("%s: %q is not a duration such as 1h", opt, args[0])
+	}
+	return d, nil
+}
+
+// parseSize reads sizes such as 256MiB, 512MB, 1GiB or a plain byte count.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		factor int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseInt(num, 10, 64)
+			if err != nil || n < 1 {
+				return 0, fmt.Errorf("%q is not a size such as 256MiB", s)
+			}
+			return n * u.factor, nil
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is not a size such as 256MiB", s)
+	}
+	return n, nil
+}
