@@ -10,17 +10,58 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/coremain"
 )
 
 func main() {
-	if slices.Contains(os.Args[1:], "-plugins") || slices.Contains(os.Args[1:], "--plugins") {
+	args := os.Args[1:]
+	switch {
+	case slices.Contains(args, "-plugins") || slices.Contains(args, "--plugins"):
 		listPlugins(os.Stdout)
-		return
+	case slices.Contains(args, "-validate") || slices.Contains(args, "--validate"):
+		if err := validate(confFlag(args)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	default:
+		coremain.Run()
 	}
-	coremain.Run()
+}
+
+// validate parses a Corefile and runs every plugin's stanza parser without starting servers,
+// so an operator can check a ConfigMap before rolling it out: `coredns -conf FILE -validate`.
+func validate(path string) error {
+	if path == "" {
+		path = caddy.DefaultConfigFile
+	}
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("validate: %w", err)
+	}
+	input := caddy.CaddyfileInput{Contents: body, Filepath: path, ServerTypeName: "dns"}
+	if err := caddy.ValidateAndExecuteDirectives(input, nil, true); err != nil {
+		return fmt.Errorf("validate %s: %w", path, err)
+	}
+	fmt.Printf("%s: valid\n", path)
+	return nil
+}
+
+// confFlag finds the value of -conf in the arguments ("-conf F", "-conf=F", with one or two dashes).
+func confFlag(args []string) string {
+	for i, a := range args {
+		for _, name := range []string{"-conf", "--conf"} {
+			if a == name && i+1 < len(args) {
+				return args[i+1]
+			}
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // listPlugins prints the registered plugins with their server type ("dns.k8sdiscovery"), so an

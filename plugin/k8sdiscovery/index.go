@@ -50,6 +50,8 @@ type index struct {
 	names  map[string]*nameNode
 	ptrs   map[netip.Addr]*ptrNode
 	serial uint32
+	// changes counts the contributions that changed DNS data (each bumped the serial).
+	changes uint64
 }
 
 type ptrNode struct {
@@ -88,6 +90,12 @@ func (x *index) soaSerial() uint32 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.serial
+}
+
+func (x *index) changeCount() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.changes
 }
 
 // stats returns the number of names and reverse addresses indexed.
@@ -136,6 +144,7 @@ func (x *index) apply(owner string, c *contribution) bool {
 			n.records = x.merge(name, n.owners)
 		}
 	}
+	x.changes++
 	if now := uint32(time.Now().Unix()); now > x.serial {
 		x.serial = now
 	} else {

@@ -11,13 +11,18 @@ import (
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
-	"github.com/coredns/coredns/plugin/pkg/upstream"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 )
 
 // maxCNAMEChain bounds how many ExternalName hops an answer follows inside the zone.
 const maxCNAMEChain = 10
+
+// resolver looks a name up through the whole server (upstream.Upstream), for ExternalName targets
+// outside our zones.
+type resolver interface {
+	Lookup(ctx context.Context, state request.Request, name string, typ uint16) (*dns.Msg, error)
+}
 
 // K8sDiscovery is the k8sdiscovery plugin.
 type K8sDiscovery struct {
@@ -28,7 +33,7 @@ type K8sDiscovery struct {
 	primary  string   // first forward zone: PTR targets are written in it
 	fall     fall.F
 	index    *index
-	upstream *upstream.Upstream
+	upstream resolver
 	synced   atomic.Bool
 
 	stopOnce sync.Once

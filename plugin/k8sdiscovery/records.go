@@ -275,8 +275,9 @@ func dashedIP(ip netip.Addr) string {
 // parseDashedIP reverses dashedIP; ok is false when the label is not an address.
 func parseDashedIP(label string) (netip.Addr, bool) {
 	if strings.Count(label, "-") == 3 {
-		ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", "."))
-		return ip, err == nil && ip.Is4()
+		if ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ".")); err == nil && ip.Is4() {
+			return ip, true
+		}
 	}
 	ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
 	return ip, err == nil && ip.Is6() && !ip.Is4In6() && ip.Zone() == ""
