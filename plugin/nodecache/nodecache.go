@@ -4,21 +4,205 @@ package nodecache
 
 import (
 	"context"
+	"errors"
+	"sync"
+	"time"
 
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/metrics"
+	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 )
 
-// NodeCache is the node-role handler. Until its cache and upstream pool land it passes queries on.
+// NodeCache answers from the process-wide cache and sends misses to its upstreams.
 type NodeCache struct {
 	Next   plugin.Handler
 	config config
+
+	node      *node // process-wide: cache, single-flight, in-flight count, link state
+	upstreams *upstreamGroup
 }
+
+// staleTTL is the TTL on a stale answer (RFC 8767 4 recommends 30 s).
+const staleTTL = 30
+
+var renderBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // ServeDNS implements plugin.Handler.
 func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	n.node.inFlight.Add(1)
+	defer n.node.inFlight.Add(-1)
+	server := metrics.WithServer(ctx)
+	gauge := inFlight.WithLabelValues(server)
+	gauge.Inc()
+	defer gauge.Dec()
+
+	if len(r.Question) != 1 || r.Opcode != dns.OpcodeQuery || r.Response {
+		return n.passThrough(ctx, w, r)
+	}
+	state := request.Request{W: w, Req: r}
+	q := r.Question[0]
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		return n.passThrough(ctx, w, r)
+	}
+	do := state.Do()
+	c := reply{id: r.Id, qname: q.Name, rd: r.RecursionDesired, cd: r.CheckingDisabled, ad: r.AuthenticatedData,
+		edns: r.IsEdns0() != nil, do: do, maxSize: state.Size()}
+	key := newCacheKey(q.Name, q.Qtype, q.Qclass, do, r.CheckingDisabled)
+	now := time.Now()
+
+	if e := n.node.cache.get(key, q.Name, now); e != nil {
+		if ttl := e.remaining(now); ttl > 0 {
+			kind := "success"
+			if e.answer.denial {
+				kind = "denial"
+			}
+			cacheHits.WithLabelValues(server, kind).Inc()
+			if n.shouldPrefetch(e, now) {
+				prefetches.WithLabelValues(server).Inc()
+				go n.refresh(key, q, do, r.CheckingDisabled, e)
+			}
+			return n.write(w, server, e.answer, c, ttl)
+		}
+		// Expired, inside the stale window: ask again, unless every upstream is known down.
+		if n.upstreams.anyHealthy() {
+			if fresh, err := n.resolve(ctx, key, q, do, r.CheckingDisabled); err == nil && fresh.rcode != dns.RcodeServerFailure {
+				cacheMisses.WithLabelValues(server).Inc()
+				return n.write(w, server, fresh, c, fresh.ttl)
+			}
+		} else {
+			go n.refresh(key, q, do, r.CheckingDisabled, nil)
+		}
+		staleServed.WithLabelValues(server).Inc()
+		return n.write(w, server, e.answer, c, staleTTL)
+	}
+
+	cacheMisses.WithLabelValues(server).Inc()
+	a, err := n.resolve(ctx, key, q, do, r.CheckingDisabled)
+	if err != nil {
+		log.Debugf("%s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
+		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+	}
+	return n.write(w, server, a, c, a.ttl)
+}
+
+// resolve asks the upstreams once for all identical concurrent misses, caches what may be
+// cached and returns the answer in wire form.
+func (n *NodeCache) resolve(ctx context.Context, key cacheKey, q dns.Question, do, cd bool) (*answer, error) {
+	ch := n.node.flight.DoChan(flightKey(key, q.Name), func() (any, error) {
+		// Detached from the first asker: the others wait on this result too.
+		ctx, cancel := context.WithTimeout(context.Background(), n.config.timeout+n.config.timeout/2)
+		defer cancel()
+		m, err := n.upstreams.resolve(ctx, q, do, cd)
+		if err != nil {
+			return nil, err
+		}
+		successTTL, denialTTL := n.config.successTTL, n.config.denialTTL
+		a, ttl, err := cacheable(m, successTTL, denialTTL)
+		if err != nil {
+			return nil, err
+		}
+		if ttl > 0 {
+			n.node.cache.put(key, q.Name, a, ttl, n.config.serveStale, time.Now())
+		}
+		return a, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*answer), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// flightKey names a miss for single-flight: the hash and the qualifiers, case folded.
+func flightKey(k cacheKey, qname string) string {
+	b := make([]byte, 0, len(qname)+8)
+	for i := 0; i < len(qname); i++ {
+		c := qname[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	b = append(b, byte(k.qtype>>8), byte(k.qtype), byte(k.qclass>>8), byte(k.qclass))
+	if k.do {
+		b = append(b, 'D')
+	}
+	if k.cd {
+		b = append(b, 'C')
+	}
+	return string(b)
+}
+
+// shouldPrefetch counts a hit and reports whether this hit should refresh the entry: it was
+// asked at least prefetch-amount times in the window and little of its TTL is left.
+func (n *NodeCache) shouldPrefetch(e *entry, now time.Time) bool {
+	cfg := n.config
+	if cfg.prefetchAmount == 0 {
+		return false
+	}
+	if start := e.windowStart.Load(); now.UnixNano()-start > int64(cfg.prefetchDuration) {
+		e.windowStart.Store(now.UnixNano())
+		e.hits.Store(0)
+	}
+	if int(e.hits.Add(1)) < cfg.prefetchAmount {
+		return false
+	}
+	total, left := e.expires.Sub(e.stored), e.expires.Sub(now)
+	if left*100 > total*time.Duration(cfg.prefetchPercent) {
+		return false
+	}
+	return e.prefetching.CompareAndSwap(false, true)
+}
+
+// refresh asks the upstreams in the background; the cache takes the answer if there is one.
+func (n *NodeCache) refresh(key cacheKey, q dns.Question, do, cd bool, e *entry) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*n.config.timeout)
+	defer cancel()
+	if _, err := n.resolve(ctx, key, q, do, cd); err != nil {
+		log.Debugf("refresh %s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
+		if e != nil {
+			e.prefetching.Store(false)
+		}
+	}
+}
+
+// write sends a to the client. The server's writer would pack a dns.Msg; the bytes are ready,
+// so they go out as they are, after recording the rcode for the metrics plugin above us.
+func (n *NodeCache) write(w dns.ResponseWriter, server string, a *answer, c reply, ttl uint32) (int, error) {
+	bp := renderBufs.Get().(*[]byte)
+	defer renderBufs.Put(bp)
+	out, ok := a.render(*bp, c, ttl)
+	if !ok {
+		return dns.RcodeServerFailure, plugin.Error(pluginName, errors.New("cannot render cached answer"))
+	}
+	*bp = out[:0]
+	if len(out) > 2 && out[2]&(flagTC>>8) != 0 && len(a.wire) > len(out) {
+		truncated.WithLabelValues(server).Inc()
+	}
+	if rec, ok := w.(*dnstest.Recorder); ok {
+		rec.Rcode = a.rcode
+	}
+	if _, err := w.Write(out); err != nil {
+		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+	}
+	return a.rcode, nil
+}
+
+// passThrough sends what the cache does not handle (other opcodes, zone transfers, several
+// questions) to the next plugin.
+func (n *NodeCache) passThrough(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	return plugin.NextOrFailure(n.Name(), n.Next, ctx, w, r)
 }
 
 // Name implements plugin.Handler.
 func (n *NodeCache) Name() string { return pluginName }
+
+// Ready implements ready.Readiness: the link and packet filter are set up and an upstream has
+// answered since start.
+func (n *NodeCache) Ready() bool { return n.node.isSetUp() && n.upstreams.reachedAny() }

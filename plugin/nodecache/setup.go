@@ -25,14 +25,37 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
+	srv := dnsserver.GetConfig(c)
+	port, err := strconv.ParseUint(srv.Port, 10, 16)
+	if err != nil {
+		return plugin.Error(pluginName, c.Errf("server port %q is not a number", srv.Port))
+	}
 	// The node cache owns the listen addresses of its server block, as the bind plugin does.
-	dnsserver.GetConfig(c).ListenHosts = cfg.listen
+	srv.ListenHosts = cfg.listen
+
+	n := &NodeCache{config: cfg, node: theNode(cfg), upstreams: newUpstreamGroup(cfg.upstreams, cfg.timeout)}
+	reloading := false
 	c.OnStartup(func() error {
-		log.Warningf("cache and upstream are not built yet (issue 5): queries pass to the next plugin")
+		if err := n.node.prepare(cfg, uint16(port)); err != nil {
+			return plugin.Error(pluginName, err)
+		}
+		go n.upstreams.healthCheck(cfg.healthCheck)
 		return nil
 	})
-	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
-		return &NodeCache{Next: next, config: cfg}
+	c.OnRestart(func() error { reloading = true; return nil })
+	c.OnRestartFailed(func() error { reloading = false; return nil })
+	c.OnShutdown(func() error {
+		// On reload the new instance already serves and keeps the node as it is; on a real stop
+		// the process first hands over or drains (once, whichever block gets here first).
+		if !reloading {
+			n.node.exit()
+		}
+		n.upstreams.close()
+		return nil
+	})
+	srv.AddPlugin(func(next plugin.Handler) plugin.Handler {
+		n.Next = next
+		return n
 	})
 	return nil
 }
@@ -66,6 +89,19 @@ type config struct {
 	prefetchPercent  int
 	serveStale       time.Duration
 	maxMemory        int64 // bytes, for the whole process
+
+	timeout     time.Duration // one upstream attempt
+	healthCheck time.Duration // interval between upstream health checks
+}
+
+// defaultMaxMemory bounds the cache when no block says max_memory.
+const defaultMaxMemory = 64 << 20
+
+func (c config) memoryBound() int64 {
+	if c.maxMemory > 0 {
+		return c.maxMemory
+	}
+	return defaultMaxMemory
 }
 
 func defaultConfig() config {
@@ -75,14 +111,15 @@ func defaultConfig() config {
 		successCap:   9984, successTTL: 30 * time.Second,
 		denialCap: 9984, denialTTL: 5 * time.Second,
 		prefetchDuration: time.Minute, prefetchPercent: 10,
+		timeout: defaultTimeout, healthCheck: defaultHealthEvery,
 	}
 }
 
 func parseStanza(c *caddy.Controller) (config, error) {
 	cfg := defaultConfig()
 	c.Next() // nodecache
-	if c.NextArg() {
-		return cfg, c.Errf("nodecache takes no arguments on its first line, got %q; options go in the block", c.Val())
+	if args := c.RemainingArgs(); len(args) > 0 {
+		return cfg, c.Errf("nodecache takes no arguments on its first line, got %q; options go in the block", args[0])
 	}
 	for c.NextBlock() {
 		switch opt := c.Val(); opt {
@@ -156,6 +193,19 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				return cfg, err
 			}
 			cfg.serveStale = d
+		case "timeout", "health_check":
+			d, err := oneDuration(c, opt)
+			if err != nil {
+				return cfg, err
+			}
+			if d <= 0 {
+				return cfg, c.Errf("%s: want a positive duration", opt)
+			}
+			if opt == "timeout" {
+				cfg.timeout = d
+			} else {
+				cfg.healthCheck = d
+			}
 		case "max_memory":
 			if !c.NextArg() {
 				return cfg, c.Errf("max_memory: want a size such as 256MiB")
@@ -166,7 +216,7 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			}
 			cfg.maxMemory = n
 		default:
-			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale or max_memory)", opt)
+			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale, max_memory, timeout or health_check)", opt)
 		}
 	}
 	if len(cfg.listen) == 0 {

@@ -1,0 +1,215 @@
+package nodecache
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// cacheKey identifies a question: the name folded to lower case, type, class and the DO and CD
+// bits (they change what an upstream puts in the answer).
+type cacheKey struct {
+	hash   uint64
+	qtype  uint16
+	qclass uint16
+	do, cd bool
+}
+
+func newCacheKey(qname string, qtype, qclass uint16, do, cd bool) cacheKey {
+	// FNV-1a over the ASCII-lowered name: no allocation on the hit path.
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(qname); i++ {
+		c := qname[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return cacheKey{hash: h, qtype: qtype, qclass: qclass, do: do, cd: cd}
+}
+
+// entry is one cached answer with its clock.
+type entry struct {
+	qname      string // as first asked; compared case-insensitively against hash collisions
+	answer     *answer
+	stored     time.Time
+	expires    time.Time // end of the TTL
+	staleUntil time.Time // end of the serve-stale window (== expires when serving stale is off)
+	size       int
+
+	hits        atomic.Int32 // hits in the current prefetch window
+	windowStart atomic.Int64 // unix nanos
+	prefetching atomic.Bool
+}
+
+// remaining is the TTL left at now, in whole seconds (0 once expired).
+func (e *entry) remaining(now time.Time) uint32 {
+	d := e.expires.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return uint32((d + time.Second - 1) / time.Second)
+}
+
+const cacheShards = 16
+
+// entryOverhead approximates the bytes an entry costs beyond its wire form (struct, map slot,
+// offsets), so max_memory bounds what the process really holds.
+const entryOverhead = 256
+
+// cache is the process-wide answer cache shared by every nodecache server block.
+type cache struct {
+	shards [cacheShards]cacheShard
+	limits atomic.Pointer[cacheLimits]
+}
+
+type cacheLimits struct {
+	success, denial int   // entries per shard
+	bytes           int64 // per shard
+}
+
+type cacheShard struct {
+	mu              sync.RWMutex
+	items           map[cacheKey]*entry
+	success, denial int
+	bytes           int64
+}
+
+func newCache(successCap, denialCap int, maxMemory int64) *cache {
+	c := &cache{}
+	for i := range c.shards {
+		c.shards[i].items = make(map[cacheKey]*entry)
+	}
+	c.setLimits(successCap, denialCap, maxMemory)
+	return c
+}
+
+// setLimits changes the bounds; entries over a lowered bound go as new ones arrive.
+func (c *cache) setLimits(successCap, denialCap int, maxMemory int64) {
+	per := func(n int) int { return max(1, (n+cacheShards-1)/cacheShards) }
+	c.limits.Store(&cacheLimits{success: per(successCap), denial: per(denialCap), bytes: max(1, maxMemory/cacheShards)})
+}
+
+func (c *cache) shard(k cacheKey) *cacheShard { return &c.shards[k.hash%cacheShards] }
+
+// get returns the entry for the question if it is fresh or within its stale window.
+func (c *cache) get(k cacheKey, qname string, now time.Time) *entry {
+	s := c.shard(k)
+	s.mu.RLock()
+	e := s.items[k]
+	s.mu.RUnlock()
+	if e == nil || len(e.qname) != len(qname) || !strings.EqualFold(e.qname, qname) {
+		return nil
+	}
+	if now.After(e.staleUntil) {
+		s.mu.Lock()
+		if s.items[k] == e {
+			s.remove(k, e)
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	return e
+}
+
+// put stores a; ttl is already capped. staleFor is how long the entry may serve stale after it
+// expires.
+func (c *cache) put(k cacheKey, qname string, a *answer, ttl uint32, staleFor time.Duration, now time.Time) *entry {
+	exp := now.Add(time.Duration(ttl) * time.Second)
+	e := &entry{qname: qname, answer: a, stored: now, expires: exp, staleUntil: exp.Add(staleFor), size: len(a.wire) + entryOverhead}
+	e.windowStart.Store(now.UnixNano())
+	lim := c.limits.Load()
+	s := c.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.items[k]; old != nil {
+		s.remove(k, old)
+	}
+	s.items[k] = e
+	s.add(e)
+	s.evict(lim, k, now)
+	return e
+}
+
+func (s *cacheShard) add(e *entry) {
+	if e.answer.denial {
+		s.denial++
+	} else {
+		s.success++
+	}
+	s.bytes += int64(e.size)
+}
+
+func (s *cacheShard) remove(k cacheKey, e *entry) {
+	delete(s.items, k)
+	if e.answer.denial {
+		s.denial--
+	} else {
+		s.success--
+	}
+	s.bytes -= int64(e.size)
+}
+
+// evict drops entries until the shard is within its bounds, never the one just stored (keep).
+// Entries past their stale window go first; otherwise map order picks victims, which is random
+// enough to avoid pathological patterns and costs no bookkeeping on the hit path.
+func (s *cacheShard) evict(lim *cacheLimits, keep cacheKey, now time.Time) {
+	over := func() bool { return s.success > lim.success || s.denial > lim.denial || s.bytes > lim.bytes }
+	if !over() {
+		return
+	}
+	for k, e := range s.items {
+		if k != keep && now.After(e.staleUntil) {
+			s.remove(k, e)
+		}
+	}
+	for k, e := range s.items {
+		if !over() {
+			return
+		}
+		if k == keep {
+			continue
+		}
+		kindOver := (e.answer.denial && s.denial > lim.denial) || (!e.answer.denial && s.success > lim.success)
+		if kindOver || s.bytes > lim.bytes {
+			s.remove(k, e)
+		}
+	}
+}
+
+// counts returns the number of success and denial entries and the bytes they hold.
+func (c *cache) counts() (success, denial int, bytes int64) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		success += s.success
+		denial += s.denial
+		bytes += s.bytes
+		s.mu.RUnlock()
+	}
+	return success, denial, bytes
+}
+
+// cacheable builds the cache form of an upstream response and its TTL under the caps; ttl 0
+// means answer from it but do not store it.
+func cacheable(m *dns.Msg, successTTL, denialTTL time.Duration) (a *answer, ttl uint32, err error) {
+	a, err = newAnswer(m)
+	if err != nil {
+		return nil, 0, err
+	}
+	if m.Truncated || (m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError) {
+		return a, 0, nil
+	}
+	a.denial = isDenial(m)
+	if a.denial {
+		ttl = cacheTTL(m, true, denialTTL)
+	} else {
+		ttl = cacheTTL(m, false, successTTL)
+	}
+	a.ttl = ttl
+	return a, ttl, nil
+}

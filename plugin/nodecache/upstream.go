@@ -1,0 +1,255 @@
+package nodecache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// endpoint is one upstream server reached over one transport.
+type endpoint struct {
+	addr      string
+	transport string // "tcp" or "udp"
+	tcp       *tcpPool
+	timeout   time.Duration
+
+	fails   atomic.Int32 // consecutive failures, queries and health checks alike
+	reached atomic.Bool  // answered at least once since start
+}
+
+// maxFails consecutive failures mark an endpoint down until it answers again.
+const maxFails = 2
+
+const (
+	defaultTimeout     = 2 * time.Second
+	defaultHealthEvery = time.Second
+	defaultPoolSize    = 2
+)
+
+func newEndpoint(addr, transport string, timeout time.Duration) *endpoint {
+	// A UDP endpoint keeps a pool too: answers that come back truncated are asked again over TCP.
+	return &endpoint{addr: addr, transport: transport, timeout: timeout, tcp: newTCPPool(addr, defaultPoolSize, timeout)}
+}
+
+func (e *endpoint) healthy() bool { return e.fails.Load() < maxFails }
+
+// exchange sends q (packed, any ID) and returns the checked answer.
+func (e *endpoint) exchange(ctx context.Context, q []byte, want dns.Question) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	start := time.Now()
+	m, err := e.exchangeOnce(ctx, q, want)
+	upstreamDuration.WithLabelValues(e.addr, e.transport).Observe(time.Since(start).Seconds())
+	if err != nil {
+		e.fails.Add(1)
+		upstreamErrors.WithLabelValues(e.addr, e.transport, errorKind(err)).Inc()
+		return nil, err
+	}
+	e.fails.Store(0)
+	e.reached.Store(true)
+	return m, nil
+}
+
+func (e *endpoint) exchangeOnce(ctx context.Context, q []byte, want dns.Question) (*dns.Msg, error) {
+	if e.transport == "udp" {
+		m, err := exchangeUDP(ctx, e.addr, q, want)
+		if err != nil || !m.Truncated {
+			return m, err
+		}
+	}
+	raw, err := e.tcp.exchange(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(raw); err != nil {
+		return nil, fmt.Errorf("unpack answer from %s: %w", e.addr, err)
+	}
+	if !answers(m, want) {
+		return nil, fmt.Errorf("answer from %s does not match the question", e.addr)
+	}
+	return m, nil
+}
+
+// answers reports whether m is a response to the question want.
+func answers(m *dns.Msg, want dns.Question) bool {
+	if !m.Response || len(m.Question) != 1 {
+		return false
+	}
+	q := m.Question[0]
+	return q.Qtype == want.Qtype && q.Qclass == want.Qclass && strings.EqualFold(q.Name, want.Name)
+}
+
+func errorKind(err error) string {
+	var nerr interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
+		return "timeout"
+	case errors.Is(err, errBackoff):
+		return "backoff"
+	case errors.Is(err, errConnClosed), errors.Is(err, errPoolClosed):
+		return "closed"
+	default:
+		return "other"
+	}
+}
+
+// upstreamGroup is the ordered set of upstreams of one server block. Lines of the stanza are
+// tried in order; within a line the start rotates so load spreads; down endpoints are skipped
+// while any endpoint is up.
+type upstreamGroup struct {
+	lines [][]*endpoint
+	next  atomic.Uint32
+
+	stopOnce sync.Once
+	stop     chan struct{}
+}
+
+func newUpstreamGroup(ups []upstream, timeout time.Duration) *upstreamGroup {
+	g := &upstreamGroup{stop: make(chan struct{})}
+	for _, u := range ups {
+		var line []*endpoint
+		for _, a := range u.addrs {
+			line = append(line, newEndpoint(a, u.transport, timeout))
+		}
+		g.lines = append(g.lines, line)
+	}
+	return g
+}
+
+func (g *upstreamGroup) endpoints() []*endpoint {
+	var all []*endpoint
+	for _, l := range g.lines {
+		all = append(all, l...)
+	}
+	return all
+}
+
+// anyHealthy reports whether some endpoint is believed up.
+func (g *upstreamGroup) anyHealthy() bool {
+	for _, e := range g.endpoints() {
+		if e.healthy() {
+			return true
+		}
+	}
+	return false
+}
+
+// reachedAny reports whether some endpoint answered since start.
+func (g *upstreamGroup) reachedAny() bool {
+	for _, e := range g.endpoints() {
+		if e.reached.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+var errNoUpstream = errors.New("no upstream answered")
+
+// resolve asks the question of the upstreams, failing over until one answers. An upstream's
+// SERVFAIL or REFUSED counts as a failure while another upstream is left to ask.
+func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool) (*dns.Msg, error) {
+	req := new(dns.Msg)
+	req.SetQuestion(q.Name, q.Qtype)
+	req.Question[0].Qclass = q.Qclass
+	req.RecursionDesired = true
+	req.CheckingDisabled = cd
+	req.SetEdns0(ednsSize, do)
+	packed, err := req.Pack()
+	if err != nil {
+		return nil, err
+	}
+
+	order := g.order()
+	var lastErr error
+	var lastAnswer *dns.Msg
+	for i, e := range order {
+		m, err := e.exchange(ctx, packed, q)
+		if err != nil {
+			lastErr = fmt.Errorf("%s %s: %w", e.transport, e.addr, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		if (m.Rcode == dns.RcodeServerFailure || m.Rcode == dns.RcodeRefused) && i < len(order)-1 {
+			lastAnswer = m
+			continue
+		}
+		return m, nil
+	}
+	if lastAnswer != nil {
+		return lastAnswer, nil
+	}
+	if lastErr == nil {
+		lastErr = errNoUpstream
+	}
+	return nil, lastErr
+}
+
+// order lists the endpoints to try: healthy ones first, line by line, each line starting at a
+// rotating index; then the down ones, so a query still goes out when all look down.
+func (g *upstreamGroup) order() []*endpoint {
+	n := g.next.Add(1)
+	var up, down []*endpoint
+	for _, line := range g.lines {
+		for j := range line {
+			e := line[(int(n)+j)%len(line)]
+			if e.healthy() {
+				up = append(up, e)
+			} else {
+				down = append(down, e)
+			}
+		}
+	}
+	return append(up, down...)
+}
+
+// healthCheck asks every endpoint `. IN NS` (no recursion) every interval until stopped; any
+// answer means up. Over TCP this also keeps the pooled connection from idling out.
+func (g *upstreamGroup) healthCheck(every time.Duration) {
+	probe := new(dns.Msg)
+	probe.SetQuestion(".", dns.TypeNS)
+	probe.RecursionDesired = false
+	packed, _ := probe.Pack()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		var wg sync.WaitGroup
+		for _, e := range g.endpoints() {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), every)
+				defer cancel()
+				e.exchange(ctx, packed, probe.Question[0])
+				upstreamHealthy.WithLabelValues(e.addr, e.transport).Set(boolGauge(e.healthy()))
+			})
+		}
+		wg.Wait()
+		select {
+		case <-g.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (g *upstreamGroup) close() {
+	g.stopOnce.Do(func() { close(g.stop) })
+	for _, e := range g.endpoints() {
+		e.tcp.close()
+	}
+}
