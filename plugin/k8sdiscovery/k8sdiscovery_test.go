@@ -78,12 +78,14 @@ func pod(ns, name, ip string, phase corev1.PodPhase) *corev1.Pod {
 	}
 }
 
+func fakeClient(objs ...runtime.Object) *fake.Clientset { return fake.NewClientset(objs...) }
+
 func startFake(t *testing.T, cfg config, objs ...runtime.Object) (*K8sDiscovery, *fake.Clientset) {
 	t.Helper()
 	if len(cfg.zones) == 0 {
 		cfg.zones = []string{"cluster.local.", "in-addr.arpa."}
 	}
-	client := fake.NewClientset(objs...)
+	client := fakeClient(objs...)
 	k := newK8sDiscovery(cfg)
 	k.upstream = outsideWorld{}
 	startWithClient(t, k, client)
