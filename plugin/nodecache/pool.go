@@ -24,7 +24,8 @@ type tcpPool struct {
 	conns   []*pipeConn
 	next    int
 	backoff time.Duration
-	retryAt time.Time // no dial before this after a failed one
+	retryAt time.Time     // no dial before this after a failed one
+	dialing chan struct{} // closed when the dial in progress ends
 	closed  bool
 }
 
@@ -39,6 +40,7 @@ const (
 	minBackoff     = 100 * time.Millisecond
 	maxBackoff     = 5 * time.Second
 	maxInFlightTCP = 4096 // per connection; IDs are 16 bits
+	maxResends     = 3
 )
 
 func newTCPPool(addr string, size int, dialTimeout time.Duration) *tcpPool {
@@ -46,55 +48,83 @@ func newTCPPool(addr string, size int, dialTimeout time.Duration) *tcpPool {
 }
 
 // exchange sends the packed query q (its ID is replaced) and returns the packed answer.
-// A connection the upstream closed before answering (an idle timeout racing our write) is
-// retried once on a fresh connection: the upstream never saw or never answered the query.
+// A query lost because the upstream closed the connection (an idle timeout racing our write, a
+// cap on queries per connection) is asked again on a fresh connection, up to maxResends times:
+// queries are idempotent.
 func (p *tcpPool) exchange(ctx context.Context, q []byte) ([]byte, error) {
-	for attempt := 0; ; attempt++ {
+	for resends := 0; ; {
 		c, err := p.conn(ctx)
 		if err != nil {
 			return nil, err
 		}
+		sent := time.Now().UnixNano()
 		resp, err := c.exchange(ctx, q)
-		if errors.Is(err, errConnClosed) && attempt == 0 && ctx.Err() == nil {
-			continue
+		if !errors.Is(err, errConnClosed) || ctx.Err() != nil {
+			return resp, err
 		}
-		return resp, err
+		// Resends count only when the connection answered nothing after our query went out:
+		// an upstream that answers and then closes is making progress.
+		if c.lastRead.Load() < sent {
+			if resends++; resends > maxResends {
+				return nil, err
+			}
+		}
 	}
 }
 
-// conn returns a live connection, dialing one while the pool is below its size.
+// conn returns a live connection, dialing one while the pool is below its size. One dial at
+// a time: a burst of queries on an empty pool waits for it rather than opening a connection each.
 func (p *tcpPool) conn(ctx context.Context) (*pipeConn, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, errPoolClosed
-	}
-	live := p.conns[:0]
-	for _, c := range p.conns {
-		if !c.isDead() {
-			live = append(live, c)
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, errPoolClosed
 		}
-	}
-	clear(p.conns[len(live):])
-	p.conns = live
-	// Use a live connection unless the pool can grow and the ones we have are busy.
-	if n := len(p.conns); n > 0 && (n >= p.size || p.conns[(p.next)%n].inFlight() == 0 || time.Now().Before(p.retryAt)) {
-		p.next++
-		c := p.conns[p.next%n]
+		live := p.conns[:0]
+		for _, c := range p.conns {
+			if !c.isDead() {
+				live = append(live, c)
+			}
+		}
+		clear(p.conns[len(live):])
+		p.conns = live
+		n := len(p.conns)
+		// Use a live connection unless the pool can grow and the next one is busy.
+		if n > 0 && (n >= p.size || p.dialing != nil || p.conns[p.next%n].inFlight() == 0 || time.Now().Before(p.retryAt)) {
+			p.next++
+			c := p.conns[p.next%n]
+			p.mu.Unlock()
+			return c, nil
+		}
+		if p.dialing != nil {
+			wait := p.dialing
+			p.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if wait := time.Until(p.retryAt); wait > 0 {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("%s: %w (%v left)", p.addr, errBackoff, wait.Round(time.Millisecond))
+		}
+		p.dialing = make(chan struct{})
 		p.mu.Unlock()
-		return c, nil
+		return p.dial(ctx)
 	}
-	if wait := time.Until(p.retryAt); wait > 0 {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("%s: %w (%v left)", p.addr, errBackoff, wait.Round(time.Millisecond))
-	}
-	p.mu.Unlock()
+}
 
+func (p *tcpPool) dial(ctx context.Context) (*pipeConn, error) {
 	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: 15 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	close(p.dialing)
+	p.dialing = nil
 	if err != nil {
 		p.backoff = min(max(2*p.backoff, minBackoff), maxBackoff)
 		// Jitter so the nodes of a cluster do not reconnect in lockstep.
@@ -160,9 +190,8 @@ func (c *pipeConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
 	ch := make(chan []byte, 1)
 	c.mu.Lock()
 	if c.err != nil {
-		err := c.err
 		c.mu.Unlock()
-		return nil, err
+		return nil, c.deadErr()
 	}
 	if len(c.pending) >= maxInFlightTCP {
 		c.mu.Unlock()
@@ -194,7 +223,7 @@ func (c *pipeConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
 		// A partial write leaves the stream out of frame: the connection is unusable.
 		c.close(fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err))
 		c.forget(id)
-		return nil, errConnClosed
+		return nil, c.deadErr()
 	}
 
 	select {
@@ -219,13 +248,19 @@ func (c *pipeConn) forget(id uint16) {
 	c.mu.Unlock()
 }
 
+// deadErr is what a query on a dead connection gets: errConnClosed (worth asking again on
+// another connection) with the cause, or errPoolClosed.
 func (c *pipeConn) deadErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err == nil {
+	switch {
+	case c.err == nil, errors.Is(c.err, errConnClosed):
 		return errConnClosed
+	case errors.Is(c.err, errPoolClosed):
+		return errPoolClosed
+	default:
+		return fmt.Errorf("%w: %v", errConnClosed, c.err)
 	}
-	return c.err
 }
 
 func (c *pipeConn) readLoop() {

@@ -1,0 +1,168 @@
+package nodecache
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func msgFor(qname string, qtype uint16, rcode int, rrs ...string) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(qname, qtype)
+	m.Response, m.Rcode = true, rcode
+	for _, s := range rrs {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			panic(err)
+		}
+		if rr.Header().Rrtype == dns.TypeSOA {
+			m.Ns = append(m.Ns, rr)
+		} else {
+			m.Answer = append(m.Answer, rr)
+		}
+	}
+	m.SetEdns0(1232, false)
+	return m
+}
+
+func TestCacheable(t *testing.T) {
+	soa := "cluster.local. 60 IN SOA ns.cluster.local. h.cluster.local. 1 7200 1800 86400 3"
+	tests := []struct {
+		name   string
+		msg    *dns.Msg
+		ttl    uint32
+		denial bool
+	}{
+		{"success capped at 30s", msgFor("a.cluster.local.", dns.TypeA, dns.RcodeSuccess, "a.cluster.local. 300 IN A 10.0.0.1"), 30, false},
+		{"success under the cap keeps its TTL", msgFor("a.cluster.local.", dns.TypeA, dns.RcodeSuccess, "a.cluster.local. 7 IN A 10.0.0.1", "a.cluster.local. 20 IN A 10.0.0.2"), 7, false},
+		{"NXDOMAIN from the SOA minimum", msgFor("x.cluster.local.", dns.TypeA, dns.RcodeNameError, soa), 3, true},
+		{"NODATA capped at 5s", msgFor("a.cluster.local.", dns.TypeAAAA, dns.RcodeSuccess, "cluster.local. 60 IN SOA ns.cluster.local. h.cluster.local. 1 7200 1800 86400 60"), 5, true},
+		{"denial without SOA not cached", msgFor("x.cluster.local.", dns.TypeA, dns.RcodeNameError), 0, true},
+		{"SERVFAIL not cached", msgFor("x.cluster.local.", dns.TypeA, dns.RcodeServerFailure), 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, ttl, err := cacheable(tc.msg, 30*time.Second, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, "ttl", ttl, tc.ttl)
+			if ttl > 0 {
+				check(t, "denial", a.denial, tc.denial)
+			}
+		})
+	}
+}
+
+func TestCacheLifetime(t *testing.T) {
+	now := time.Now()
+	a, ttl, _ := cacheable(msgFor("web.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, "web.default.svc.cluster.local. 10 IN A 10.0.0.1"), 30*time.Second, 5*time.Second)
+	c := newCache(100, 100, 1<<20)
+	k := newCacheKey("web.default.svc.cluster.local.", dns.TypeA, dns.ClassINET, false, false)
+	c.put(k, "web.default.svc.cluster.local.", a, ttl, time.Minute, now)
+
+	tests := []struct {
+		name      string
+		qname     string
+		at        time.Duration
+		found     bool
+		remaining uint32
+	}{
+		{"fresh", "web.default.svc.cluster.local.", time.Second, true, 9},
+		{"other case, same entry", "WEB.Default.svc.cluster.local.", time.Second, true, 9},
+		{"expired, inside the stale window", "web.default.svc.cluster.local.", 30 * time.Second, true, 0},
+		{"past the stale window", "web.default.svc.cluster.local.", 2 * time.Minute, false, 0},
+		{"gone once past the window", "web.default.svc.cluster.local.", time.Second, false, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newCacheKey(tc.qname, dns.TypeA, dns.ClassINET, false, false)
+			e := c.get(k, tc.qname, now.Add(tc.at))
+			check(t, "found", e != nil, tc.found)
+			if e != nil {
+				check(t, "remaining", e.remaining(now.Add(tc.at)), tc.remaining)
+			}
+		})
+	}
+}
+
+func TestCacheBounds(t *testing.T) {
+	tests := []struct {
+		name            string
+		success, denial int
+		memory          int64
+		puts            int
+		wantMaxEntries  int
+		wantMaxBytes    int64
+	}{
+		{"entry capacity", 32, 32, 1 << 30, 1000, 32, 1 << 30},
+		{"memory bound", 100000, 100000, 16 * 2048, 1000, 100000, 16 * 2048},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCache(tc.success, tc.denial, tc.memory)
+			now := time.Now()
+			for i := range tc.puts {
+				name := fmt.Sprintf("n%d.cluster.local.", i)
+				a, ttl, _ := cacheable(msgFor(name, dns.TypeA, dns.RcodeSuccess, name+" 30 IN A 10.0.0.1"), 30*time.Second, 5*time.Second)
+				c.put(newCacheKey(name, dns.TypeA, dns.ClassINET, false, false), name, a, ttl, 0, now)
+			}
+			success, _, bytes := c.counts()
+			check(t, "entries within bound", success <= tc.wantMaxEntries, true)
+			check(t, "bytes within bound", bytes <= tc.wantMaxBytes, true)
+			check(t, "cache not empty", success > 0, true)
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	big := msgFor("big.cluster.local.", dns.TypeA, dns.RcodeSuccess)
+	for i := range 40 {
+		rr, _ := dns.NewRR(fmt.Sprintf("big.cluster.local. 30 IN A 10.0.%d.%d", i/250, i%250))
+		big.Answer = append(big.Answer, rr)
+	}
+	small := msgFor("web.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, "web.default.svc.cluster.local. 30 IN A 10.0.0.1")
+	small.Authoritative = true
+
+	tests := []struct {
+		name    string
+		msg     *dns.Msg
+		client  reply
+		ttl     uint32
+		tc      bool
+		answers int
+		edns    bool
+	}{
+		{"ID, case and TTL patched", small, reply{id: 4242, qname: "Web.DEFAULT.svc.cluster.local.", rd: true, maxSize: 512}, 17, false, 1, false},
+		{"EDNS client gets an OPT", small, reply{id: 1, qname: "web.default.svc.cluster.local.", edns: true, maxSize: 1232}, 30, false, 1, true},
+		{"too big for 512 bytes: TC", big, reply{id: 7, qname: "big.cluster.local.", maxSize: 512}, 30, true, 0, false},
+		{"fits the EDNS size", big, reply{id: 7, qname: "big.cluster.local.", edns: true, maxSize: 1232}, 30, false, 40, true},
+		{"TCP takes it all", big, reply{id: 7, qname: "big.cluster.local.", maxSize: dns.MaxMsgSize}, 30, false, 40, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _, err := cacheable(tc.msg, 30*time.Second, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, ok := a.render(nil, tc.client, tc.ttl)
+			check(t, "rendered", ok, true)
+			m := new(dns.Msg)
+			if err := m.Unpack(out); err != nil {
+				t.Fatalf("unpack rendered answer: %v", err)
+			}
+			check(t, "id", m.Id, tc.client.id)
+			check(t, "question as asked", m.Question[0].Name, tc.client.qname)
+			check(t, "TC", m.Truncated, tc.tc)
+			check(t, "AA cleared, RA set", []bool{m.Authoritative, m.RecursionAvailable, m.RecursionDesired}, []bool{false, true, tc.client.rd})
+			check(t, "answers", len(m.Answer), tc.answers)
+			check(t, "OPT", m.IsEdns0() != nil, tc.edns)
+			check(t, "size within the client's", len(out) <= tc.client.maxSize, true)
+			for _, rr := range m.Answer {
+				check(t, "ttl", rr.Header().Ttl, tc.ttl)
+			}
+		})
+	}
+}

@@ -1,0 +1,133 @@
+package nodecache
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+)
+
+// check is the one assertion helper of the package's tests.
+func check(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: got %v, want %v", what, got, want)
+	}
+}
+
+func TestParseStanza(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		check func(t *testing.T, cfg config)
+	}{
+		{"defaults", "nodecache {\n listen 169.254.20.10\n upstream 10.96.0.10\n}", func(t *testing.T, cfg config) {
+			check(t, "listen", cfg.listen, []string{"169.254.20.10"})
+			check(t, "iface", cfg.iface, "nodelocaldns")
+			check(t, "filter", cfg.packetFilter, filterNftables)
+			check(t, "upstreams", cfg.upstreams, []upstream{{transport: "tcp", addrs: []string{"10.96.0.10:53"}}})
+			check(t, "success", []any{cfg.successCap, cfg.successTTL}, []any{9984, 30 * time.Second})
+			check(t, "denial", []any{cfg.denialCap, cfg.denialTTL}, []any{9984, 5 * time.Second})
+			check(t, "timeout", cfg.timeout, defaultTimeout)
+			check(t, "memory", cfg.memoryBound(), int64(defaultMaxMemory))
+		}},
+		{"v4 and v6 in one token", "nodecache {\n listen \"169.254.20.10 fd00::a9fe:140a\"\n upstream udp 1.1.1.1 8.8.8.8:5353\n}", func(t *testing.T, cfg config) {
+			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a9fe:140a"})
+			check(t, "upstreams", cfg.upstreams, []upstream{{transport: "udp", addrs: []string{"1.1.1.1:53", "8.8.8.8:5353"}}})
+		}},
+		{"everything", `nodecache {
+			listen 169.254.20.10,fd00::a
+			interface lo
+			packet_filter iptables
+			keep_on_exit
+			upstream tcp 10.96.0.10:53
+			upstream udp 10.0.0.2
+			success 100 10
+			denial 50 2
+			prefetch 5 30s 20%
+			serve_stale 1h
+			max_memory 16MiB
+			timeout 500ms
+			health_check 250ms
+		}`, func(t *testing.T, cfg config) {
+			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a"})
+			check(t, "iface/filter/keep", []any{cfg.iface, cfg.packetFilter, cfg.keepOnExit}, []any{"lo", filterIptables, true})
+			check(t, "upstream lines", len(cfg.upstreams), 2)
+			check(t, "success", []any{cfg.successCap, cfg.successTTL}, []any{100, 10 * time.Second})
+			check(t, "denial", []any{cfg.denialCap, cfg.denialTTL}, []any{50, 2 * time.Second})
+			check(t, "prefetch", []any{cfg.prefetchAmount, cfg.prefetchDuration, cfg.prefetchPercent}, []any{5, 30 * time.Second, 20})
+			check(t, "serve_stale", cfg.serveStale, time.Hour)
+			check(t, "max_memory", cfg.maxMemory, int64(16<<20))
+			check(t, "timeouts", []any{cfg.timeout, cfg.healthCheck}, []any{500 * time.Millisecond, 250 * time.Millisecond})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseStanza(caddy.NewTestController("dns", tc.input))
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			tc.check(t, cfg)
+		})
+	}
+}
+
+// A malformed stanza fails setup with the plugin's name, the file and the line.
+func TestSetupErrors(t *testing.T) {
+	tests := []struct {
+		name, input, line, says string
+	}{
+		{"argument on first line", "nodecache extra {\n listen 127.0.0.1\n}", "Testfile:1", "no arguments"},
+		{"no listen", "nodecache {\n upstream 10.0.0.1\n}", "Testfile:3", "listen"},
+		{"no upstream", "nodecache {\n listen 127.0.0.1\n}", "Testfile:3", "upstream"},
+		{"bad listen", "nodecache {\n listen 127.0.0.1\n listen nope\n}", "Testfile:3", "not an IP"},
+		{"unknown option", "nodecache {\n listen 127.0.0.1\n upstream 10.0.0.1\n frobnicate\n}", "Testfile:4", "unknown option"},
+		{"bad filter", "nodecache {\n listen 127.0.0.1\n packet_filter pf\n}", "Testfile:3", "nftables, iptables or none"},
+		{"bad capacity", "nodecache {\n listen 127.0.0.1\n success -1\n}", "Testfile:3", "positive integer"},
+		{"bad prefetch", "nodecache {\n listen 127.0.0.1\n prefetch 10 1m 10\n}", "Testfile:3", "percentage"},
+		{"bad stale", "nodecache {\n listen 127.0.0.1\n serve_stale forever\n}", "Testfile:3", "duration"},
+		{"bad memory", "nodecache {\n listen 127.0.0.1\n max_memory lots\n}", "Testfile:3", "size"},
+		{"bad timeout", "nodecache {\n listen 127.0.0.1\n timeout 0s\n}", "Testfile:3", "positive"},
+		{"empty upstream", "nodecache {\n listen 127.0.0.1\n upstream tcp\n}", "Testfile:3", "ADDRESS"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := setup(caddy.NewTestController("dns", tc.input))
+			if err == nil {
+				t.Fatal("setup accepted a malformed stanza")
+			}
+			msg := err.Error()
+			check(t, "names the plugin: "+msg, strings.Contains(msg, "plugin/nodecache"), true)
+			check(t, "names file and line: "+msg, strings.Contains(msg, tc.line), true)
+			check(t, "says what is wrong: "+msg, strings.Contains(msg, tc.says), true)
+		})
+	}
+}
+
+// Corefile.nodelocal's nodecache stanzas parse once the documented environment is set.
+func TestCorefileNodelocalParses(t *testing.T) {
+	b, err := os.ReadFile("../../Corefile.nodelocal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"LOCAL_IPS": "169.254.20.10 fd00::a9fe:140a", "CLUSTER_DNS": "10.96.0.10:53", "NODE_NAME": "n1"}
+	text := regexp.MustCompile(`\{\$(\w+)\}`).ReplaceAllStringFunc(string(b), func(s string) string {
+		return `"` + env[s[2:len(s)-1]] + `"`
+	})
+	stanzas := 0
+	for i := strings.Index(text, "nodecache {"); i >= 0; i = strings.Index(text, "nodecache {") {
+		text = text[i:]
+		end := strings.Index(text, "}")
+		stanza := text[:end+1]
+		text = text[end+1:]
+		if _, err := parseStanza(caddy.NewTestController("dns", stanza)); err != nil {
+			t.Errorf("stanza %d: %v\n%s", stanzas+1, err, stanza)
+		}
+		stanzas++
+	}
+	check(t, "nodecache stanzas in Corefile.nodelocal", stanzas, 2)
+}
