@@ -76,7 +76,7 @@ func packQuery(t *testing.T, name string) ([]byte, dns.Question) {
 
 func TestPoolPipelinesOnFewConnections(t *testing.T) {
 	tests := []struct {
-		name     string
+		name       string
 		poolSize   int
 		queries    int
 		maxQueries int // per connection, then the upstream closes it
