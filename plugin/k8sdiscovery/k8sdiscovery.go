@@ -13,6 +13,7 @@ import (
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
+	"k8s.io/client-go/tools/cache"
 )
 
 // maxCNAMEChain bounds how many ExternalName hops an answer follows inside the zone.
@@ -35,6 +36,9 @@ type K8sDiscovery struct {
 	index    *index
 	upstream resolver
 	synced   atomic.Bool
+
+	podIndexWanted atomic.Bool
+	podIndexer     atomic.Pointer[cache.SharedIndexInformer]
 
 	stopOnce sync.Once
 	stopCh   chan struct{}

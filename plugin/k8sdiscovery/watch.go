@@ -2,6 +2,7 @@ package k8sdiscovery
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 )
 
 const (
+	podsByIP           = "ip"
 	serviceNameLabel   = discoveryv1.LabelServiceName
 	triggerTimeKey     = corev1.EndpointsLastChangeTriggerTime
 	slicesByService    = "service"
@@ -54,8 +56,10 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 	w.services = svcFactory.Core().V1().Services().Informer()
 	w.slices = factory.Discovery().V1().EndpointSlices().Informer()
 	w.namespaces = factory.Core().V1().Namespaces().Informer()
-	if k.cfg.podMode == podsVerified {
+	if k.cfg.podMode == podsVerified || k.podIndexWanted.Load() {
 		w.pods = factory.Core().V1().Pods().Informer()
+		_ = w.pods.AddIndexers(cache.Indexers{podsByIP: podIPIndex})
+		k.podIndexer.Store(&w.pods)
 	}
 	_ = w.slices.AddIndexers(cache.Indexers{slicesByService: func(obj any) ([]string, error) {
 		s, ok := obj.(*discoveryv1.EndpointSlice)
@@ -69,7 +73,12 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 	w.register(w.slices, w.onSlice)
 	w.register(w.namespaces, func(obj any, _ any) { w.enqueueMeta("ns/", obj) })
 	if w.pods != nil {
-		w.register(w.pods, func(obj any, _ any) { w.enqueueMeta("pod/", obj) })
+		// Registered in every mode, so that the first sync waits for the pods too.
+		w.register(w.pods, func(obj any, _ any) {
+			if k.cfg.podMode == podsVerified {
+				w.enqueueMeta("pod/", obj)
+			}
+		})
 	}
 	return w
 }
@@ -353,6 +362,44 @@ func trimMeta(m metav1.ObjectMeta, labels, annotations map[string]string, keep .
 				out.Annotations = map[string]string{}
 			}
 			out.Annotations[key] = v
+		}
+	}
+	return out
+}
+
+// podIPIndex indexes a pod by each of its IPs, in canonical form.
+func podIPIndex(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, s := range podIPs(p) {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out = append(out, ip.Unmap().String())
+		}
+	}
+	return out, nil
+}
+
+// WatchPods makes the plugin watch pods for a client index even when pod records do not need
+// them (searchpath asks for it). It takes effect when called before the plugin starts.
+func (k *K8sDiscovery) WatchPods() { k.podIndexWanted.Store(true) }
+
+// PodsByIP returns the pods that hold ip, trimmed to DNS fields; nil when pods are not watched.
+func (k *K8sDiscovery) PodsByIP(ip string) []*corev1.Pod {
+	inf := k.podIndexer.Load()
+	if inf == nil {
+		return nil
+	}
+	items, err := (*inf).GetIndexer().ByIndex(podsByIP, ip)
+	if err != nil {
+		return nil
+	}
+	out := make([]*corev1.Pod, 0, len(items))
+	for _, it := range items {
+		if p, ok := it.(*corev1.Pod); ok {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -1,24 +1,154 @@
-// Package searchpath expands a pod's ndots:5 search-list walk on the server, so that one query
-// replaces the walk.
+// Package searchpath answers a pod's ndots:5 search-list walk on the server: one query instead
+// of one per search domain, with the answer the pod's own walk would have found.
 package searchpath
 
 import (
 	"context"
+	"net/netip"
+	"strconv"
+	"strings"
 
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
 )
 
-// SearchPath is the searchpath handler. Until expansion lands it passes queries on unchanged.
-type SearchPath struct {
-	Next   plugin.Handler
-	config config
+// resolver resolves a name through the whole server (upstream.Upstream), so that the server
+// block and cache that own each candidate answer it.
+type resolver interface {
+	Lookup(ctx context.Context, state request.Request, name string, typ uint16) (*dns.Msg, error)
 }
 
-// ServeDNS implements plugin.Handler.
-func (s *SearchPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
-	return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+// expandingKey marks the lookups of an expansion, so that they are not expanded again.
+type expandingKey struct{}
+
+// SearchPath is the searchpath handler.
+type SearchPath struct {
+	Next plugin.Handler
+
+	config       config
+	hostSearches []string
+	pods         podSource
+	resolver     resolver
 }
 
 // Name implements plugin.Handler.
 func (s *SearchPath) Name() string { return pluginName }
+
+// Ready implements ready.Readiness: ready once the client identities are known.
+func (s *SearchPath) Ready() bool { return s.pods != nil && s.pods.Synced() }
+
+// ServeDNS implements plugin.Handler.
+func (s *SearchPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	state := request.Request{W: w, Req: r}
+	if ctx.Value(expandingKey{}) != nil || plugin.Zones(s.config.zones).Matches(state.Name()) == "" {
+		return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+	}
+	server := metricsServer(ctx)
+	searches, reason := s.clientSearchList(state)
+	if reason != "" {
+		skipped.WithLabelValues(server, reason).Inc()
+		return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+	}
+	qname := state.Name()
+	first := "." + searches[0] + "."
+	if !strings.HasSuffix(qname, first) || len(qname) == len(first) {
+		skipped.WithLabelValues(server, "not_first_search_domain").Inc()
+		return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+	}
+	base := state.QName()[:len(qname)-len(first)] // the name the client typed, in its case
+
+	ctx = context.WithValue(ctx, expandingKey{}, true)
+	expanded.WithLabelValues(server).Inc()
+	var asked *dns.Msg
+	for i := 0; i <= len(searches); i++ {
+		candidate, position := base+".", "bare"
+		if i < len(searches) {
+			candidate, position = base+"."+searches[i]+".", strconv.Itoa(i)
+		}
+		resp, err := s.resolver.Lookup(ctx, state, candidate, state.QType())
+		if err != nil || resp == nil || (resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError) {
+			// The client's walk would have stopped or retried here: let the plain query decide.
+			skipped.WithLabelValues(server, "candidate_failed").Inc()
+			return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+		}
+		if resp.Rcode == dns.RcodeNameError {
+			if i == 0 {
+				asked = resp
+			}
+			continue
+		}
+		answeredAt.WithLabelValues(server, position).Inc()
+		w.WriteMsg(s.reply(r, resp, i == 0))
+		return dns.RcodeSuccess, nil
+	}
+	// Every candidate is NXDOMAIN: the plain NXDOMAIN of the asked name, as the walk ends.
+	answeredAt.WithLabelValues(server, "none").Inc()
+	w.WriteMsg(s.reply(r, asked, true))
+	return dns.RcodeNameError, nil
+}
+
+// reply turns a candidate's answer into the answer to the asked name: the question kept, and a
+// CNAME from the asked name to the candidate unless the candidate is the asked name itself.
+func (s *SearchPath) reply(r, resp *dns.Msg, asked bool) *dns.Msg {
+	m := resp.Copy()
+	m.Id = r.Id
+	m.Question = r.Question
+	m.Response, m.Opcode, m.RecursionDesired = true, r.Opcode, r.RecursionDesired
+	if asked {
+		return m
+	}
+	target := resp.Question[0].Name
+	ttl := cnameTTL(resp)
+	cname := &dns.CNAME{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: ttl}, Target: target}
+	m.Answer = append([]dns.RR{cname}, m.Answer...)
+	m.Authoritative = false
+	return m
+}
+
+// clientSearchList finds the asking pod and its search list; reason says why there is none.
+func (s *SearchPath) clientSearchList(state request.Request) ([]string, string) {
+	if s.pods == nil || !s.pods.Synced() {
+		return nil, "not_synced"
+	}
+	ip, err := netip.ParseAddr(state.IP())
+	if err != nil {
+		return nil, "unknown_client"
+	}
+	var client *corev1.Pod
+	for _, p := range s.pods.PodsByIP(ip.Unmap().String()) {
+		switch {
+		case p.Spec.HostNetwork:
+			return nil, "host_network" // the address is the node's: the asker may be anything on it
+		case p.DeletionTimestamp != nil, p.Status.Phase == corev1.PodSucceeded, p.Status.Phase == corev1.PodFailed:
+			continue // an address being released; a new pod may already hold it
+		case client != nil && client.Namespace != p.Namespace:
+			return nil, "ambiguous_client"
+		}
+		client = p
+	}
+	if client == nil {
+		return nil, "unknown_client"
+	}
+	searches, ok := searchList(client, s.config.clusterDomain, s.hostSearches)
+	if !ok || len(searches) == 0 {
+		return nil, "no_search_list"
+	}
+	return searches, ""
+}
+
+// cnameTTL is the smallest TTL of the candidate's answer (or of its SOA for NODATA), so that the
+// CNAME never outlives what it points to.
+func cnameTTL(resp *dns.Msg) uint32 {
+	ttl := uint32(0)
+	for _, rr := range append(resp.Answer, resp.Ns...) {
+		if t := rr.Header().Ttl; ttl == 0 || t < ttl {
+			ttl = t
+		}
+	}
+	if ttl == 0 {
+		ttl = 5
+	}
+	return ttl
+}

@@ -1,10 +1,13 @@
 package searchpath
 
 import (
+	"fmt"
+
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/coredns/coredns/plugin/pkg/upstream"
 )
 
 const pluginName = "searchpath"
@@ -35,12 +38,45 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	c.OnStartup(func() error {
-		log.Warningf("search-path expansion is not built yet (issue 6): queries pass to the next plugin")
+	hostSearches, err := hostSearchDomains(cfg.resolvConf)
+	if err != nil {
+		return plugin.Error(pluginName, c.Errf("resolv_conf: %v", err))
+	}
+	sp := &SearchPath{config: cfg, hostSearches: hostSearches, resolver: upstream.New()}
+	stop := make(chan struct{})
+	switch cfg.source {
+	case sourceK8sDiscovery:
+		// Runs before k8sdiscovery's own startup (plugin.cfg order), so its pod watch is on from the start.
+		c.OnStartup(func() error {
+			h := dnsserver.GetConfig(c).Handler(sourceK8sDiscovery)
+			idx, ok := h.(PodIndex)
+			if !ok {
+				return plugin.Error(pluginName, fmt.Errorf("source k8sdiscovery needs the k8sdiscovery plugin in the same server block"))
+			}
+			idx.WatchPods()
+			ready, _ := h.(interface{ Ready() bool })
+			sp.pods = indexSource{PodIndex: idx, ready: ready}
+			return nil
+		})
+	default:
+		c.OnStartup(func() error {
+			client, err := newClient(cfg.kubeconfig, cfg.kubeContext)
+			if err != nil {
+				return plugin.Error(pluginName, err)
+			}
+			pods := newNodePods(client, cfg.nodeName)
+			pods.run(stop)
+			sp.pods = pods
+			return nil
+		})
+	}
+	c.OnShutdown(func() error {
+		close(stop)
 		return nil
 	})
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
-		return &SearchPath{Next: next, config: cfg}
+		sp.Next = next
+		return sp
 	})
 	return nil
 }

@@ -4,18 +4,22 @@ package integration
 
 import (
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/clusterdns/clusterdns/internal/plugincfg"
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/miekg/dns"
 
 	// the plugins these tests' Corefiles use
 	_ "github.com/clusterdns/clusterdns/plugin/k8sdiscovery"
+	_ "github.com/clusterdns/clusterdns/plugin/searchpath"
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/template"
 )
 
 var startMu sync.Mutex
@@ -51,3 +55,5 @@ func startServer(t *testing.T, corefile string) (udp, tcp string) {
 	srv := inst.Servers()[0]
 	return srv.LocalAddr().String(), srv.Addr().String()
 }
+
+func normalizeRR(rr dns.RR) string { return strings.Join(strings.Fields(rr.String()), " ") }

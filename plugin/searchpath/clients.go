@@ -1,0 +1,141 @@
+package searchpath
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// PodIndex is implemented by a plugin of the same server block that watches pods and can list
+// them by IP (k8sdiscovery). searchpath finds it at startup, as autopath finds an AutoPather.
+type PodIndex interface {
+	// WatchPods asks the plugin to watch pods even if its own records do not need them;
+	// called before the plugin starts.
+	WatchPods()
+	// PodsByIP returns the pods that have ip among their pod IPs, trimmed to DNS fields.
+	PodsByIP(ip string) []*corev1.Pod
+}
+
+// podSource tells which pods have an address.
+type podSource interface {
+	PodsByIP(ip string) []*corev1.Pod
+	Synced() bool
+}
+
+// indexSource adapts a PodIndex plugin; it is synced when the plugin is ready.
+type indexSource struct {
+	PodIndex
+	ready interface{ Ready() bool }
+}
+
+func (s indexSource) Synced() bool { return s.ready == nil || s.ready.Ready() }
+
+const podsByIP = "ip"
+
+// nodePods watches the pods of one node (field selector spec.nodeName), trimmed to what a
+// search list needs, and indexes them by IP.
+type nodePods struct {
+	informer cache.SharedIndexInformer
+	synced   atomic.Bool
+}
+
+func newNodePods(client kubernetes.Interface, nodeName string) *nodePods {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
+		}),
+		informers.WithTransform(trimPod))
+	inf := factory.Core().V1().Pods().Informer()
+	_ = inf.AddIndexers(cache.Indexers{podsByIP: podIPIndex})
+	return &nodePods{informer: inf}
+}
+
+func (n *nodePods) run(stop <-chan struct{}) {
+	go n.informer.Run(stop)
+	go func() {
+		if cache.WaitForCacheSync(stop, n.informer.HasSynced) {
+			n.synced.Store(true)
+			log.Infof("watching this node's pods: %d known", len(n.informer.GetStore().ListKeys()))
+		}
+	}()
+}
+
+func (n *nodePods) Synced() bool { return n.synced.Load() }
+
+func (n *nodePods) PodsByIP(ip string) []*corev1.Pod {
+	items, err := n.informer.GetIndexer().ByIndex(podsByIP, ip)
+	if err != nil {
+		return nil
+	}
+	out := make([]*corev1.Pod, 0, len(items))
+	for _, it := range items {
+		if p, ok := it.(*corev1.Pod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// podIPIndex indexes a pod by each of its IPs, in canonical form.
+func podIPIndex(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	add := func(s string) {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out = append(out, ip.Unmap().String())
+		}
+	}
+	if len(p.Status.PodIPs) == 0 && p.Status.PodIP != "" {
+		add(p.Status.PodIP)
+	}
+	for _, ip := range p.Status.PodIPs {
+		add(ip.IP)
+	}
+	return out, nil
+}
+
+// trimPod keeps what a search list and the liveness checks need.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion,
+			UID: p.UID, DeletionTimestamp: p.DeletionTimestamp},
+		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork,
+			DNSPolicy: p.Spec.DNSPolicy, DNSConfig: p.Spec.DNSConfig},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}, nil
+}
+
+func newClient(kubeconfig, context string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
+			&clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.UserAgent = "clusterdns (searchpath)"
+	return kubernetes.NewForConfig(cfg)
+}
