@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,44 +51,59 @@ func (noFilter) remove(bool) error      { return nil }
 const nftTableOwner = 0x2
 
 // nftFilter keeps a table of its own (inet family: IPv4 and IPv6 together). Each process has
-// its own table, so two instances during a handover never touch each other's rules.
+// its own table, so two instances during a handover never touch each other's rules. The
+// messages are built here because the owner flag must be set on the table and every later
+// change must come from the same socket; the expressions are marshalled by google/nftables.
 type nftFilter struct {
-	conn  *nftables.Conn // lasting: its socket owns the table
-	table *nftables.Table
-	pre   *nftables.Chain
-	out   *nftables.Chain
+	sock  *netlink.Conn // owns the table for the life of the process
+	table string
 	have  map[string]bool
 	keep  bool
 }
 
 func newNftFilter(keep bool) (*nftFilter, error) {
-	conn, err := nftables.New(nftables.AsLasting())
+	sock, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
+		return nil, fmt.Errorf("nftables: open netlink socket: %w", err)
 	}
-	f := &nftFilter{conn: conn, have: map[string]bool{}, keep: keep}
-	name, flags := fmt.Sprintf("nodecache_%d", os.Getpid()), uint32(nftTableOwner)
+	f := &nftFilter{sock: sock, have: map[string]bool{}, keep: keep}
+	f.table = fmt.Sprintf("nodecache_%d", os.Getpid())
+	flags := uint32(nftTableOwner)
+	var msgs []netlink.Message
 	if keep {
-		// A table meant to outlive the process cannot be owned by it.
-		name, flags = "nodecache", 0
-		if t, err := conn.ListTableOfFamily(name, nftables.TableFamilyINet); err == nil && t != nil {
-			conn.DelTable(t)
-		}
+		// A table meant to outlive the process cannot be owned by it: one shared table,
+		// made anew by whichever instance starts.
+		f.table, flags = "nodecache", 0
+		f.batch(nftMsg(unix.NFT_MSG_DELTABLE, 0, attrs(strAttr(unix.NFTA_TABLE_NAME, f.table))))
 	}
-	f.table = conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name, Flags: flags})
-	f.pre = conn.AddChain(&nftables.Chain{Name: "prerouting", Table: f.table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
-	f.out = conn.AddChain(&nftables.Chain{Name: "output", Table: f.table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw})
-	if err := conn.Flush(); err != nil {
-		conn.CloseLasting()
-		return nil, fmt.Errorf("nftables: create table inet %s: %w", name, err)
+	msgs = append(msgs, nftMsg(unix.NFT_MSG_NEWTABLE, netlink.Create, attrs(
+		strAttr(unix.NFTA_TABLE_NAME, f.table),
+		netlink.Attribute{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)})))
+	for _, c := range []struct {
+		name string
+		hook uint32
+	}{{"prerouting", unix.NF_INET_PRE_ROUTING}, {"output", unix.NF_INET_LOCAL_OUT}} {
+		hook := attrs(
+			netlink.Attribute{Type: unix.NFTA_HOOK_HOOKNUM, Data: binaryutil.BigEndian.PutUint32(c.hook)},
+			netlink.Attribute{Type: unix.NFTA_HOOK_PRIORITY, Data: binaryutil.BigEndian.PutUint32(uint32(priorityRaw))})
+		msgs = append(msgs, nftMsg(unix.NFT_MSG_NEWCHAIN, netlink.Create, attrs(
+			strAttr(unix.NFTA_CHAIN_TABLE, f.table),
+			strAttr(unix.NFTA_CHAIN_NAME, c.name),
+			netlink.Attribute{Type: unix.NLA_F_NESTED | unix.NFTA_CHAIN_HOOK, Data: hook},
+			strAttr(unix.NFTA_CHAIN_TYPE, "filter"))))
+	}
+	if err := f.batch(msgs...); err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("nftables: create table inet %s: %w", f.table, err)
 	}
 	return f, nil
 }
 
+// priorityRaw is the raw table's hook priority (NF_IP_PRI_RAW): before conntrack sees a packet.
+var priorityRaw int32 = -300
+
 func (f *nftFilter) add(ports []listenPort) error {
-	added := 0
+	var msgs []netlink.Message
 	for _, p := range ports {
 		key := net.JoinHostPort(p.ip.String(), strconv.Itoa(int(p.port)))
 		if f.have[key] {
@@ -96,20 +111,81 @@ func (f *nftFilter) add(ports []listenPort) error {
 		}
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 			// Queries in, answers out, and queries from the node itself (hostNetwork pods).
-			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: f.pre, Exprs: notrackExprs(p, proto, true)})
-			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: f.out, Exprs: notrackExprs(p, proto, false)})
-			f.conn.AddRule(&nftables.Rule{Table: f.table, Chain: f.out, Exprs: notrackExprs(p, proto, true)})
+			for _, r := range []struct {
+				chain    string
+				toListen bool
+			}{{"prerouting", true}, {"output", false}, {"output", true}} {
+				m, err := f.rule(r.chain, notrackExprs(p, proto, r.toListen))
+				if err != nil {
+					return err
+				}
+				msgs = append(msgs, m)
+			}
 		}
 		f.have[key] = true
-		added++
 	}
-	if added == 0 {
+	if len(msgs) == 0 {
 		return nil
 	}
-	if err := f.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables: add notrack rules to inet %s: %w", f.table.Name, err)
+	if err := f.batch(msgs...); err != nil {
+		return fmt.Errorf("nftables: add notrack rules to inet %s: %w", f.table, err)
 	}
 	return nil
+}
+
+func (f *nftFilter) rule(chain string, exprs []expr.Any) (netlink.Message, error) {
+	var list []netlink.Attribute
+	for _, e := range exprs {
+		b, err := expr.Marshal(byte(unix.NFPROTO_INET), e)
+		if err != nil {
+			return netlink.Message{}, fmt.Errorf("nftables: marshal expression: %w", err)
+		}
+		list = append(list, netlink.Attribute{Type: unix.NLA_F_NESTED | unix.NFTA_LIST_ELEM, Data: b})
+	}
+	return nftMsg(unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, attrs(
+		strAttr(unix.NFTA_RULE_TABLE, f.table),
+		strAttr(unix.NFTA_RULE_CHAIN, chain),
+		netlink.Attribute{Type: unix.NLA_F_NESTED | unix.NFTA_RULE_EXPRESSIONS, Data: attrs(list...)})), nil
+}
+
+// batch sends the messages as one nfnetlink transaction and collects every acknowledgement.
+func (f *nftFilter) batch(msgs ...netlink.Message) error {
+	hdr := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}
+	all := append([]netlink.Message{{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: hdr}},
+		msgs...)
+	all = append(all, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: hdr})
+	if _, err := f.sock.SendMessages(all); err != nil {
+		return err
+	}
+	var errs []error
+	for range msgs {
+		if _, err := f.sock.Receive(); err != nil {
+			errs = append(errs, err)
+			if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.ENOBUFS) {
+				break // the kernel sends one error for the whole batch then
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func nftMsg(typ int, flags netlink.HeaderFlags, data []byte) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ), Flags: netlink.Request | netlink.Acknowledge | flags},
+		Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, data...),
+	}
+}
+
+func attrs(a ...netlink.Attribute) []byte {
+	b, err := netlink.MarshalAttributes(a)
+	if err != nil {
+		panic(err) // only for attributes over 64 KiB, which these never are
+	}
+	return b
+}
+
+func strAttr(typ uint16, s string) netlink.Attribute {
+	return netlink.Attribute{Type: typ, Data: []byte(s + "\x00")}
 }
 
 // notrackExprs matches DNS to (toListen) or from the listen port and skips conntrack.
@@ -136,16 +212,15 @@ func notrackExprs(p listenPort, proto byte, toListen bool) []expr.Any {
 	}
 }
 
-// remove deletes the process's own table (other instances have theirs). With keep_on_exit the
-// shared table stays.
+// remove deletes the process's own table (other instances have theirs) and closes the socket
+// that owns it. With keep_on_exit the shared table stays.
 func (f *nftFilter) remove(bool) error {
-	defer f.conn.CloseLasting()
+	defer f.sock.Close()
 	if f.keep {
 		return nil
 	}
-	f.conn.DelTable(f.table)
-	if err := f.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables: delete table inet %s: %w", f.table.Name, err)
+	if err := f.batch(nftMsg(unix.NFT_MSG_DELTABLE, 0, attrs(strAttr(unix.NFTA_TABLE_NAME, f.table)))); err != nil {
+		return fmt.Errorf("nftables: delete table inet %s: %w", f.table, err)
 	}
 	return nil
 }

@@ -1,0 +1,337 @@
+// Package nodecache holds the acceptance tests of the node cache: the built ./coredns in network
+// namespaces the tests make (client, node, upstream), as root.
+package nodecache
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+var skipReason string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		skipReason = "root is needed to make network namespaces, interfaces and nftables tables"
+		return m.Run()
+	}
+	if err := ensureTools(); err != nil {
+		fmt.Fprintf(os.Stderr, "test/nodecache: %v\n", err)
+		return 1
+	}
+	root, _ := filepath.Abs("../..")
+	build := exec.Command("./build.sh", "build")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "test/nodecache: ./build.sh build: %v\n%s", err, out)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "nodecache-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "coredns")
+	if out, err := exec.Command("cp", filepath.Join(root, "coredns"), binary).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "test/nodecache: copy ./coredns: %v %s\n", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// ensureTools installs what the tests call when it is missing (Debian packages).
+func ensureTools() error {
+	need := map[string]string{"ip": "iproute2", "nft": "nftables"}
+	var missing []string
+	for bin, pkg := range need {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "test/nodecache: installing %v\n", missing)
+	if out, err := exec.Command("apt-get", "update").CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get update: %v\n%s", err, out)
+	}
+	args := append([]string{"install", "-y", "--no-install-recommends"}, missing...)
+	cmd := exec.Command("apt-get", args...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get install %v: %v\n%s", missing, err, out)
+	}
+	return nil
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// nodeCorefile is the node cache under test: both listen addresses, the bridge adopted, the
+// upstream over TCP; extra goes into the nodecache block, server into the server block.
+func nodeCorefile(tp *topology, extra, server string) string {
+	return fmt.Sprintf(`cluster.local:53 {
+    nodecache {
+        listen %s %s
+        interface nodelocaldns
+        upstream tcp %s:53
+        health_check 200ms
+        timeout 500ms
+%s
+    }
+%s
+}
+`, tp.listen4, tp.listen6, tp.upstreamIP, extra, server)
+}
+
+func (tp *topology) v4() string { return tp.listen4 + ":53" }
+func (tp *topology) v6() string { return "[" + tp.listen6 + "]:53" }
+
+// expect is the one assertion helper of these tests.
+func expect(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s: got %v, want %v", what, got, want)
+	} else {
+		t.Logf("ok: %s: %v", what, got)
+	}
+}
+
+func answerOf(r *dns.Msg, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	s := dns.RcodeToString[r.Rcode]
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			s += " " + a.A.String()
+		}
+	}
+	return s
+}
+
+// A client asks over UDP, the upstream sees the query once over TCP, the next one is a hit;
+// the IPv4 and IPv6 listen addresses are served by one process and share the cache.
+func TestCacheHitAfterOneTCPQuery(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	up := start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "", "    prometheus 127.0.0.1:9253"), nil)
+
+	name := "web.default.svc.cluster.local."
+	expect(t, "first query over UDP to "+tp.v4(), answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	expect(t, "second query over UDP to "+tp.v4(), answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	expect(t, "same name over UDP to "+tp.v6()+" (same process, shared cache)", answerOf(query(tp.client, "udp", tp.v6(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	expect(t, "upstream saw the A query over TCP", upstreamSaw(up, "A", name, "tcp"), 1)
+	expect(t, "upstream saw the A query over UDP", upstreamSaw(up, "A", name, "udp"), 0)
+
+	for i, server := range []string{tp.v6(), tp.v4()} {
+		expect(t, fmt.Sprintf("AAAA denial #%d via %s", i+1, server), answerOf(query(tp.client, "udp", server, name, dns.TypeAAAA, 2*time.Second)), "NXDOMAIN")
+	}
+	expect(t, "upstream saw the AAAA query (denial cached)", upstreamSaw(up, "AAAA", name, "tcp"), 1)
+
+	hits := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_hits_total{")
+	misses := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_misses_total{")
+	t.Logf("coredns_nodecache_hits_total %v, misses_total %v (pid %d)", hits, misses, nc.cmd.Process.Pid)
+	expect(t, "cache hits counted", hits, 3)
+	expect(t, "cache misses counted", misses, 2)
+}
+
+func metricSum(t *testing.T, ns, url, prefix string) float64 {
+	t.Helper()
+	var sum float64
+	for _, line := range strings.Split(metricLines(t, ns, url), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// Upstream killed: a cached name keeps answering (stale) until the stale window ends, then
+// SERVFAIL; a name never cached fails at once.
+func TestServeStaleThenServfail(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	up := start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	start(t, tp.node, "nodecache", nodeCorefile(tp, "        success 9984 2\n        serve_stale 3s", ""), nil)
+
+	name := "api.default.svc.cluster.local."
+	cached := time.Now()
+	expect(t, "answer while the upstream lives (cached 2s)", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	up.signal(t, syscall.SIGKILL)
+	up.wait(t, 5*time.Second)
+	t.Logf("upstream killed")
+
+	time.Sleep(time.Until(cached.Add(2500 * time.Millisecond)))
+	r, err := query(tp.client, "udp", tp.v4(), name, dns.TypeA, 3*time.Second)
+	expect(t, "expired entry answered stale at +2.5s", answerOf(r, err), "NOERROR 10.96.0.42")
+	if err == nil && len(r.Answer) > 0 {
+		expect(t, "stale TTL (RFC 8767)", r.Answer[0].Header().Ttl, 30)
+	}
+	expect(t, "never-cached name with the upstream down", answerOf(query(tp.client, "udp", tp.v4(), "other.default.svc.cluster.local.", dns.TypeA, 3*time.Second)), "SERVFAIL")
+
+	time.Sleep(time.Until(cached.Add(5500 * time.Millisecond)))
+	expect(t, "after the stale window (2s TTL + 3s) at +5.5s", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 3*time.Second)), "SERVFAIL")
+}
+
+// SIGKILL: the kernel deletes the process's nftables table (owner flag) with the process.
+func TestSigkillRemovesTable(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "", ""), nil)
+
+	table := fmt.Sprintf("nodecache_%d", nc.cmd.Process.Pid)
+	tables := nsRun(t, tp.node, "nft", "list", "tables")
+	t.Logf("nft list tables (running):\n%s", tables)
+	expect(t, "table while running", strings.Contains(tables, "table inet "+table), true)
+	rules := nsRun(t, tp.node, "nft", "list", "table", "inet", table)
+	expect(t, "notrack rules for both listen addresses", strings.Count(rules, "notrack"), 12)
+	expect(t, "rule for "+tp.listen4, strings.Contains(rules, tp.listen4), true)
+	expect(t, "rule for "+tp.listen6, strings.Contains(rules, tp.listen6), true)
+
+	nc.signal(t, syscall.SIGKILL)
+	nc.wait(t, 5*time.Second)
+	tables = nsRun(t, tp.node, "nft", "list", "tables")
+	t.Logf("nft list tables (after SIGKILL):\n%s", tables)
+	expect(t, "any nodecache table after SIGKILL", strings.Contains(tables, "nodecache"), false)
+}
+
+// SIGTERM with a second instance running: a query loop at a fixed rate across the handover
+// loses nothing, and the rules and addresses stay for the instance that remains.
+func TestHandoverLosesNothing(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	corefile := nodeCorefile(tp, "", "")
+	a := start(t, tp.node, "nodecache-A", corefile, nil)
+
+	const rate, duration = 200, 5 * time.Second
+	var sent, answered, lost atomic.Int64
+	var lostMu sync.Mutex
+	var lostWhat []string
+	var wg sync.WaitGroup
+	begin := time.Now()
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		tick := time.NewTicker(time.Second / rate)
+		defer tick.Stop()
+		for i := 0; time.Since(begin) < duration; i++ {
+			<-tick.C
+			// Mostly hits, every fourth a miss that goes upstream; both addresses.
+			name := "web.default.svc.cluster.local."
+			if i%4 == 3 {
+				name = fmt.Sprintf("loop-%d.default.svc.cluster.local.", i)
+			}
+			server := tp.v4()
+			if i%2 == 1 {
+				server = tp.v6()
+			}
+			sent.Add(1)
+			wg.Go(func() {
+				r, err := query(tp.client, "udp", server, name, dns.TypeA, 2*time.Second)
+				if err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 {
+					answered.Add(1)
+					return
+				}
+				lost.Add(1)
+				lostMu.Lock()
+				lostWhat = append(lostWhat, fmt.Sprintf("%v %s %s: %s", time.Since(begin).Round(time.Millisecond), server, name, answerOf(r, err)))
+				lostMu.Unlock()
+			})
+		}
+	}()
+
+	time.Sleep(time.Second)
+	b := start(t, tp.node, "nodecache-B", corefile, nil)
+	time.Sleep(time.Second)
+	t.Logf("SIGTERM to A (pid %d) at %v, B (pid %d) serving", a.cmd.Process.Pid, time.Since(begin).Round(time.Millisecond), b.cmd.Process.Pid)
+	a.signal(t, syscall.SIGTERM)
+	a.wait(t, 10*time.Second)
+	t.Logf("A exited at %v: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(lastLines(a.output(), "stopping", "another instance")))
+	<-loopDone
+	wg.Wait()
+
+	t.Logf("query loop: %d/s for %v: sent %d, answered %d, lost %d", rate, duration, sent.Load(), answered.Load(), lost.Load())
+	for _, l := range lostWhat {
+		t.Logf("lost: %s", l)
+	}
+	expect(t, "queries lost across the handover", lost.Load(), 0)
+	expect(t, "answered == sent", answered.Load(), sent.Load())
+
+	tables := nsRun(t, tp.node, "nft", "list", "tables")
+	expect(t, "A's table gone", strings.Contains(tables, fmt.Sprintf("nodecache_%d", a.cmd.Process.Pid)), false)
+	expect(t, "B's table still there", strings.Contains(tables, fmt.Sprintf("nodecache_%d", b.cmd.Process.Pid)), true)
+	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
+	expect(t, "listen addresses still on nodelocaldns", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
+	expect(t, "B answers after A left", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+
+	// The last instance leaving removes what the instances added.
+	b.signal(t, syscall.SIGTERM)
+	b.wait(t, 10*time.Second)
+	addrs = nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
+	expect(t, "addresses removed by the last instance", strings.Contains(addrs, tp.listen4) || strings.Contains(addrs, tp.listen6), false)
+	expect(t, "no nodecache table left", strings.Contains(nsRun(t, tp.node, "nft", "list", "tables"), "nodecache"), false)
+}
+
+func lastLines(out string, needles ...string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, n := range needles {
+			if strings.Contains(l, n) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// Corefile.nodelocal starts with the documented environment when the listen interface exists.
+func TestCorefileNodelocalStarts(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	b, err := os.ReadFile("../../Corefile.nodelocal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// searchpath watches this node's pods: outside a cluster it gets a kubeconfig for an API
+	// server that is not there (it keeps retrying in the background; DNS is served meanwhile).
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+`), 0o644)
+	env := []string{"LOCAL_IPS=127.0.0.1", "CLUSTER_DNS=127.0.0.1:5353", "NODE_NAME=n1", "KUBECONFIG=" + kubeconfig}
+	t.Logf("LOCAL_IPS=127.0.0.1 CLUSTER_DNS=127.0.0.1:5353 NODE_NAME=n1 KUBECONFIG=%s ./coredns -conf Corefile.nodelocal -dns.port 1053", kubeconfig)
+	start(t, tp.node, "Corefile.nodelocal", string(b), env, "-dns.port", "1053")
+	r, err := query(tp.node, "udp", "127.0.0.1:1053", "web.default.svc.cluster.local.", dns.TypeA, 3*time.Second)
+	// Nothing listens on the cluster DNS address: the node cache answers SERVFAIL, but answers.
+	expect(t, "a cluster name without a cluster DNS", answerOf(r, err), "SERVFAIL")
+}
