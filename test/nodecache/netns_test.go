@@ -1,7 +1,7 @@
 package nodecache
 
 import (
-		"bytes"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
