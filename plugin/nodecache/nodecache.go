@@ -5,6 +5,7 @@ package nodecache
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sync"
 	"time"
 
@@ -172,9 +173,13 @@ func (n *NodeCache) refresh(key cacheKey, q dns.Question, do, cd bool, e *entry)
 	}
 }
 
-// write sends a to the client. The server's writer would pack a dns.Msg; the bytes are ready,
-// so they go out as they are, after recording the rcode for the metrics plugin above us.
+// write sends a to the client. On the server's own connection writer the bytes go out as they
+// are; any other writer (upstream.Lookup's nonwriter for searchpath, DoH, gRPC) gets a dns.Msg.
 func (n *NodeCache) write(w dns.ResponseWriter, server string, a *answer, c reply, ttl uint32) (int, error) {
+	raw := connWriter(w)
+	if !raw {
+		c.maxSize = dns.MaxMsgSize // the writer, not the cache, fits the answer to its transport
+	}
 	bp := renderBufs.Get().(*[]byte)
 	defer renderBufs.Put(bp)
 	out, ok := a.render(*bp, c, ttl)
@@ -185,13 +190,45 @@ func (n *NodeCache) write(w dns.ResponseWriter, server string, a *answer, c repl
 	if len(out) > 2 && out[2]&(flagTC>>8) != 0 && len(a.wire) > len(out) {
 		truncated.WithLabelValues(server).Inc()
 	}
-	if rec, ok := w.(*dnstest.Recorder); ok {
+	if !raw {
+		m := new(dns.Msg)
+		if err := m.Unpack(out); err != nil {
+			return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+		}
+		if err := w.WriteMsg(m); err != nil {
+			return dns.RcodeServerFailure, plugin.Error(pluginName, err)
+		}
+		return a.rcode, nil
+	}
+	// Recorders (prometheus, log) learn the rcode from WriteMsg; tell them, through every layer.
+	for rw := w; ; {
+		rec, ok := rw.(*dnstest.Recorder)
+		if !ok {
+			break
+		}
 		rec.Rcode = a.rcode
+		rw = rec.ResponseWriter
 	}
 	if _, err := w.Write(out); err != nil {
 		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
 	}
 	return a.rcode, nil
+}
+
+// connWriter reports whether w is, under recorders and the server's scrub writer, miekg/dns's
+// writer for a client connection, whose Write sends bytes to the client as they are.
+func connWriter(w dns.ResponseWriter) bool {
+	for {
+		switch x := w.(type) {
+		case *dnstest.Recorder:
+			w = x.ResponseWriter
+		case *request.ScrubWriter:
+			w = x.ResponseWriter
+		default:
+			t := reflect.TypeOf(w)
+			return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "github.com/miekg/dns"
+		}
+	}
 }
 
 // passThrough sends what the cache does not handle (other opcodes, zone transfers, several

@@ -57,14 +57,13 @@ func (p *tcpPool) exchange(ctx context.Context, q []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		sent := time.Now().UnixNano()
 		resp, err := c.exchange(ctx, q)
 		if !errors.Is(err, errConnClosed) || ctx.Err() != nil {
 			return resp, err
 		}
-		// Resends count only when the connection answered nothing after our query went out:
-		// an upstream that answers and then closes is making progress.
-		if c.lastRead.Load() < sent {
+		// Resends count only on connections that never answered anything: an upstream that
+		// answers and then closes (idle timeout, query cap) works, and the deadline bounds us.
+		if c.answered.Load() == 0 {
 			if resends++; resends > maxResends {
 				return nil, err
 			}
@@ -165,6 +164,7 @@ type pipeConn struct {
 	err     error // set once the connection is dead
 
 	lastRead atomic.Int64 // unix nanos of the last answer read
+	answered atomic.Int64 // answers read over the connection's life
 }
 
 func newPipeConn(nc net.Conn) *pipeConn {
@@ -276,6 +276,7 @@ func (c *pipeConn) readLoop() {
 			return
 		}
 		c.lastRead.Store(time.Now().UnixNano())
+		c.answered.Add(1)
 		if len(msg) < 12 {
 			continue
 		}
