@@ -56,7 +56,7 @@ func testMain(m *testing.M) int {
 
 // ensureTools installs what the tests call when it is missing (Debian packages).
 func ensureTools() error {
-	need := map[string]string{"ip": "iproute2", "nft": "nftables"}
+	need := map[string]string{"ip": "iproute2", "nft": "nftables", "iptables": "iptables"}
 	var missing []string
 	for bin, pkg := range need {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -295,6 +295,26 @@ func TestHandoverLosesNothing(t *testing.T) {
 	addrs = nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
 	expect(t, "addresses removed by the last instance", strings.Contains(addrs, tp.listen4) || strings.Contains(addrs, tp.listen6), false)
 	expect(t, "no nodecache table left", strings.Contains(nsRun(t, tp.node, "nft", "list", "tables"), "nodecache"), false)
+}
+
+// packet_filter iptables: the rules are in the raw table while the process runs and gone after
+// the last instance stops.
+func TestIptablesMode(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "        packet_filter iptables", ""), nil)
+	v4 := nsRun(t, tp.node, "iptables", "-t", "raw", "-S")
+	v6 := nsRun(t, tp.node, "ip6tables", "-t", "raw", "-S")
+	t.Logf("iptables -t raw -S:\n%s\nip6tables -t raw -S:\n%s", v4, v6)
+	expect(t, "IPv4 notrack rules", strings.Count(v4, "nodecache"), 6)
+	expect(t, "IPv6 notrack rules", strings.Count(v6, "nodecache"), 6)
+	expect(t, "answer with iptables rules", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	nc.signal(t, syscall.SIGTERM)
+	nc.wait(t, 10*time.Second)
+	v4 = nsRun(t, tp.node, "iptables", "-t", "raw", "-S")
+	v6 = nsRun(t, tp.node, "ip6tables", "-t", "raw", "-S")
+	expect(t, "rules left after SIGTERM", strings.Count(v4+v6, "nodecache"), 0)
 }
 
 func lastLines(out string, needles ...string) string {
