@@ -109,6 +109,23 @@ check_binary() {
 	echo "ok: ./coredns -plugins lists our plugins and no cloud-provider plugin"
 }
 
+# fuzz_smoke runs every fuzz target of the repository for a few seconds (FUZZTIME, default 5s);
+# longer runs: go test -run x -fuzz '^FuzzServeDNS$' -fuzztime 10m ./plugin/k8sdiscovery/
+fuzz_smoke() {
+	local dir target
+	for dir in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do
+		for target in $(grep -h '^func Fuzz' "$dir"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+			echo "fuzz: $dir $target for ${FUZZTIME:-5s}"
+			go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-5s}" "$dir" >/tmp/clusterdns-fuzz.log 2>&1 || {
+				cat /tmp/clusterdns-fuzz.log >&2
+				echo "FAIL: fuzz target $target in $dir (a crasher is saved under $dir/testdata/fuzz/$target)" >&2
+				exit 1
+			}
+			grep -E '^fuzz: elapsed' /tmp/clusterdns-fuzz.log | tail -1
+		done
+	done
+}
+
 test_all() {
 	build
 	check_binary
@@ -124,6 +141,7 @@ test_all() {
 	fi
 	go vet ./...
 	go test -count=1 ./...
+	fuzz_smoke
 }
 
 case "${1:-build}" in
