@@ -155,29 +155,34 @@ func (s *cacheShard) remove(k cacheKey, e *entry) {
 }
 
 // evict drops entries until the shard is within its bounds, never the one just stored (keep).
-// Entries past their stale window go first; otherwise map order picks victims, which is random
-// enough to avoid pathological patterns and costs no bookkeeping on the hit path.
+// Each victim is the soonest to expire of a few entries sampled in map order (random enough),
+// and an entry past its stale window goes at once: no scan of the whole shard, no bookkeeping
+// on the hit path.
 func (s *cacheShard) evict(lim *cacheLimits, keep cacheKey, now time.Time) {
-	over := func() bool { return s.success > lim.success || s.denial > lim.denial || s.bytes > lim.bytes }
-	if !over() {
-		return
-	}
-	for k, e := range s.items {
-		if k != keep && now.After(e.staleUntil) {
-			s.remove(k, e)
-		}
-	}
-	for k, e := range s.items {
-		if !over() {
+	const sample = 8
+	for {
+		successOver, denialOver, bytesOver := s.success > lim.success, s.denial > lim.denial, s.bytes > lim.bytes
+		if !successOver && !denialOver && !bytesOver {
 			return
 		}
-		if k == keep {
-			continue
+		var victim cacheKey
+		var ve *entry
+		seen := 0
+		for k, e := range s.items {
+			if k == keep || !(bytesOver || (e.answer.denial && denialOver) || (!e.answer.denial && successOver)) {
+				continue
+			}
+			if ve == nil || e.expires.Before(ve.expires) {
+				victim, ve = k, e
+			}
+			if seen++; seen >= sample || now.After(e.staleUntil) {
+				break
+			}
 		}
-		kindOver := (e.answer.denial && s.denial > lim.denial) || (!e.answer.denial && s.success > lim.success)
-		if kindOver || s.bytes > lim.bytes {
-			s.remove(k, e)
+		if ve == nil {
+			return
 		}
+		s.remove(victim, ve)
 	}
 }
 
@@ -194,22 +199,14 @@ func (c *cache) counts() (success, denial int, bytes int64) {
 	return success, denial, bytes
 }
 
-// cacheable builds the cache form of an upstream response and its TTL under the caps; ttl 0
-// means answer from it but do not store it.
-func cacheable(m *dns.Msg, successTTL, denialTTL time.Duration) (a *answer, ttl uint32, err error) {
-	a, err = newAnswer(m)
+// cacheable is parseAnswer for a message: the form tests and non-wire paths use.
+func cacheable(m *dns.Msg, successTTL, denialTTL time.Duration) (*answer, uint32, error) {
+	raw, err := m.Pack()
 	if err != nil {
 		return nil, 0, err
 	}
-	if m.Truncated || (m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError) {
-		return a, 0, nil
+	if len(m.Question) != 1 {
+		return nil, 0, errNotAnswer
 	}
-	a.denial = isDenial(m)
-	if a.denial {
-		ttl = cacheTTL(m, true, denialTTL)
-	} else {
-		ttl = cacheTTL(m, false, successTTL)
-	}
-	a.ttl = ttl
-	return a, ttl, nil
+	return parseAnswer(raw, m.Question[0], successTTL, denialTTL)
 }

@@ -11,7 +11,7 @@ import (
 func msgFor(qname string, qtype uint16, rcode int, rrs ...string) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetQuestion(qname, qtype)
-	m.Response, m.Rcode = true, rcode
+	m.Response, m.Rcode, m.Compress = true, rcode, true
 	for _, s := range rrs {
 		rr, err := dns.NewRR(s)
 		if err != nil {

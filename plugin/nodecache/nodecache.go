@@ -68,7 +68,7 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 		}
 		// Expired, inside the stale window: ask again, unless every upstream is known down.
 		if n.upstreams.anyHealthy() {
-			if fresh, err := n.resolve(ctx, key, q, do, r.CheckingDisabled); err == nil && fresh.rcode != dns.RcodeServerFailure {
+			if fresh, err := n.resolve(key, q, do, r.CheckingDisabled); err == nil && fresh.rcode != dns.RcodeServerFailure {
 				cacheMisses.WithLabelValues(server).Inc()
 				return n.write(w, server, fresh, c, fresh.ttl)
 			}
@@ -80,7 +80,7 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 	}
 
 	cacheMisses.WithLabelValues(server).Inc()
-	a, err := n.resolve(ctx, key, q, do, r.CheckingDisabled)
+	a, err := n.resolve(key, q, do, r.CheckingDisabled)
 	if err != nil {
 		log.Debugf("%s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
 		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
@@ -90,17 +90,16 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 
 // resolve asks the upstreams once for all identical concurrent misses, caches what may be
 // cached and returns the answer in wire form.
-func (n *NodeCache) resolve(ctx context.Context, key cacheKey, q dns.Question, do, cd bool) (*answer, error) {
-	ch := n.node.flight.DoChan(flightKey(key, q.Name), func() (any, error) {
-		// Detached from the first asker: the others wait on this result too.
+func (n *NodeCache) resolve(key cacheKey, q dns.Question, do, cd bool) (*answer, error) {
+	// The first asker runs the exchange on its own goroutine; the others wait for its result.
+	v, err, _ := n.node.flight.Do(flightKey(key, q.Name), func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), n.config.timeout+n.config.timeout/2)
 		defer cancel()
-		m, err := n.upstreams.resolve(ctx, q, do, cd)
+		raw, err := n.upstreams.resolve(ctx, q, do, cd)
 		if err != nil {
 			return nil, err
 		}
-		successTTL, denialTTL := n.config.successTTL, n.config.denialTTL
-		a, ttl, err := cacheable(m, successTTL, denialTTL)
+		a, ttl, err := parseAnswer(raw, q, n.config.successTTL, n.config.denialTTL)
 		if err != nil {
 			return nil, err
 		}
@@ -109,15 +108,10 @@ func (n *NodeCache) resolve(ctx context.Context, key cacheKey, q dns.Question, d
 		}
 		return a, nil
 	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*answer), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err != nil {
+		return nil, err
 	}
+	return v.(*answer), nil
 }
 
 // flightKey names a miss for single-flight: the hash and the qualifiers, case folded.
@@ -163,9 +157,7 @@ func (n *NodeCache) shouldPrefetch(e *entry, now time.Time) bool {
 
 // refresh asks the upstreams in the background; the cache takes the answer if there is one.
 func (n *NodeCache) refresh(key cacheKey, q dns.Question, do, cd bool, e *entry) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*n.config.timeout)
-	defer cancel()
-	if _, err := n.resolve(ctx, key, q, do, cd); err != nil {
+	if _, err := n.resolve(key, q, do, cd); err != nil {
 		log.Debugf("refresh %s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
 		if e != nil {
 			e.prefetching.Store(false)

@@ -99,8 +99,7 @@ func TestPoolPipelinesOnFewConnections(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					defer cancel()
 					raw, err := p.exchange(ctx, q)
-					m := new(dns.Msg)
-					if err != nil || m.Unpack(raw) != nil || !answers(m, want) {
+					if err != nil || !answers(raw, want) {
 						if wrong.Add(1) == 1 {
 							t.Logf("first failure: %v", err)
 						}
@@ -161,8 +160,9 @@ func TestUpstreamGroupFailsOver(t *testing.T) {
 	g := newUpstreamGroup([]upstream{{transport: "tcp", addrs: []string{dead}}, {transport: "tcp", addrs: []string{up.addr}}}, 500*time.Millisecond)
 	defer g.close()
 	for i := range 4 {
-		m, err := g.resolve(context.Background(), dns.Question{Name: "web.cluster.local.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, false, false)
-		check(t, fmt.Sprintf("query %d answered (%v)", i, err), err == nil && len(m.Answer) == 1, true)
+		raw, err := g.resolve(context.Background(), dns.Question{Name: "web.cluster.local.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, false, false)
+		m := new(dns.Msg)
+		check(t, fmt.Sprintf("query %d answered (%v)", i, err), err == nil && m.Unpack(raw) == nil && len(m.Answer) == 1, true)
 	}
 	check(t, "dead upstream marked down", g.lines[0][0].healthy(), false)
 	check(t, "live upstream up", g.lines[1][0].healthy(), true)

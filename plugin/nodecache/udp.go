@@ -15,7 +15,7 @@ var udpBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); ret
 
 // exchangeUDP asks addr over a fresh UDP socket with a random ID and source port, and waits
 // for an answer with that ID and question; anything else arriving on the socket is dropped.
-func exchangeUDP(ctx context.Context, addr string, q []byte, want dns.Question) (*dns.Msg, error) {
+func exchangeUDP(ctx context.Context, addr string, q []byte, want dns.Question) ([]byte, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", addr)
 	if err != nil {
@@ -49,15 +49,9 @@ func exchangeUDP(ctx context.Context, addr string, q []byte, want dns.Question) 
 			}
 			return nil, err
 		}
-		if n < 12 || binary.BigEndian.Uint16(buf) != id {
+		if n < 12 || binary.BigEndian.Uint16(buf) != id || !answers(buf[:n], want) {
 			continue
 		}
-		m := new(dns.Msg)
-		if err := m.Unpack(buf[:n]); err != nil {
-			continue
-		}
-		if answers(m, want) {
-			return m, nil
-		}
+		return append([]byte(nil), buf[:n]...), nil
 	}
 }

@@ -2,6 +2,7 @@ package nodecache
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -39,12 +40,13 @@ func newEndpoint(addr, transport string, timeout time.Duration) *endpoint {
 
 func (e *endpoint) healthy() bool { return e.fails.Load() < maxFails }
 
-// exchange sends q (packed, any ID) and returns the checked answer.
-func (e *endpoint) exchange(ctx context.Context, q []byte, want dns.Question) (*dns.Msg, error) {
+// exchange sends q (packed, any ID) and returns the answer in wire form, checked to be a
+// response to want.
+func (e *endpoint) exchange(ctx context.Context, q []byte, want dns.Question) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	start := time.Now()
-	m, err := e.exchangeOnce(ctx, q, want)
+	raw, err := e.exchangeOnce(ctx, q, want)
 	upstreamDuration.WithLabelValues(e.addr, e.transport).Observe(time.Since(start).Seconds())
 	if err != nil {
 		e.fails.Add(1)
@@ -53,38 +55,38 @@ func (e *endpoint) exchange(ctx context.Context, q []byte, want dns.Question) (*
 	}
 	e.fails.Store(0)
 	e.reached.Store(true)
-	return m, nil
+	return raw, nil
 }
 
-func (e *endpoint) exchangeOnce(ctx context.Context, q []byte, want dns.Question) (*dns.Msg, error) {
+func (e *endpoint) exchangeOnce(ctx context.Context, q []byte, want dns.Question) ([]byte, error) {
 	if e.transport == "udp" {
-		m, err := exchangeUDP(ctx, e.addr, q, want)
-		if err != nil || !m.Truncated {
-			return m, err
+		raw, err := exchangeUDP(ctx, e.addr, q, want)
+		if err != nil || binary.BigEndian.Uint16(raw[2:])&flagTC == 0 {
+			return raw, err
 		}
 	}
 	raw, err := e.tcp.exchange(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	m := new(dns.Msg)
-	if err := m.Unpack(raw); err != nil {
-		return nil, fmt.Errorf("unpack answer from %s: %w", e.addr, err)
+	if !answers(raw, want) {
+		return nil, fmt.Errorf("answer from %s: %w", e.addr, errNotAnswer)
 	}
-	if !answers(m, want) {
-		return nil, fmt.Errorf("answer from %s does not match the question", e.addr)
-	}
-	return m, nil
+	return raw, nil
 }
 
-// answers reports whether m is a response to the question want.
-func answers(m *dns.Msg, want dns.Question) bool {
-	if !m.Response || len(m.Question) != 1 {
+// answers reports whether raw is a response to the question want.
+func answers(raw []byte, want dns.Question) bool {
+	if len(raw) < 12 || binary.BigEndian.Uint16(raw[2:])&flagQR == 0 || binary.BigEndian.Uint16(raw[4:]) != 1 {
 		return false
 	}
-	q := m.Question[0]
-	return q.Qtype == want.Qtype && q.Qclass == want.Qclass && strings.EqualFold(q.Name, want.Name)
+	name, off, err := dns.UnpackDomainName(raw, 12)
+	return err == nil && off+4 <= len(raw) && strings.EqualFold(name, want.Name) &&
+		binary.BigEndian.Uint16(raw[off:]) == want.Qtype && binary.BigEndian.Uint16(raw[off+2:]) == want.Qclass
 }
+
+// rcodeOf is the header rcode of a message in wire form.
+func rcodeOf(raw []byte) int { return int(raw[3] & 0xF) }
 
 func errorKind(err error) string {
 	var nerr interface{ Timeout() bool }
@@ -155,7 +157,7 @@ var errNoUpstream = errors.New("no upstream answered")
 
 // resolve asks the question of the upstreams, failing over until one answers. An upstream's
 // SERVFAIL or REFUSED counts as a failure while another upstream is left to ask.
-func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool) (*dns.Msg, error) {
+func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool) ([]byte, error) {
 	req := new(dns.Msg)
 	req.SetQuestion(q.Name, q.Qtype)
 	req.Question[0].Qclass = q.Qclass
@@ -169,7 +171,7 @@ func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool
 
 	order := g.order()
 	var lastErr error
-	var lastAnswer *dns.Msg
+	var lastAnswer []byte
 	for i, e := range order {
 		m, err := e.exchange(ctx, packed, q)
 		if err != nil {
@@ -179,7 +181,7 @@ func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool
 			}
 			continue
 		}
-		if (m.Rcode == dns.RcodeServerFailure || m.Rcode == dns.RcodeRefused) && i < len(order)-1 {
+		if rc := rcodeOf(m); (rc == dns.RcodeServerFailure || rc == dns.RcodeRefused) && i < len(order)-1 {
 			lastAnswer = m
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -33,62 +34,90 @@ const (
 
 const optLen = 11 // root name, type, class, TTL, RDLENGTH 0
 
-var errBadWire = errors.New("malformed message")
+var (
+	errBadWire   = errors.New("malformed message")
+	errNotAnswer = errors.New("not an answer to the question asked")
+)
 
-// newAnswer packs m (from an upstream) for the cache: OPT removed, ID zeroed, TTL offsets found.
-func newAnswer(m *dns.Msg) (*answer, error) {
-	c := *m
-	c.Id = 0
-	c.Compress = true
-	c.Extra = nil
-	for _, rr := range m.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			c.Extra = append(c.Extra, rr)
-		}
+// parseAnswer takes an upstream's response in wire form (it keeps raw) for the cache: it checks
+// that it answers want, drops the OPT record, zeroes the ID, finds every TTL and works out how
+// long the answer may be cached under the caps (ttl 0: answer from it, do not store it).
+// Success lives as long as its smallest TTL; a denial (NXDOMAIN, NODATA) as long as its SOA's
+// TTL and MINIMUM allow (RFC 2308 5), and is not cached without a SOA; other rcodes, truncated
+// answers and extended rcodes are not cached.
+func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Duration) (a *answer, ttl uint32, err error) {
+	if len(raw) < 12 {
+		return nil, 0, errBadWire
 	}
-	wire, err := c.Pack()
-	if err != nil {
-		return nil, err
+	flags := binary.BigEndian.Uint16(raw[2:])
+	if flags&flagQR == 0 || binary.BigEndian.Uint16(raw[4:]) != 1 {
+		return nil, 0, errNotAnswer
 	}
-	a := &answer{wire: wire, rcode: m.Rcode}
-	if err := a.index(); err != nil {
-		return nil, err
+	name, off, err := dns.UnpackDomainName(raw, 12)
+	if err != nil || off+4 > len(raw) {
+		return nil, 0, errBadWire
 	}
-	return a, nil
-}
-
-// index walks the packed message once to find the question end and every record's TTL offset.
-func (a *answer) index() error {
-	w := a.wire
-	if len(w) < 12 {
-		return errBadWire
+	if !strings.EqualFold(name, want.Name) || binary.BigEndian.Uint16(raw[off:]) != want.Qtype || binary.BigEndian.Uint16(raw[off+2:]) != want.Qclass {
+		return nil, 0, errNotAnswer
 	}
-	qd := int(binary.BigEndian.Uint16(w[4:]))
-	rrs := int(binary.BigEndian.Uint16(w[6:])) + int(binary.BigEndian.Uint16(w[8:])) + int(binary.BigEndian.Uint16(w[10:]))
-	if qd != 1 {
-		return errBadWire
-	}
-	off, err := skipName(w, 12)
-	if err != nil {
-		return err
-	}
-	a.qnameEnd = off
+	a = &answer{wire: raw, qnameEnd: off, rcode: int(flags & 0xF)}
+	an := int(binary.BigEndian.Uint16(raw[6:]))
+	ns := int(binary.BigEndian.Uint16(raw[8:]))
+	rrs := an + ns + int(binary.BigEndian.Uint16(raw[10:]))
 	off += 4
 	a.ttlAt = make([]uint16, 0, rrs)
-	for range rrs {
-		if off, err = skipName(w, off); err != nil {
-			return err
+	minTTL, soaTTL, haveSOA, extended := uint32(math.MaxUint32), uint32(0), false, false
+	optStart, optEnd := -1, -1
+	for i := range rrs {
+		start := off
+		if off, err = skipName(raw, off); err != nil {
+			return nil, 0, err
 		}
-		if off+10 > len(w) || off+4 > math.MaxUint16 {
-			return errBadWire
+		if off+10 > len(raw) || off+4 > math.MaxUint16 {
+			return nil, 0, errBadWire
 		}
-		a.ttlAt = append(a.ttlAt, uint16(off+4))
-		off += 10 + int(binary.BigEndian.Uint16(w[off+8:]))
+		typ := binary.BigEndian.Uint16(raw[off:])
+		rrTTL := binary.BigEndian.Uint32(raw[off+4:])
+		end := off + 10 + int(binary.BigEndian.Uint16(raw[off+8:]))
+		if end > len(raw) {
+			return nil, 0, errBadWire
+		}
+		switch {
+		case typ == dns.TypeOPT:
+			optStart, optEnd = start, end
+			extended = rrTTL>>24 != 0
+		default:
+			a.ttlAt = append(a.ttlAt, uint16(off+4))
+			minTTL = min(minTTL, rrTTL)
+			if typ == dns.TypeSOA && i >= an && i < an+ns && end-off-10 >= 22 {
+				soaTTL, haveSOA = min(rrTTL, binary.BigEndian.Uint32(raw[end-4:])), true
+			}
+		}
+		off = end
 	}
-	if off > len(w) {
-		return errBadWire
+	if optStart >= 0 {
+		if optEnd != off {
+			return nil, 0, errBadWire // OPT not last: nothing sends that, and cutting it would move the rest
+		}
+		a.wire = raw[:optStart]
+		binary.BigEndian.PutUint16(a.wire[10:], binary.BigEndian.Uint16(a.wire[10:])-1)
 	}
-	return nil
+	binary.BigEndian.PutUint16(a.wire, 0)
+
+	if flags&flagTC != 0 || extended || (a.rcode != dns.RcodeSuccess && a.rcode != dns.RcodeNameError) {
+		return a, 0, nil
+	}
+	a.denial = a.rcode == dns.RcodeNameError || an == 0
+	switch {
+	case a.denial && !haveSOA:
+		ttl = 0
+	case a.denial:
+		ttl = min(soaTTL, uint32(denialTTL/time.Second))
+	default:
+		ttl = min(minTTL, uint32(successTTL/time.Second))
+	}
+	a.ttl = ttl
+	return a, ttl, nil
 }
 
 // skipName returns the offset just past the (possibly compressed) name at off.
@@ -185,32 +214,3 @@ func (a *answer) render(buf []byte, c reply, ttl uint32) ([]byte, bool) {
 
 // ednsSize is the UDP payload size we advertise, to clients and upstreams (DNS flag day 2020).
 const ednsSize = 1232
-
-// cacheTTL is how long m may be cached, capped by the success or denial cap; 0 means not at all.
-// A denial lives as long as its SOA's TTL and MINIMUM allow (RFC 2308 5); without a SOA it is
-// not cached.
-func cacheTTL(m *dns.Msg, denial bool, capTTL time.Duration) uint32 {
-	limit := uint32(capTTL / time.Second)
-	if denial {
-		for _, rr := range m.Ns {
-			if soa, ok := rr.(*dns.SOA); ok {
-				return min(limit, soa.Hdr.Ttl, soa.Minttl)
-			}
-		}
-		return 0
-	}
-	ttl := limit
-	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
-		for _, rr := range sec {
-			if rr.Header().Rrtype != dns.TypeOPT {
-				ttl = min(ttl, rr.Header().Ttl)
-			}
-		}
-	}
-	return ttl
-}
-
-// isDenial reports NXDOMAIN and NODATA (NOERROR without an answer for the name).
-func isDenial(m *dns.Msg) bool {
-	return m.Rcode == dns.RcodeNameError || (m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0)
-}
