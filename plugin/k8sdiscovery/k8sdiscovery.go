@@ -73,6 +73,11 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	if zone == "" {
 		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
 	}
+	if t := state.QType(); t == dns.TypeAXFR || t == dns.TypeIXFR {
+		// No zone transfers: they would enumerate every service (the transfer plugin is not wired to us).
+		requestCount.WithLabelValues(metricsServer(ctx), "refused").Inc()
+		return dns.RcodeRefused, nil
+	}
 	if !k.synced.Load() {
 		requestCount.WithLabelValues(metricsServer(ctx), "not_synced").Inc()
 		return dns.RcodeServerFailure, nil
