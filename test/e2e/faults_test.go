@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestAPIServerRestart: with the apiserver stopped the DNS keeps answering from its index; once
+// it is back (same etcd data), changes made after the restart are picked up.
+func TestAPIServerRestart(t *testing.T) {
+	s := shared(t)
+	createNamespace(t, "fault")
+	createService(t, clusterIPService("fault", "before", []string{"10.96.0.50"}, port("http", 80, corev1.ProtocolTCP)))
+	const before, after = "before.fault.svc.cluster.local.", "after.fault.svc.cluster.local."
+	beforeOK := dnsCase{name: "service from before the outage", q: before + " A", answer: []string{a(before, "10.96.0.50")}}
+	eventually(t, s, beforeOK, changeTimeout)
+
+	stopped := time.Now()
+	how := "SIGTERM"
+	if harness.cp.stopAPIServer() {
+		how = "SIGTERM, then SIGKILL after the grace period"
+	}
+	t.Logf("kube-apiserver (pid %d) stopped in %s (%s)", harness.cp.apiserver.pid(), time.Since(stopped).Round(time.Millisecond), how)
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted { // leave a working control plane to the tests that follow
+			if err := harness.cp.restartAPIServer(); err != nil {
+				t.Errorf("restart kube-apiserver: %v", err)
+			}
+		}
+	})
+
+	// Keep asking for a while: client-go retries in the background meanwhile.
+	during := []dnsCase{
+		beforeOK,
+		{name: "PTR during the outage", q: reverse("10.96.0.50") + " PTR", answer: []string{ptr(reverse("10.96.0.50"), before)}},
+		{name: "NXDOMAIN during the outage", q: "nope.fault.svc.cluster.local. A", rcode: nxdomain},
+		{name: "dns-version during the outage", q: "dns-version.cluster.local. TXT", answer: []string{`dns-version.cluster.local. TXT "1.1.0"`}},
+	}
+	queries, failures := 0, 0
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); {
+		for _, c := range during {
+			name, qtype := c.question()
+			for _, network := range []string{"udp", "tcp"} {
+				queries++
+				r, err := s.ask(network, name, qtype)
+				if err == nil {
+					err = c.verify(r)
+				}
+				if err != nil {
+					failures++
+					if failures <= 5 {
+						t.Errorf("during the outage, over %s: %v", network, err)
+					}
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("during the outage: %d queries, %d wrong; /ready says %d", queries, failures, s.readyStatus())
+
+	start := time.Now()
+	if err := harness.cp.restartAPIServer(); err != nil {
+		t.Fatalf("restart kube-apiserver: %v", err)
+	}
+	restarted = true
+	t.Logf("kube-apiserver restarted (pid %d) and ready in %s", harness.cp.apiserver.pid(), time.Since(start).Round(time.Millisecond))
+
+	createService(t, clusterIPService("fault", "after", []string{"10.96.0.51"}, port("http", 80, corev1.ProtocolTCP)))
+	deleteService(t, "fault", "before")
+	// client-go reconnects with a backoff (up to ~30 s after a long outage): a wider deadline.
+	took := eventually(t, s, dnsCase{name: "service created after the restart", q: after + " A", answer: []string{a(after, "10.96.0.51")}}, 90*time.Second)
+	eventually(t, s, dnsCase{name: "service deleted after the restart", q: before + " A", rcode: nxdomain}, 30*time.Second)
+	t.Logf("first change after the restart visible in DNS after %s", took.Round(time.Millisecond))
+
+	// Leave a healthy control plane to the tests that follow: the controller manager also
+	// reconnects with a backoff; wait until it writes slices again.
+	start = time.Now()
+	sel := map[string]string{"app": "probe"}
+	createService(t, headlessService("fault", "probe", sel, port("http", 80, corev1.ProtocolTCP)))
+	createRunningPod(t, podSpec("fault", "probe-1", sel), true, "10.2.5.1")
+	eventually(t, s, dnsCase{name: "controller-manager writes slices again", q: "probe.fault.svc.cluster.local. A",
+		answer: []string{a("probe.fault.svc.cluster.local.", "10.2.5.1")}}, 90*time.Second)
+	t.Logf("kube-controller-manager back at work %s after the restart", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBeforeFirstSync: pointed at an apiserver it cannot reach, the DNS answers SERVFAIL for the
+// zone (and still serves other names) and /ready says 503; once the apiserver is reachable it
+// syncs and answers.
+func TestBeforeFirstSync(t *testing.T) {
+	proxyPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(harness.dir, "kubeconfig-unreachable")
+	server := fmt.Sprintf("https://127.0.0.1:%d", proxyPort)
+	if err := writeKubeconfig(kubeconfig, server, filepath.Join(harness.dir, "certs", "apiserver.crt"), harness.cp.token); err != nil {
+		t.Fatal(err)
+	}
+	s := startCoreDNS(t, "coredns-unsynced", kubeconfig)
+	t.Cleanup(s.stop)
+
+	// It listens once its startup wait for the first sync gives up (a few seconds).
+	if err := s.proc.waitFor(30*time.Second, func() error {
+		_, err := s.query("udp", "dns-version.cluster.local.", dns.TypeTXT, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expectDNS(t, s, []dnsCase{
+		{name: "SERVFAIL before sync: dns-version", q: "dns-version.cluster.local. TXT", rcode: servfail},
+		{name: "SERVFAIL before sync: apex SOA", q: "cluster.local. SOA", rcode: servfail},
+		{name: "SERVFAIL before sync: service", q: "kubernetes.default.svc.cluster.local. A", rcode: servfail},
+		{name: "SERVFAIL before sync: unknown name", q: "nope.cluster.local. A", rcode: servfail},
+		{name: "names outside the zone still answer", q: "www.example.com. A", answer: []string{a("www.example.com.", "192.0.2.10")}},
+	})
+	if st := s.readyStatus(); st != http.StatusServiceUnavailable {
+		t.Errorf("/ready before the first sync: %d, want 503", st)
+	}
+
+	// The apiserver becomes reachable at the address in the kubeconfig.
+	stop := startProxy(t, proxyPort, harness.cp.apiPort)
+	defer stop()
+	start := time.Now()
+	eventually(t, s, dnsCase{name: "synced: kubernetes service", q: "kubernetes.default.svc.cluster.local. A",
+		answer: []string{a("kubernetes.default.svc.cluster.local.", "10.96.0.1")}}, 90*time.Second)
+	if err := s.waitReady(10 * time.Second); err != nil {
+		t.Errorf("/ready after the first sync: %v", err)
+	}
+	t.Logf("first sync %s after the apiserver became reachable", time.Since(start).Round(time.Millisecond))
+}
+
+// startProxy forwards TCP from 127.0.0.1:from to 127.0.0.1:to until the returned func is called.
+func startProxy(t *testing.T, from, to int) func() {
+	t.Helper()
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", to))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return func() {
+		l.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}
+}
