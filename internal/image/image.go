@@ -392,7 +392,7 @@ func WriteFile(path string, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return res, err
 	}
