@@ -166,3 +166,31 @@ func TestRender(t *testing.T) {
 		})
 	}
 }
+
+func TestParseAnswerRejects(t *testing.T) {
+	want := dns.Question{Name: "web.cluster.local.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	good := msgFor("web.cluster.local.", dns.TypeA, dns.RcodeSuccess, "web.cluster.local. 30 IN A 10.0.0.1")
+	pack := func(m *dns.Msg) []byte { b, _ := m.Pack(); return b }
+	optFirst := good.Copy()
+	glue, _ := dns.NewRR("ns.cluster.local. 30 IN A 10.0.0.9")
+	optFirst.Extra = append(optFirst.Extra, glue) // OPT, then a record
+	query := good.Copy()
+	query.Response = false
+	tests := []struct {
+		name string
+		raw  []byte
+		err  error
+	}{
+		{"answer to another name", pack(msgFor("other.cluster.local.", dns.TypeA, dns.RcodeSuccess)), errNotAnswer},
+		{"a query, not a response", pack(query), errNotAnswer},
+		{"cut short", pack(good)[:30], errBadWire},
+		{"OPT before another record: repacked", pack(optFirst), nil},
+		{"good", pack(good), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := parseAnswer(tc.raw, want, 30*time.Second, 5*time.Second)
+			check(t, "error", err, tc.err)
+		})
+	}
+}

@@ -97,7 +97,8 @@ func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Durat
 	}
 	if optStart >= 0 {
 		if optEnd != off {
-			return nil, 0, errBadWire // OPT not last: nothing sends that, and cutting it would move the rest
+			// OPT before other records: cutting it out would move them, so repack without it.
+			return reparse(raw, want, successTTL, denialTTL)
 		}
 		a.wire = raw[:optStart]
 		binary.BigEndian.PutUint16(a.wire[10:], binary.BigEndian.Uint16(a.wire[10:])-1)
@@ -118,6 +119,26 @@ func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Durat
 	}
 	a.ttl = ttl
 	return a, ttl, nil
+}
+
+// reparse is parseAnswer for the rare message whose OPT record is not the last record.
+func reparse(raw []byte, want dns.Question, successTTL, denialTTL time.Duration) (*answer, uint32, error) {
+	m := new(dns.Msg)
+	if err := m.Unpack(raw); err != nil {
+		return nil, 0, errBadWire
+	}
+	var extra []dns.RR
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			extra = append(extra, rr)
+		}
+	}
+	m.Extra, m.Compress = extra, true
+	b, err := m.Pack()
+	if err != nil {
+		return nil, 0, err
+	}
+	return parseAnswer(b, want, successTTL, denialTTL)
 }
 
 // skipName returns the offset just past the (possibly compressed) name at off.

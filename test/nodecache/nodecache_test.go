@@ -141,6 +141,7 @@ func TestCacheHitAfterOneTCPQuery(t *testing.T) {
 	expect(t, "first query over UDP to "+tp.v4(), answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "second query over UDP to "+tp.v4(), answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "same name over UDP to "+tp.v6()+" (same process, shared cache)", answerOf(query(tp.client, "udp", tp.v6(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	expect(t, "same name over TCP to "+tp.v4(), answerOf(query(tp.client, "tcp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "upstream saw the A query over TCP", upstreamSaw(up, "A", name, "tcp"), 1)
 	expect(t, "upstream saw the A query over UDP", upstreamSaw(up, "A", name, "udp"), 0)
 
@@ -152,7 +153,7 @@ func TestCacheHitAfterOneTCPQuery(t *testing.T) {
 	hits := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_hits_total{")
 	misses := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_misses_total{")
 	t.Logf("coredns_nodecache_hits_total %v, misses_total %v (pid %d)", hits, misses, nc.cmd.Process.Pid)
-	expect(t, "cache hits counted", hits, 3)
+	expect(t, "cache hits counted", hits, 4)
 	expect(t, "cache misses counted", misses, 2)
 }
 
@@ -315,6 +316,21 @@ func TestIptablesMode(t *testing.T) {
 	v4 = nsRun(t, tp.node, "iptables", "-t", "raw", "-S")
 	v6 = nsRun(t, tp.node, "ip6tables", "-t", "raw", "-S")
 	expect(t, "rules left after SIGTERM", strings.Count(v4+v6, "nodecache"), 0)
+}
+
+// keep_on_exit: after SIGTERM the shared table (no owner flag) and the addresses stay.
+func TestKeepOnExit(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "        keep_on_exit", ""), nil)
+	nc.signal(t, syscall.SIGTERM)
+	nc.wait(t, 10*time.Second)
+	tables := nsRun(t, tp.node, "nft", "list", "tables")
+	t.Logf("nft list tables (after SIGTERM with keep_on_exit):\n%s", tables)
+	expect(t, "shared table kept", strings.Contains(tables, "table inet nodecache\n"), true)
+	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
+	expect(t, "addresses kept", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 }
 
 func lastLines(out string, needles ...string) string {
