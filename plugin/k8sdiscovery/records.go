@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -289,7 +290,7 @@ func podContribution(pod *corev1.Pod, ttl uint32) *contribution {
 		return nil
 	}
 	c := &contribution{names: map[string]*rrset{}}
-	for _, s := range podIPs(pod) {
+	for _, s := range kube.PodIPs(pod) {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
 			continue
@@ -305,18 +306,4 @@ func podContribution(pod *corev1.Pod, ttl uint32) *contribution {
 // podLive: a pod that has an address, is not being deleted and has not finished.
 func podLive(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
-}
-
-func podIPs(pod *corev1.Pod) []string {
-	if len(pod.Status.PodIPs) == 0 {
-		if pod.Status.PodIP == "" {
-			return nil
-		}
-		return []string{pod.Status.PodIP}
-	}
-	out := make([]string, 0, len(pod.Status.PodIPs))
-	for _, p := range pod.Status.PodIPs {
-		out = append(out, p.IP)
-	}
-	return out
 }

@@ -2,11 +2,11 @@ package k8sdiscovery
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,7 +17,6 @@ import (
 )
 
 const (
-	podsByIP           = "ip"
 	serviceNameLabel   = discoveryv1.LabelServiceName
 	triggerTimeKey     = corev1.EndpointsLastChangeTriggerTime
 	slicesByService    = "service"
@@ -58,7 +57,7 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 	w.namespaces = factory.Core().V1().Namespaces().Informer()
 	if k.cfg.podMode == podsVerified || k.podIndexWanted.Load() {
 		w.pods = factory.Core().V1().Pods().Informer()
-		_ = w.pods.AddIndexers(cache.Indexers{podsByIP: podIPIndex})
+		_ = w.pods.AddIndexers(cache.Indexers{kube.PodsByIPIndex: kube.PodIPIndexFunc})
 		k.podIndexer.Store(&w.pods)
 	}
 	_ = w.slices.AddIndexers(cache.Indexers{slicesByService: func(obj any) ([]string, error) {
@@ -367,21 +366,6 @@ func trimMeta(m metav1.ObjectMeta, labels, annotations map[string]string, keep .
 	return out
 }
 
-// podIPIndex indexes a pod by each of its IPs, in canonical form.
-func podIPIndex(obj any) ([]string, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return nil, nil
-	}
-	var out []string
-	for _, s := range podIPs(p) {
-		if ip, err := netip.ParseAddr(s); err == nil {
-			out = append(out, ip.Unmap().String())
-		}
-	}
-	return out, nil
-}
-
 // WatchPods makes the plugin watch pods for a client index even when pod records do not need
 // them (searchpath asks for it). It takes effect when called before the plugin starts.
 func (k *K8sDiscovery) WatchPods() { k.podIndexWanted.Store(true) }
@@ -392,15 +376,5 @@ func (k *K8sDiscovery) PodsByIP(ip string) []*corev1.Pod {
 	if inf == nil {
 		return nil
 	}
-	items, err := (*inf).GetIndexer().ByIndex(podsByIP, ip)
-	if err != nil {
-		return nil
-	}
-	out := make([]*corev1.Pod, 0, len(items))
-	for _, it := range items {
-		if p, ok := it.(*corev1.Pod); ok {
-			out = append(out, p)
-		}
-	}
-	return out
+	return kube.PodsByIP(*inf, ip)
 }

@@ -1,18 +1,15 @@
 package searchpath
 
 import (
-	"fmt"
-	"net/netip"
 	"sync/atomic"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // PodIndex is implemented by a plugin of the same server block that watches pods and can list
@@ -39,8 +36,6 @@ type indexSource struct {
 
 func (s indexSource) Synced() bool { return s.ready == nil || s.ready.Ready() }
 
-const podsByIP = "ip"
-
 // nodePods watches the pods of one node (field selector spec.nodeName), trimmed to what a
 // search list needs, and indexes them by IP.
 type nodePods struct {
@@ -55,7 +50,7 @@ func newNodePods(client kubernetes.Interface, nodeName string) *nodePods {
 		}),
 		informers.WithTransform(trimPod))
 	inf := factory.Core().V1().Pods().Informer()
-	_ = inf.AddIndexers(cache.Indexers{podsByIP: podIPIndex})
+	_ = inf.AddIndexers(cache.Indexers{kube.PodsByIPIndex: kube.PodIPIndexFunc})
 	return &nodePods{informer: inf}
 }
 
@@ -71,40 +66,7 @@ func (n *nodePods) run(stop <-chan struct{}) {
 
 func (n *nodePods) Synced() bool { return n.synced.Load() }
 
-func (n *nodePods) PodsByIP(ip string) []*corev1.Pod {
-	items, err := n.informer.GetIndexer().ByIndex(podsByIP, ip)
-	if err != nil {
-		return nil
-	}
-	out := make([]*corev1.Pod, 0, len(items))
-	for _, it := range items {
-		if p, ok := it.(*corev1.Pod); ok {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// podIPIndex indexes a pod by each of its IPs, in canonical form.
-func podIPIndex(obj any) ([]string, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return nil, nil
-	}
-	var out []string
-	add := func(s string) {
-		if ip, err := netip.ParseAddr(s); err == nil {
-			out = append(out, ip.Unmap().String())
-		}
-	}
-	if len(p.Status.PodIPs) == 0 && p.Status.PodIP != "" {
-		add(p.Status.PodIP)
-	}
-	for _, ip := range p.Status.PodIPs {
-		add(ip.IP)
-	}
-	return out, nil
-}
+func (n *nodePods) PodsByIP(ip string) []*corev1.Pod { return kube.PodsByIP(n.informer, ip) }
 
 // trimPod keeps what a search list and the liveness checks need.
 func trimPod(obj any) (any, error) {
@@ -119,23 +81,4 @@ func trimPod(obj any) (any, error) {
 			DNSPolicy: p.Spec.DNSPolicy, DNSConfig: p.Spec.DNSConfig},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}, nil
-}
-
-func newClient(kubeconfig, context string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-			&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
-			&clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
-	}
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	cfg.UserAgent = "clusterdns (searchpath)"
-	return kubernetes.NewForConfig(cfg)
 }

@@ -3,6 +3,7 @@ package searchpath
 import (
 	"fmt"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
@@ -60,7 +61,7 @@ func setup(c *caddy.Controller) error {
 		})
 	default:
 		c.OnStartup(func() error {
-			client, err := newClient(cfg.kubeconfig, cfg.kubeContext)
+			client, err := kube.NewClient(kube.ClientConfig{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext, UserAgent: "clusterdns (searchpath)"})
 			if err != nil {
 				return plugin.Error(pluginName, err)
 			}

@@ -1,0 +1,98 @@
+// Package kube holds what our plugins share about talking to the Kubernetes API: the client
+// (kubeconfig, endpoint or in-cluster, protobuf on the wire) and the index of pods by IP.
+package kube
+
+import (
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// ClientConfig says where the API server is. All empty means the in-cluster service account.
+type ClientConfig struct {
+	Kubeconfig string // path of a kubeconfig
+	Context    string // context in the kubeconfig; empty: its current context
+	Endpoint   string // API server URL; overrides the kubeconfig's server
+	UserAgent  string
+}
+
+// NewClient builds a clientset that speaks protobuf.
+func NewClient(c ClientConfig) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	switch {
+	case c.Kubeconfig != "":
+		overrides := &clientcmd.ConfigOverrides{CurrentContext: c.Context}
+		overrides.ClusterInfo.Server = c.Endpoint
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: c.Kubeconfig}, overrides).ClientConfig()
+	case c.Endpoint != "":
+		cfg = &rest.Config{Host: c.Endpoint}
+	default:
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.UserAgent = c.UserAgent
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, nil
+}
+
+// PodsByIPIndex is the name of the informer index of pods by IP.
+const PodsByIPIndex = "ip"
+
+// PodIPs lists a pod's IPs, from status.podIPs or, on old objects, status.podIP.
+func PodIPs(pod *corev1.Pod) []string {
+	if len(pod.Status.PodIPs) == 0 {
+		if pod.Status.PodIP == "" {
+			return nil
+		}
+		return []string{pod.Status.PodIP}
+	}
+	out := make([]string, 0, len(pod.Status.PodIPs))
+	for _, p := range pod.Status.PodIPs {
+		out = append(out, p.IP)
+	}
+	return out
+}
+
+// PodIPIndexFunc indexes a pod by each of its IPs, in canonical form.
+func PodIPIndexFunc(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, s := range PodIPs(p) {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out = append(out, ip.Unmap().String())
+		}
+	}
+	return out, nil
+}
+
+// PodsByIP returns the pods of an informer (with PodIPIndexFunc under PodsByIPIndex) holding ip.
+func PodsByIP(inf cache.SharedIndexInformer, ip string) []*corev1.Pod {
+	items, err := inf.GetIndexer().ByIndex(PodsByIPIndex, ip)
+	if err != nil {
+		return nil
+	}
+	out := make([]*corev1.Pod, 0, len(items))
+	for _, it := range items {
+		if p, ok := it.(*corev1.Pod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
