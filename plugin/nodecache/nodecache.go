@@ -72,8 +72,8 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 				cacheMisses.WithLabelValues(server).Inc()
 				return n.write(w, server, fresh, c, fresh.ttl)
 			}
-		} else {
-			go n.refresh(key, q, do, r.CheckingDisabled, nil)
+		} else if e.prefetching.CompareAndSwap(false, true) {
+			go n.refresh(key, q, do, r.CheckingDisabled, e) // one background try per entry at a time
 		}
 		staleServed.WithLabelValues(server).Inc()
 		return n.write(w, server, e.answer, c, staleTTL)
@@ -157,11 +157,10 @@ func (n *NodeCache) shouldPrefetch(e *entry, now time.Time) bool {
 
 // refresh asks the upstreams in the background; the cache takes the answer if there is one.
 func (n *NodeCache) refresh(key cacheKey, q dns.Question, do, cd bool, e *entry) {
-	if _, err := n.resolve(key, q, do, cd); err != nil {
-		log.Debugf("refresh %s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
-		if e != nil {
-			e.prefetching.Store(false)
-		}
+	a, err := n.resolve(key, q, do, cd)
+	if err != nil || a.rcode == dns.RcodeServerFailure {
+		log.Debugf("refresh %s %s: failed (%v), trying again on a later hit", q.Name, dns.TypeToString[q.Qtype], err)
+		e.prefetching.Store(false)
 	}
 }
 

@@ -144,3 +144,18 @@ func mustListenUDP(t *testing.T) net.PacketConn {
 	}
 	return pc
 }
+
+// A hot entry is refreshed in the background before it expires.
+func TestServeDNSPrefetch(t *testing.T) {
+	up := startTCPUpstream(t, time.Minute, -1, answerA)
+	nc := newTestNodeCache(t, up.addr)
+	nc.config.prefetchAmount, nc.config.prefetchPercent = 2, 100 // the second hit prefetches
+	for range 3 {
+		nc.ServeDNS(context.Background(), nonwriter.New(&test.ResponseWriter{}), askA("hot.cluster.local."))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for up.queries.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	check(t, "upstream queries: the miss and one prefetch", up.queries.Load(), int32(2))
+}
