@@ -4,10 +4,13 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,7 +39,28 @@ func logf(format string, args ...any) {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	os.Exit(run(m))
+}
+
+// warnIfColdBuildMayTimeOut says so when the control plane is not cached yet and go test's
+// -timeout is short for a cold build (10 to 20 minutes on 2 cores).
+func warnIfColdBuildMayTimeOut(root string) {
+	out, err := exec.Command(filepath.Join(root, "test", "e2e", "controlplane", "build.sh"), "dir").Output()
+	if err != nil {
+		return
+	}
+	dir := strings.TrimSpace(string(out))
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			timeout := flag.Lookup("test.timeout").Value.(flag.Getter).Get().(time.Duration)
+			if timeout > 0 && timeout < 40*time.Minute {
+				logf("WARNING: the control plane is not built yet (%s) and go test -timeout is %s; a cold build takes 10-20 min on 2 cores. "+
+					"Use ./build.sh e2e (60m) or run test/e2e/controlplane/build.sh first.", dir, timeout)
+			}
+			return
+		}
+	}
 }
 
 func run(m *testing.M) (code int) {
@@ -67,6 +91,7 @@ func run(m *testing.M) (code int) {
 		}
 	}()
 
+	warnIfColdBuildMayTimeOut(harness.root)
 	binDir, err := buildControlPlane(harness.root)
 	if err != nil {
 		return

@@ -94,6 +94,12 @@ func terminating(e *discoveryv1.Endpoint) {
 	e.Conditions.Ready, e.Conditions.Serving, e.Conditions.Terminating = ptrTo(false), ptrTo(true), ptrTo(true)
 }
 
+// terminatingOnly: terminating, with ready left out (which alone would count as ready), as a
+// slice written by another controller may say it.
+func terminatingOnly(e *discoveryv1.Endpoint) {
+	e.Conditions = discoveryv1.EndpointConditions{Terminating: ptrTo(true)}
+}
+
 // readyUnset leaves conditions.ready out: consumers count that as ready.
 func readyUnset(e *discoveryv1.Endpoint) { e.Conditions = discoveryv1.EndpointConditions{} }
 

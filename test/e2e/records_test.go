@@ -26,7 +26,8 @@ import (
 //	                      IPv4 a: 10.1.0.7, db-0 10.1.0.8, db-1 10.1.0.9 (not ready),
 //	                              db-2 10.1.0.11 (terminating)
 //	                      IPv4 b: 10.1.0.7 again, db-3 10.1.0.12, db-4 10.1.0.13 (ready unset),
-//	                              db-0 10.1.0.14 (a second address for db-0)
+//	                              db-0 10.1.0.14 (a second address for db-0),
+//	                              db-5 10.1.0.15 (terminating, ready unset)
 //	                      IPv6:   fd00:10:1::7, fd00:10:1::, db-0 fd00:10:1::8
 //	ns1/empty             headless, only a not-ready endpoint 10.1.0.30
 //	ns1/ext               ExternalName www.example.com (answered by the test upstream)
@@ -73,7 +74,7 @@ func recordsFixture(t *testing.T) *dnsServer {
 			ep("10.1.0.11", hostname("db-2"), terminating)))
 		createSlice(t, endpointSlice("ns1", "db", "db-b", ipv4, []discoveryv1.EndpointPort{slicePort("pg", 5433)},
 			ep("10.1.0.7"), ep("10.1.0.12", hostname("db-3")), ep("10.1.0.13", hostname("db-4"), readyUnset),
-			ep("10.1.0.14", hostname("db-0"))))
+			ep("10.1.0.14", hostname("db-0")), ep("10.1.0.15", hostname("db-5"), terminatingOnly)))
 		createSlice(t, endpointSlice("ns1", "db", "db-v6", ipv6, []discoveryv1.EndpointPort{slicePort("pg", 5432)},
 			ep("fd00:10:1::7"), ep("fd00:10:1::"), ep("fd00:10:1::8", hostname("db-0"))))
 
@@ -291,6 +292,7 @@ func TestResponseCodes(t *testing.T) {
 		nx("not-ready endpoint of a ClusterIP service", "10-1-0-6."+web+" A"),
 		nx("not-ready endpoint by hostname", "db-1."+db+" A"),
 		nx("terminating endpoint", "db-2."+db+" A"),
+		nx("terminating endpoint with ready unset", "db-5."+db+" A"),
 		nx("not-ready endpoint by dashed IP", "10-1-0-9."+db+" A"),
 		nx("longer than the grammar under an endpoint", "x.10-1-0-5."+web+" A"),
 		nx("longer than the grammar under a hostname", "x.db-0."+db+" A"),
