@@ -34,11 +34,16 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	root, _ := filepath.Abs("../..")
-	build := exec.Command("./build.sh", "build")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "test/nodecache: ./build.sh build: %v\n%s", err, out)
-		return 1
+	built := filepath.Join(root, "coredns")
+	if b := os.Getenv("NODECACHE_TEST_BINARY"); b != "" {
+		built = b // a binary built elsewhere (a worktree, an experiment)
+	} else {
+		build := exec.Command("./build.sh", "build")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "test/nodecache: ./build.sh build: %v\n%s", err, out)
+			return 1
+		}
 	}
 	dir, err := os.MkdirTemp("", "nodecache-test")
 	if err != nil {
@@ -47,7 +52,7 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "coredns")
-	if out, err := exec.Command("cp", filepath.Join(root, "coredns"), binary).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", built, binary).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "test/nodecache: copy ./coredns: %v %s\n", err, out)
 		return 1
 	}
@@ -229,7 +234,10 @@ func TestHandoverLosesNothing(t *testing.T) {
 	corefile := nodeCorefile(tp, "", "")
 	a := start(t, tp.node, "nodecache-A", corefile, nil)
 
-	const rate, duration = 200, 5 * time.Second
+	rate, duration := 200, 5*time.Second
+	if r, err := strconv.Atoi(os.Getenv("NODECACHE_HANDOVER_RATE")); err == nil && r > 0 {
+		rate = r
+	}
 	var sent, answered, lost atomic.Int64
 	var lostMu sync.Mutex
 	var lostWhat []string
@@ -238,7 +246,7 @@ func TestHandoverLosesNothing(t *testing.T) {
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
-		tick := time.NewTicker(time.Second / rate)
+		tick := time.NewTicker(time.Second / time.Duration(rate))
 		defer tick.Stop()
 		for i := 0; time.Since(begin) < duration; i++ {
 			<-tick.C
