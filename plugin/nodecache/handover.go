@@ -24,6 +24,7 @@ type instanceLock struct {
 	mutex   *os.File // exclusive while setting up or tearing down
 	holders *os.File // shared for as long as the process serves
 	state   string   // what the instances added, for the last one to remove
+	first   bool     // no other instance held the set when this one joined
 }
 
 // linkState is what instances added to the host: the interface if one created it, and addresses.
@@ -55,6 +56,9 @@ func joinInstances(iface string) (*instanceLock, error) {
 		l.close()
 		return nil, err
 	}
+	// No holder but us: the recorded state is from instances that are gone (killed, or a
+	// namespace whose inode number was reused); the caller checks it against the host.
+	l.first = unix.Flock(int(l.holders.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
 	if err := unix.Flock(int(l.holders.Fd()), unix.LOCK_SH); err != nil {
 		l.unlockMutex()
 		l.close()

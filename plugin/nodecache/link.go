@@ -93,3 +93,28 @@ func hostNet(ip net.IP) *net.IPNet {
 	}
 	return &net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}
 }
+
+// stillTrue keeps of a recorded linkState only what the host still shows: a dummy interface of
+// that name, addresses on it. A state left by instances that are gone may describe another
+// namespace that happened to have the same inode number.
+func stillTrue(st linkState, name string) linkState {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return linkState{}
+	}
+	kept := linkState{Created: st.Created && link.Type() == "dummy"}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return kept
+	}
+	for _, s := range st.Added {
+		ip := net.ParseIP(s)
+		for _, a := range addrs {
+			if a.IP.Equal(ip) {
+				kept.Added = append(kept.Added, s)
+				break
+			}
+		}
+	}
+	return kept
+}

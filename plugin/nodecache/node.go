@@ -105,8 +105,12 @@ func (n *node) prepare(cfg config, port uint16) error {
 	}
 	err := func() error {
 		defer l.lock.unlockMutex()
-		created, added, err := ensureLink(cfg.iface, ips)
 		st := l.lock.readState()
+		if l.lock.first {
+			st = stillTrue(st, cfg.iface)
+			l.lock.first = false
+		}
+		created, added, err := ensureLink(cfg.iface, ips)
 		st.Created = st.Created || created
 		for _, ip := range added {
 			if !slices.Contains(st.Added, ip.String()) {
