@@ -118,17 +118,21 @@ func (l *instanceLock) leave() (last bool, done func()) {
 // discardPort is where a detached UDP listener is connected: nothing ever sends from it.
 const discardPort = 9
 
-// detachUDP takes this process's UDP sockets for the listen addresses out of their
-// SO_REUSEPORT groups without closing them: the kernel does not pick a connected socket for new
-// datagrams, so they go to the other instance, while the ones already queued stay readable
-// (closing would drop them). It returns the detached descriptors.
-func detachUDP(listens map[string]bool) []int {
+// udpListener is one of this process's UDP sockets bound to a listen address.
+type udpListener struct {
+	fd   int
+	addr unix.Sockaddr
+	key  string // "ip:port"
+}
+
+// udpListeners finds the process's UDP sockets bound to the listen addresses. They belong to
+// the CoreDNS server, which does not hand them out, so they are found by their local address.
+func udpListeners(listens map[string]bool) ([]udpListener, error) {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		log.Warningf("cannot list sockets to detach, closing them instead: %v", err)
-		return nil
+		return nil, err
 	}
-	var fds []int
+	var found []udpListener
 	for _, e := range ents {
 		fd, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -141,26 +145,66 @@ func detachUDP(listens map[string]bool) []int {
 		if err != nil {
 			continue
 		}
-		var peer unix.Sockaddr
 		var key string
 		switch a := sa.(type) {
 		case *unix.SockaddrInet4:
 			key = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-			peer = &unix.SockaddrInet4{Addr: a.Addr, Port: discardPort}
 		case *unix.SockaddrInet6:
 			key = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-			peer = &unix.SockaddrInet6{Addr: a.Addr, Port: discardPort, ZoneId: a.ZoneId}
 		default:
 			continue
 		}
-		if !listens[key] {
+		if listens[key] {
+			found = append(found, udpListener{fd: fd, addr: sa, key: key})
+		}
+	}
+	return found, nil
+}
+
+// receiveBuffer is the socket receive buffer asked for on the listen sockets: a burst of
+// queries from many pods at once (a deployment starting) is queued, not dropped, while the
+// server catches up. The kernel's default (~208 KiB) holds only about 200 datagrams.
+const receiveBuffer = 4 << 20
+
+// raiseReceiveBuffers sets the receive buffer of the listen sockets, past net.core.rmem_max
+// where the process may (CAP_NET_ADMIN).
+func raiseReceiveBuffers(listens map[string]bool) {
+	ls, err := udpListeners(listens)
+	if err != nil {
+		log.Warningf("cannot find the listen sockets to size their buffers: %v", err)
+		return
+	}
+	for _, l := range ls {
+		if err := unix.SetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer); err != nil {
+			unix.SetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, receiveBuffer)
+		}
+	}
+}
+
+// detachUDP takes this process's UDP sockets for the listen addresses out of their
+// SO_REUSEPORT groups without closing them: the kernel does not pick a connected socket for new
+// datagrams, so they go to the other instance, while the ones already queued stay readable
+// (closing would drop them). It returns the detached descriptors.
+func detachUDP(listens map[string]bool) []int {
+	ls, err := udpListeners(listens)
+	if err != nil {
+		log.Warningf("cannot find the listen sockets to detach, closing them instead: %v", err)
+		return nil
+	}
+	var fds []int
+	for _, l := range ls {
+		var peer unix.Sockaddr
+		switch a := l.addr.(type) {
+		case *unix.SockaddrInet4:
+			peer = &unix.SockaddrInet4{Addr: a.Addr, Port: discardPort}
+		case *unix.SockaddrInet6:
+			peer = &unix.SockaddrInet6{Addr: a.Addr, Port: discardPort, ZoneId: a.ZoneId}
+		}
+		if err := unix.Connect(l.fd, peer); err != nil {
+			log.Warningf("detach UDP %s: %v", l.key, err)
 			continue
 		}
-		if err := unix.Connect(fd, peer); err != nil {
-			log.Warningf("detach UDP %s: %v", key, err)
-			continue
-		}
-		fds = append(fds, fd)
+		fds = append(fds, l.fd)
 	}
 	return fds
 }

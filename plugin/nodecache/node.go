@@ -70,6 +70,13 @@ func theNode(cfg config) *node {
 	return n
 }
 
+// runningNode is the process's node if a nodecache block set one up.
+func runningNode() *node {
+	processNodeMu.Lock()
+	defer processNodeMu.Unlock()
+	return processNode
+}
+
 type limits struct {
 	success, denial int
 	memory          int64

@@ -18,7 +18,20 @@ const pluginName = "nodecache"
 
 var log = clog.NewWithPlugin(pluginName)
 
-func init() { plugin.Register(pluginName, setup) }
+func init() {
+	plugin.Register(pluginName, setup)
+	// The listen sockets exist once the servers started; size their buffers then.
+	caddy.RegisterEventHook(pluginName, func(ev caddy.EventName, _ any) error {
+		if ev == caddy.InstanceStartupEvent {
+			if n := runningNode(); n != nil {
+				n.mu.Lock()
+				raiseReceiveBuffers(n.listens)
+				n.mu.Unlock()
+			}
+		}
+		return nil
+	})
+}
 
 func setup(c *caddy.Controller) error {
 	cfg, err := parseStanza(c)
