@@ -117,12 +117,13 @@ run_one() {
 }
 
 RUN_COUNT=0
-declare -A QPS
+declare -A QPS LOST
 for scenario in hit miss; do
 	for round in 1 2; do
 		for name in ours upstream; do
 			read -r q l < <(run_one "$name" "$scenario")
 			QPS[$scenario.$name.$round]=$q
+			LOST[$scenario.$name]=$(( ${LOST[$scenario.$name]:-0} + l ))
 			echo "$scenario round $round $name: $q qps (lost $l)" >&2
 		done
 	done
@@ -132,16 +133,16 @@ avg() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (a + b) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 {
-	echo "| scenario | nodecache QPS (run 1, run 2) | cache+forward force_tcp QPS (run 1, run 2) | ratio (mean) |"
-	echo "| --- | --- | --- | --- |"
+	echo "| scenario | nodecache QPS (run 1, run 2) | cache+forward force_tcp QPS (run 1, run 2) | ratio (mean) | lost (ours / theirs) |"
+	echo "| --- | --- | --- | --- | --- |"
 	for scenario in hit miss; do
 		o=$(avg "${QPS[$scenario.ours.1]}" "${QPS[$scenario.ours.2]}")
 		u=$(avg "${QPS[$scenario.upstream.1]}" "${QPS[$scenario.upstream.2]}")
 		label="cache hit (UDP)"
 		[ "$scenario" = miss ] && label="cluster-zone miss (upstream over TCP)"
-		printf '| %s | %s (%.0f, %.0f) | %s (%.0f, %.0f) | %s |\n' "$label" "$o" "${QPS[$scenario.ours.1]}" "${QPS[$scenario.ours.2]}" \
-			"$u" "${QPS[$scenario.upstream.1]}" "${QPS[$scenario.upstream.2]}" "$(ratio "$o" "$u")"
+		printf '| %s | %s (%.0f, %.0f) | %s (%.0f, %.0f) | %s | %s / %s |\n' "$label" "$o" "${QPS[$scenario.ours.1]}" "${QPS[$scenario.ours.2]}" \
+			"$u" "${QPS[$scenario.upstream.1]}" "${QPS[$scenario.upstream.2]}" "$(ratio "$o" "$u")" "${LOST[$scenario.ours]}" "${LOST[$scenario.upstream]}"
 	done
 	echo
-	echo "Server under test on CPU 0 (taskset), dnsperf and the cluster DNS on CPU 1; ${RUN_SECONDS}s per run, A/B/A/B; $(nproc) cores, $(uname -r)."
+	echo "Server under test on CPU 0 (taskset), dnsperf (-c 8 -q 500) and the cluster DNS on CPU 1; ${RUN_SECONDS}s per run, A/B/A/B; $(nproc) cores, $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg). Lost: dnsperf's count over both runs (mostly its first burst of 500 queries overflowing a default-sized socket buffer)."
 } | tee "$ROOT/bench/out/nodecache.md"
