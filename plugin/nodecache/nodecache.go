@@ -68,8 +68,8 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 		}
 		// Expired, inside the stale window: ask again, unless every upstream is known down.
 		if n.upstreams.anyHealthy() {
+			cacheMisses.WithLabelValues(server).Inc()
 			if fresh, err := n.resolve(key, q, do, r.CheckingDisabled); err == nil && fresh.rcode != dns.RcodeServerFailure {
-				cacheMisses.WithLabelValues(server).Inc()
 				return n.write(w, server, fresh, c, fresh.ttl)
 			}
 		} else if e.prefetching.CompareAndSwap(false, true) {
@@ -166,6 +166,8 @@ func (n *NodeCache) refresh(key cacheKey, q dns.Question, do, cd bool, e *entry)
 
 // write sends a to the client. On the server's own connection writer the bytes go out as they
 // are; any other writer (upstream.Lookup's nonwriter for searchpath, DoH, gRPC) gets a dns.Msg.
+// Once written, whatever the answer's rcode, it returns RcodeSuccess: a SERVFAIL or REFUSED
+// returned would make the server write a second answer.
 func (n *NodeCache) write(w dns.ResponseWriter, server string, a *answer, c reply, ttl uint32) (int, error) {
 	raw := connWriter(w)
 	if !raw {
@@ -189,7 +191,7 @@ func (n *NodeCache) write(w dns.ResponseWriter, server string, a *answer, c repl
 		if err := w.WriteMsg(m); err != nil {
 			return dns.RcodeServerFailure, plugin.Error(pluginName, err)
 		}
-		return a.rcode, nil
+		return dns.RcodeSuccess, nil
 	}
 	// Recorders (prometheus, log) learn the rcode from WriteMsg; tell them, through every layer.
 	for rw := w; ; {
@@ -203,7 +205,7 @@ func (n *NodeCache) write(w dns.ResponseWriter, server string, a *answer, c repl
 	if _, err := w.Write(out); err != nil {
 		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
 	}
-	return a.rcode, nil
+	return dns.RcodeSuccess, nil
 }
 
 // connWriter reports whether w is, under recorders and the server's scrub writer, miekg/dns's
