@@ -272,6 +272,13 @@ func metricLines(t *testing.T, ns, url string) string {
 }
 
 // upstreamSaw counts the upstream's log lines for a query of name and type over transport.
-func upstreamSaw(p *process, qtype, name, transport string) int {
-	return strings.Count(p.output(), fmt.Sprintf(`"%s IN %s %s `, qtype, name, transport))
+// The log line follows the answer, so it waits up to a second for want lines, then a moment
+// more to see that no further ones come.
+func upstreamSaw(p *process, qtype, name, transport string, want int) int {
+	count := func() int { return strings.Count(p.output(), fmt.Sprintf(`"%s IN %s %s `, qtype, name, transport)) }
+	for deadline := time.Now().Add(time.Second); count() < want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	return count()
 }

@@ -147,13 +147,13 @@ func TestCacheHitAfterOneTCPQuery(t *testing.T) {
 	expect(t, "second query over UDP to "+tp.v4(), answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "same name over UDP to "+tp.v6()+" (same process, shared cache)", answerOf(query(tp.client, "udp", tp.v6(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "same name over TCP to "+tp.v4(), answerOf(query(tp.client, "tcp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
-	expect(t, "upstream saw the A query over TCP", upstreamSaw(up, "A", name, "tcp"), 1)
-	expect(t, "upstream saw the A query over UDP", upstreamSaw(up, "A", name, "udp"), 0)
+	expect(t, "upstream saw the A query over TCP", upstreamSaw(up, "A", name, "tcp", 1), 1)
+	expect(t, "upstream saw the A query over UDP", upstreamSaw(up, "A", name, "udp", 0), 0)
 
 	for i, server := range []string{tp.v6(), tp.v4()} {
 		expect(t, fmt.Sprintf("AAAA denial #%d via %s", i+1, server), answerOf(query(tp.client, "udp", server, name, dns.TypeAAAA, 2*time.Second)), "NXDOMAIN")
 	}
-	expect(t, "upstream saw the AAAA query (denial cached)", upstreamSaw(up, "AAAA", name, "tcp"), 1)
+	expect(t, "upstream saw the AAAA query (denial cached)", upstreamSaw(up, "AAAA", name, "tcp", 1), 1)
 
 	hits := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_hits_total{")
 	misses := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_misses_total{")
