@@ -88,13 +88,14 @@ func (p *tcpPool) conn(ctx context.Context) (*pipeConn, error) {
 		}
 		clear(p.conns[len(live):])
 		p.conns = live
-		n := len(p.conns)
-		// Use a live connection unless the pool can grow and the next one is busy.
-		if n > 0 && (n >= p.size || p.dialing != nil || p.conns[p.next%n].inFlight() == 0 || time.Now().Before(p.retryAt)) {
-			p.next++
+		// Use the next live connection unless the pool can grow and that one is busy.
+		if n := len(p.conns); n > 0 {
 			c := p.conns[p.next%n]
-			p.mu.Unlock()
-			return c, nil
+			if n >= p.size || p.dialing != nil || c.inFlight() == 0 || time.Now().Before(p.retryAt) {
+				p.next++
+				p.mu.Unlock()
+				return c, nil
+			}
 		}
 		if p.dialing != nil {
 			wait := p.dialing
