@@ -73,24 +73,25 @@ func TestAPIServerRestart(t *testing.T) {
 		t.Fatalf("restart kube-apiserver: %v", err)
 	}
 	restarted = true
+	restartedAt := time.Now()
 	t.Logf("kube-apiserver restarted (pid %d) and ready in %s", harness.cp.apiserver.pid(), time.Since(start).Round(time.Millisecond))
 
 	createService(t, clusterIPService("fault", "after", []string{"10.96.0.51"}, port("http", 80, corev1.ProtocolTCP)))
 	deleteService(t, "fault", "before")
-	// client-go reconnects with a backoff (up to ~30 s after a long outage): a wider deadline.
+	// client-go's reflectors reconnect with a backoff that grows during the outage (up to 30 s):
+	// a wider deadline, and the time it took in the log.
 	took := eventually(t, s, dnsCase{name: "service created after the restart", q: after + " A", answer: []string{a(after, "10.96.0.51")}}, 90*time.Second)
 	eventually(t, s, dnsCase{name: "service deleted after the restart", q: before + " A", rcode: nxdomain}, 30*time.Second)
 	t.Logf("first change after the restart visible in DNS after %s", took.Round(time.Millisecond))
 
 	// Leave a healthy control plane to the tests that follow: the controller manager also
 	// reconnects with a backoff; wait until it writes slices again.
-	start = time.Now()
 	sel := map[string]string{"app": "probe"}
 	createService(t, headlessService("fault", "probe", sel, port("http", 80, corev1.ProtocolTCP)))
 	createRunningPod(t, podSpec("fault", "probe-1", sel), true, "10.2.5.1")
 	eventually(t, s, dnsCase{name: "controller-manager writes slices again", q: "probe.fault.svc.cluster.local. A",
 		answer: []string{a("probe.fault.svc.cluster.local.", "10.2.5.1")}}, 90*time.Second)
-	t.Logf("kube-controller-manager back at work %s after the restart", time.Since(start).Round(time.Millisecond))
+	t.Logf("kube-controller-manager writing slices again, seen %s after the restart", time.Since(restartedAt).Round(time.Millisecond))
 }
 
 // TestBeforeFirstSync: pointed at an apiserver it cannot reach, the DNS answers SERVFAIL for the
