@@ -51,7 +51,8 @@ func (noFilter) remove(bool) error      { return nil }
 const nftTableOwner = 0x2
 
 // nftFilter keeps a table of its own (inet family: IPv4 and IPv6 together). Each process has
-// its own table, so two instances during a handover never touch each other's rules. The
+// its own table, named after its netlink port ID (nftTableName), so two instances during a
+// handover never touch each other's rules. The
 // messages are built here because the owner flag must be set on the table and every later
 // change must come from the same socket; the expressions are marshalled by google/nftables.
 type nftFilter struct {
@@ -67,7 +68,12 @@ func newNftFilter(keep bool) (*nftFilter, error) {
 		return nil, fmt.Errorf("nftables: open netlink socket: %w", err)
 	}
 	f := &nftFilter{sock: sock, have: map[string]bool{}, keep: keep}
-	f.table = fmt.Sprintf("nodecache_%d", os.Getpid())
+	portID, err := netlinkPortID(sock)
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	f.table = nftTableName(portID)
 	flags := uint32(nftTableOwner)
 	var msgs []netlink.Message
 	if keep {
@@ -96,7 +102,38 @@ func newNftFilter(keep bool) (*nftFilter, error) {
 		sock.Close()
 		return nil, fmt.Errorf("nftables: create table inet %s: %w", f.table, err)
 	}
+	if keep {
+		log.Infof("nftables: table inet %s (shared, kept on exit)", f.table)
+	} else {
+		log.Infof("nftables: table inet %s (owned by this process)", f.table)
+	}
 	return f, nil
+}
+
+// nftTableName names the process's own table after the port ID of the netlink socket that owns
+// it. The kernel keeps port IDs unique within a network namespace for as long as their sockets
+// live, and the table lives exactly as long as that socket, so two instances sharing a network
+// namespace never pick the same name, whatever their PID namespaces (in containers every
+// instance is PID 1, and the PID, the kernel's first choice of port ID, is taken by the first
+// one; the second gets another ID).
+func nftTableName(portID uint32) string { return fmt.Sprintf("nodecache_%d", portID) }
+
+// netlinkPortID is the port ID the kernel bound the socket to.
+func netlinkPortID(sock *netlink.Conn) (uint32, error) {
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("netlink socket: %w", err)
+	}
+	var sa unix.Sockaddr
+	var serr error
+	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil {
+		return 0, fmt.Errorf("netlink socket: %w", err)
+	}
+	nl, ok := sa.(*unix.SockaddrNetlink)
+	if serr != nil || !ok {
+		return 0, fmt.Errorf("netlink socket address: %v (%T)", serr, sa)
+	}
+	return nl.Pid, nil
 }
 
 // priorityRaw is the raw table's hook priority (NF_IP_PRI_RAW): before conntrack sees a packet.

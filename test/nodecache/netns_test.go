@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,6 +114,7 @@ func (tp *topology) upstreamCorefile() string {
 // process is a running ./coredns with its combined output.
 type process struct {
 	cmd  *exec.Cmd
+	pid  int // coredns's PID as this test sees it (cmd's, or its child's under unshare)
 	name string
 	mu   sync.Mutex
 	out  bytes.Buffer
@@ -134,6 +137,18 @@ func (p *process) output() string {
 // after the listeners are up).
 func start(t *testing.T, ns, name, corefile string, env []string, args ...string) *process {
 	t.Helper()
+	return startWrapped(t, ns, name, corefile, env, nil, args...)
+}
+
+// startInPIDNamespace is start with ./coredns as PID 1 of a PID namespace of its own (as in a
+// container), in the same network namespace ns.
+func startInPIDNamespace(t *testing.T, ns, name, corefile string) *process {
+	t.Helper()
+	return startWrapped(t, ns, name, corefile, nil, []string{"unshare", "--pid", "--fork", "--kill-child"})
+}
+
+func startWrapped(t *testing.T, ns, name, corefile string, env, wrap []string, args ...string) *process {
+	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "Corefile")
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
@@ -141,7 +156,9 @@ func start(t *testing.T, ns, name, corefile string, env []string, args ...string
 	}
 	p := &process{name: name, done: make(chan struct{})}
 	// `ip netns exec` execs the binary: the PID is coredns's own.
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, binary, "-conf", conf}, args...)...)
+	argv := append([]string{"netns", "exec", ns}, wrap...)
+	argv = append(argv, binary, "-conf", conf)
+	p.cmd = exec.Command("ip", append(argv, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
@@ -166,13 +183,47 @@ func start(t *testing.T, ns, name, corefile string, env []string, args ...string
 			t.Fatalf("%s not serving after 15s:\n%s", name, p.output())
 		}
 	}
-	t.Logf("started %s (pid %d) in %s", name, p.cmd.Process.Pid, ns)
+	p.pid = p.cmd.Process.Pid
+	if len(wrap) > 0 {
+		p.pid = childOf(t, p.pid)
+	}
+	t.Logf("started %s (pid %d) in %s", name, p.pid, ns)
 	return p
+}
+
+// childOf finds the one child of pid (unshare --fork's).
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so count from its closing parenthesis.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			child, _ := strconv.Atoi(e.Name())
+			return child
+		}
+	}
+	t.Fatalf("no child of pid %d", pid)
+	return 0
+}
+
+// table is the name of the process's own nftables table, from its startup log line.
+func (p *process) table(t *testing.T) string {
+	t.Helper()
+	m := regexp.MustCompile(`table inet (nodecache_[0-9]+) \(owned`).FindStringSubmatch(p.output())
+	if m == nil {
+		t.Fatalf("%s logged no nftables table:\n%s", p.name, tail(p.output(), 20))
+	}
+	return m[1]
 }
 
 func (p *process) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := syscall.Kill(p.pid, sig); err != nil {
 		t.Fatalf("signal %s: %v", p.name, err)
 	}
 }

@@ -157,7 +157,7 @@ func TestCacheHitAfterOneTCPQuery(t *testing.T) {
 
 	hits := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_hits_total{")
 	misses := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_misses_total{")
-	t.Logf("coredns_nodecache_hits_total %v, misses_total %v (pid %d)", hits, misses, nc.cmd.Process.Pid)
+	t.Logf("coredns_nodecache_hits_total %v, misses_total %v (pid %d)", hits, misses, nc.pid)
 	expect(t, "cache hits counted", hits, 4)
 	expect(t, "cache misses counted", misses, 2)
 }
@@ -209,7 +209,7 @@ func TestSigkillRemovesTable(t *testing.T) {
 	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
 	nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "", ""), nil)
 
-	table := fmt.Sprintf("nodecache_%d", nc.cmd.Process.Pid)
+	table := nc.table(t)
 	tables := nsRun(t, tp.node, "nft", "list", "tables")
 	t.Logf("nft list tables (running):\n%s", tables)
 	expect(t, "table while running", strings.Contains(tables, "table inet "+table), true)
@@ -229,10 +229,24 @@ func TestSigkillRemovesTable(t *testing.T) {
 // loses nothing, and the rules and addresses stay for the instance that remains.
 func TestHandoverLosesNothing(t *testing.T) {
 	needRoot(t)
+	testHandover(t, func(t *testing.T, ns, name, corefile string) *process { return start(t, ns, name, corefile, nil) })
+}
+
+// The same with each instance PID 1 of its own PID namespace (containers of a DaemonSet during a
+// rolling update) in one network namespace: both start, each with its own nftables table.
+func TestHandoverSeparatePIDNamespaces(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare (util-linux)")
+	}
+	testHandover(t, startInPIDNamespace)
+}
+
+func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile string) *process) {
 	tp := newTopology(t)
 	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
 	corefile := nodeCorefile(tp, "", "")
-	a := start(t, tp.node, "nodecache-A", corefile, nil)
+	a := startNode(t, tp.node, "nodecache-A", corefile)
 
 	rate, duration := 200, 5*time.Second
 	if r, err := strconv.Atoi(os.Getenv("NODECACHE_HANDOVER_RATE")); err == nil && r > 0 {
@@ -275,9 +289,11 @@ func TestHandoverLosesNothing(t *testing.T) {
 	}()
 
 	time.Sleep(time.Second)
-	b := start(t, tp.node, "nodecache-B", corefile, nil)
+	b := startNode(t, tp.node, "nodecache-B", corefile)
 	time.Sleep(time.Second)
-	t.Logf("SIGTERM to A (pid %d) at %v, B (pid %d) serving", a.cmd.Process.Pid, time.Since(begin).Round(time.Millisecond), b.cmd.Process.Pid)
+	tableA, tableB := a.table(t), b.table(t)
+	expect(t, "two tables, one per instance", tableA != tableB, true)
+	t.Logf("SIGTERM to A (pid %d, table %s) at %v, B (pid %d, table %s) serving", a.pid, tableA, time.Since(begin).Round(time.Millisecond), b.pid, tableB)
 	a.signal(t, syscall.SIGTERM)
 	a.wait(t, 10*time.Second)
 	t.Logf("A exited at %v: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(lastLines(a.output(), "stopping", "another instance")))
@@ -292,8 +308,8 @@ func TestHandoverLosesNothing(t *testing.T) {
 	expect(t, "answered == sent", answered.Load(), sent.Load())
 
 	tables := nsRun(t, tp.node, "nft", "list", "tables")
-	expect(t, "A's table gone", strings.Contains(tables, fmt.Sprintf("nodecache_%d", a.cmd.Process.Pid)), false)
-	expect(t, "B's table still there", strings.Contains(tables, fmt.Sprintf("nodecache_%d", b.cmd.Process.Pid)), true)
+	expect(t, "A's table gone", strings.Contains(tables, "inet "+tableA+"\n"), false)
+	expect(t, "B's table still there", strings.Contains(tables, "inet "+tableB+"\n"), true)
 	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
 	expect(t, "listen addresses still on nodelocaldns", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 	expect(t, "B answers after A left", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
