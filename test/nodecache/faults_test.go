@@ -1,0 +1,202 @@
+package nodecache
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// loadLoop asks the node cache at a fixed rate from the client namespace and counts, per phase,
+// what was sent, answered right, answered wrong and lost (error, timeout or an error rcode).
+type loadLoop struct {
+	mu     sync.Mutex
+	counts map[string]*[4]int // phase → sent, answered, wrong, lost
+	phase  atomic.Value
+	wg     sync.WaitGroup
+}
+
+func (l *loadLoop) setPhase(p string) { l.phase.Store(p) }
+
+func (l *loadLoop) run(tp *topology, names []string, rate int, stop <-chan struct{}) {
+	l.counts = map[string]*[4]int{}
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			l.wg.Wait()
+			return
+		case <-tick.C:
+		}
+		phase := l.phase.Load().(string)
+		name := names[i%len(names)]
+		l.wg.Go(func() {
+			r, err := query(tp.client, "udp", tp.v4(), name, dns.TypeA, time.Second)
+			outcome := 3
+			switch {
+			case err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == "10.96.0.42":
+				outcome = 1
+			case err == nil && r.Rcode == dns.RcodeSuccess:
+				outcome = 2
+			}
+			l.mu.Lock()
+			c := l.counts[phase]
+			if c == nil {
+				c = &[4]int{}
+				l.counts[phase] = c
+			}
+			c[0]++
+			c[outcome]++
+			l.mu.Unlock()
+		})
+	}
+}
+
+func (l *loadLoop) report(t *testing.T, phase string) [4]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := [4]int{}
+	if p := l.counts[phase]; p != nil {
+		c = *p
+	}
+	t.Logf("%-28s sent %4d, answered %4d, wrong %d, lost %d", phase+":", c[0], c[1], c[2], c[3])
+	return c
+}
+
+// goroutines reads the node cache's goroutine count from its pprof endpoint in the node namespace.
+func goroutines(t *testing.T, ns, addr string) int {
+	t.Helper()
+	var conn net.Conn
+	if err := inNetns(ns, func() (err error) { conn, err = net.DialTimeout("tcp", addr, 2*time.Second); return err }); err != nil {
+		t.Fatalf("goroutine count: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	// a plain HTTP/1.0 request on a socket made in the namespace (an http.Client dials elsewhere)
+	fmt.Fprintf(conn, "GET /debug/pprof/goroutine?debug=1 HTTP/1.0\r\nHost: %s\r\n\r\n", addr)
+	b, _ := io.ReadAll(conn)
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	first, _, _ := strings.Cut(body, "\n")
+	n, err := strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
+	if err != nil {
+		t.Fatalf("goroutine count: %v", err)
+	}
+	return n
+}
+
+// upstreamConns counts the node cache's TCP connections to the upstream.
+func upstreamConns(t *testing.T, tp *topology) int {
+	out := nsRun(t, tp.node, "ss", "-Htn", "state", "established", "dst", tp.upstreamIP+":53")
+	return len(strings.Fields(strings.TrimSpace(out))) / 4
+}
+
+// TestUpstreamRestartUnderLoad: under a steady query loop the cluster DNS behind the node cache
+// is killed and restarted. Cached names keep answering (stale, RFC 8767) while it is gone,
+// nothing is answered wrong, fresh names resolve again after the restart, and connections and
+// goroutines come back to where they were.
+func TestUpstreamRestartUnderLoad(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	up := start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	const pprofAddr = "127.0.0.1:6060"
+	node := start(t, tp.node, "nodecache", nodeCorefile(tp, "        success 9984 1\n        serve_stale 1h", "    pprof "+pprofAddr), nil)
+	_ = node
+	names := []string{"a.default.svc.cluster.local.", "b.default.svc.cluster.local.", "c.default.svc.cluster.local."}
+	for _, n := range names {
+		expect(t, "warm "+n, answerOf(query(tp.client, "udp", tp.v4(), n, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	}
+	time.Sleep(500 * time.Millisecond)
+	goBefore, connsBefore := goroutines(t, tp.node, pprofAddr), upstreamConns(t, tp)
+
+	l := &loadLoop{}
+	l.setPhase("upstream up")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { l.run(tp, names, 100, stop); close(done) }()
+
+	time.Sleep(2 * time.Second)
+	l.setPhase("upstream killed")
+	up.signal(t, syscall.SIGKILL)
+	up.wait(t, 5*time.Second)
+	time.Sleep(4 * time.Second) // entries expire after 1 s: the answers now are stale
+	fresh := answerOf(query(tp.client, "udp", tp.v4(), "never-seen.default.svc.cluster.local.", dns.TypeA, 2*time.Second))
+
+	l.setPhase("upstream restarted")
+	start(t, tp.upstream, "upstream-again", tp.upstreamCorefile(), nil)
+	var recovered time.Duration
+	restartedAt := time.Now()
+	for {
+		r, err := query(tp.client, "udp", tp.v4(), fmt.Sprintf("fresh-%d.default.svc.cluster.local.", time.Now().UnixNano()), dns.TypeA, time.Second)
+		if answerOf(r, err) == "NOERROR 10.96.0.42" {
+			recovered = time.Since(restartedAt)
+			break
+		}
+		if time.Since(restartedAt) > 15*time.Second {
+			t.Fatalf("no fresh answer 15s after the upstream restarted: %s", answerOf(r, err))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	<-done
+
+	upC, killedC, restartedC := l.report(t, "upstream up"), l.report(t, "upstream killed"), l.report(t, "upstream restarted")
+	t.Logf("fresh name while the upstream was down: %s; fresh names answered again %v after the restart", fresh, recovered.Round(time.Millisecond))
+	expect(t, "wrong answers", upC[2]+killedC[2]+restartedC[2], 0)
+	expect(t, "cached names lost while the upstream was down (served stale)", killedC[3], 0)
+	expect(t, "lost before and after the outage", upC[3]+restartedC[3], 0)
+	expect(t, "never-cached name while the upstream was down", fresh, "SERVFAIL")
+
+	time.Sleep(time.Second)
+	goAfter, connsAfter := goroutines(t, tp.node, pprofAddr), upstreamConns(t, tp)
+	t.Logf("goroutines %d → %d, upstream TCP connections %d → %d", goBefore, goAfter, connsBefore, connsAfter)
+	expect(t, "goroutines back near the start (within 20)", goAfter <= goBefore+20, true)
+	expect(t, "upstream connections not piling up", connsAfter <= connsBefore+1 && connsAfter >= 1, true)
+}
+
+// TestSigkillWithSecondInstance: with two instances serving, SIGKILL of one removes its table
+// (the kernel does) and the other keeps answering.
+func TestSigkillWithSecondInstance(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	corefile := nodeCorefile(tp, "", "")
+	a := start(t, tp.node, "nodecache-A", corefile, nil)
+	b := start(t, tp.node, "nodecache-B", corefile, nil)
+	tableA, tableB := a.table(t), b.table(t)
+
+	l := &loadLoop{}
+	l.setPhase("both serving")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { l.run(tp, []string{"web.default.svc.cluster.local."}, 100, stop); close(done) }()
+	time.Sleep(2 * time.Second)
+	l.setPhase("A killed (first second)")
+	a.signal(t, syscall.SIGKILL)
+	a.wait(t, 5*time.Second)
+	time.Sleep(time.Second)
+	l.setPhase("A killed (after)")
+	time.Sleep(3 * time.Second)
+	close(stop)
+	<-done
+
+	l.report(t, "both serving")
+	first := l.report(t, "A killed (first second)")
+	after := l.report(t, "A killed (after)")
+	t.Logf("queries lost in the first second after SIGKILL (in A's socket when it died): %d", first[3])
+	expect(t, "wrong answers", first[2]+after[2], 0)
+	expect(t, "lost once the kernel stopped steering to A", after[3], 0)
+	tables := nsRun(t, tp.node, "nft", "list", "tables")
+	expect(t, "A's table gone after SIGKILL", strings.Contains(tables, "inet "+tableA+"\n"), false)
+	expect(t, "B's table still there", strings.Contains(tables, "inet "+tableB+"\n"), true)
+	expect(t, "B answers", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+}
