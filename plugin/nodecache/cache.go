@@ -116,6 +116,19 @@ func (c *cache) get(k cacheKey, qname string, now time.Time) *entry {
 	return e
 }
 
+// getFast is get for the fast path: the name is lower case in presentation form, and an entry
+// past its stale window is left for the slow path to remove.
+func (c *cache) getFast(k cacheKey, lower []byte) *entry {
+	s := c.shard(k)
+	s.mu.RLock()
+	e := s.items[k]
+	s.mu.RUnlock()
+	if e == nil || !equalFoldName(e.qname, lower) {
+		return nil
+	}
+	return e
+}
+
 // put stores a; ttl is already capped. staleFor is how long the entry may serve stale after it
 // expires.
 func (c *cache) put(k cacheKey, qname string, a *answer, ttl uint32, staleFor time.Duration, now time.Time) *entry {

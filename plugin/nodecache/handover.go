@@ -191,6 +191,27 @@ func detachUDP(listens map[string]bool) []int {
 		log.Warningf("cannot find the listen sockets to detach, closing them instead: %v", err)
 		return nil
 	}
+	return detach(ls)
+}
+
+// detachServerSockets takes the CoreDNS server's UDP sockets for one listen address (all but the
+// fast path's, ours) out of the SO_REUSEPORT group, so new datagrams go to the fast path's.
+func detachServerSockets(key string, ours map[int]bool) int {
+	ls, err := udpListeners(map[string]bool{key: true})
+	if err != nil {
+		log.Warningf("cannot find the server's socket for %s; it keeps a share of the queries: %v", key, err)
+		return 0
+	}
+	var theirs []udpListener
+	for _, l := range ls {
+		if !ours[l.fd] {
+			theirs = append(theirs, l)
+		}
+	}
+	return len(detach(theirs))
+}
+
+func detach(ls []udpListener) []int {
 	var fds []int
 	for _, l := range ls {
 		var peer unix.Sockaddr

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -31,6 +33,94 @@ type node struct {
 	limits  limits
 
 	exitOnce sync.Once
+
+	fastMu     sync.Mutex
+	fast       map[string]*fastListener // by listen key, for the life of the process
+	fastBlocks map[any][]*fastBlock     // by caddy instance context: the blocks of each instance
+}
+
+// addFastBlock records a nodecache block of a caddy instance for the fast path's routes.
+func (n *node) addFastBlock(instance any, b *fastBlock) {
+	n.fastMu.Lock()
+	defer n.fastMu.Unlock()
+	if n.fastBlocks == nil {
+		n.fastBlocks = map[any][]*fastBlock{}
+	}
+	n.fastBlocks[instance] = append(n.fastBlocks[instance], b)
+}
+
+// dropFastBlocks forgets an instance's blocks once it stopped (a reload made a new one).
+func (n *node) dropFastBlocks(instance any) {
+	n.fastMu.Lock()
+	defer n.fastMu.Unlock()
+	delete(n.fastBlocks, instance)
+}
+
+// serverStarting is called as CoreDNS's server for an address starts serving UDP (first start
+// and every reload): it routes the fast path of the address to this server, starting the fast
+// path the first time a zone of the address can use it.
+func (n *node) serverStarting(instance any, s *dnsserver.Server, dw dns.DecorateWriter) {
+	key, ok := listenKey(s.Addr)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	ours := n.listens[key]
+	n.mu.Unlock()
+	if !ours {
+		return
+	}
+	n.fastMu.Lock()
+	defer n.fastMu.Unlock()
+	var rt *fastRoute
+	var notes []string
+	if serverPlain(s) {
+		rt, notes = buildRoute(s, key, n.fastBlocks[instance], dw)
+	} else {
+		notes = []string{"the server uses the PROXY protocol or extra opcodes"}
+	}
+	useful := false
+	if rt != nil {
+		for _, z := range rt.zones {
+			useful = useful || z.nc != nil
+		}
+	}
+	for _, note := range notes {
+		log.Infof("fast path %s: not for %s", key, note)
+	}
+	fl := n.fast[key]
+	if fl == nil && !useful {
+		return
+	}
+	if rt == nil {
+		rt = &fastRoute{srv: s, label: s.Addr, decorate: dw} // everything through the server
+	}
+	if fl == nil {
+		var err error
+		if fl, err = startFastListener(n, key); err != nil {
+			log.Warningf("fast path %s: %v; served by the server alone", key, err)
+			return
+		}
+		if n.fast == nil {
+			n.fast = map[string]*fastListener{}
+		}
+		n.fast[key] = fl
+		fl.route.Store(rt)
+		log.Infof("fast path %s: %d sockets, batches of %d", key, len(fl.conns), fastBatch)
+	} else {
+		fl.route.Store(rt)
+	}
+	detachServerSockets(key, fl.fds())
+}
+
+// closeFast stops the fast path (the process is leaving and has drained).
+func (n *node) closeFast() {
+	n.fastMu.Lock()
+	defer n.fastMu.Unlock()
+	for key, fl := range n.fast {
+		fl.close()
+		delete(n.fast, key)
+	}
 }
 
 // linkSetup is one interface this process joined.
@@ -173,6 +263,7 @@ func (n *node) exit() {
 		log.Infof("stopping: left the listen sockets (%d UDP), drained in %v (complete: %t), in flight now %d",
 			len(fds), time.Since(start).Round(time.Millisecond), quiet, n.inFlight.Load())
 		n.teardown()
+		n.closeFast()
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/coredns/coredns/plugin/pkg/parse"
+	"github.com/miekg/dns"
 )
 
 const pluginName = "nodecache"
@@ -66,11 +67,44 @@ func setup(c *caddy.Controller) error {
 		n.upstreams.close()
 		return nil
 	})
+	// The fast path: CoreDNS's server hands itself over as it starts serving UDP.
+	instance := c.Context()
+	n.node.addFastBlock(instance, &fastBlock{nc: n, cfg: srv, zones: blockZones(c.ServerBlockKeys), listen: listenKeys(cfg.listen, srv.Port)})
+	prev := srv.UDPDecorateWriterFunc
+	srv.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
+		var dw dns.DecorateWriter
+		if prev != nil {
+			dw = prev(s)
+		}
+		n.node.serverStarting(instance, s, dw)
+		return dw
+	}
+	c.OnShutdown(func() error { n.node.dropFastBlocks(instance); return nil })
 	srv.AddPlugin(func(next plugin.Handler) plugin.Handler {
 		n.Next = next
 		return n
 	})
 	return nil
+}
+
+// blockZones are the zones of a server block's keys, lower case and fully qualified.
+func blockZones(keys []string) []string {
+	var zones []string
+	for _, k := range keys {
+		for _, z := range plugin.Host(k).NormalizeExact() {
+			zones = append(zones, strings.ToLower(z))
+		}
+	}
+	return zones
+}
+
+// listenKeys are the "ip:port" keys of the listen addresses.
+func listenKeys(listen []string, port string) map[string]bool {
+	keys := map[string]bool{}
+	for _, a := range listen {
+		keys[net.JoinHostPort(net.ParseIP(a).String(), port)] = true
+	}
+	return keys
 }
 
 // Packet-filter modes for the rules that keep DNS to the listen addresses out of conntrack.

@@ -164,6 +164,7 @@ func skipName(w []byte, off int) (int, error) {
 type reply struct {
 	id      uint16
 	qname   string
+	qwire   []byte // the name as asked in wire form, when known (the fast path); else qname
 	rd, cd  bool
 	ad      bool // client set AD: it understands it
 	edns    bool
@@ -217,7 +218,12 @@ func (a *answer) render(buf []byte, c reply, ttl uint32) ([]byte, bool) {
 	}
 	binary.BigEndian.PutUint16(out[2:], flags)
 	// The asker's spelling of the name goes back to the asker (same length: keys fold case).
-	if end, err := dns.PackDomainName(c.qname, out, 12, nil, false); err != nil || end != a.qnameEnd {
+	if c.qwire != nil {
+		if 12+len(c.qwire) != a.qnameEnd {
+			return nil, false
+		}
+		copy(out[12:], c.qwire)
+	} else if end, err := dns.PackDomainName(c.qname, out, 12, nil, false); err != nil || end != a.qnameEnd {
 		return nil, false
 	}
 	if c.edns {

@@ -158,6 +158,7 @@ func TestCacheHitAfterOneTCPQuery(t *testing.T) {
 	hits := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_hits_total{")
 	misses := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_misses_total{")
 	t.Logf("coredns_nodecache_hits_total %v, misses_total %v (pid %d)", hits, misses, nc.pid)
+	expect(t, "fast path on for both addresses", strings.Contains(nc.output(), "fast path "+tp.v4()) && strings.Contains(nc.output(), "fast path "+tp.v6()), true)
 	expect(t, "cache hits counted", hits, 4)
 	expect(t, "cache misses counted", misses, 2)
 }
