@@ -403,7 +403,7 @@ func TestClusterDeployment(t *testing.T) {
 		t.Errorf("ports %v: want 53/UDP, 53/TCP and the prometheus port %v", c.Ports, ports["prometheus"])
 	}
 	checkMemory(t, "cluster", c)
-	checkEnvCoversCorefile(t, "cluster", corefile, c)
+	checkEnvCoversCorefile(t, "cluster", corefile, c, "KUBECONFIG")
 	if sc := spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 		t.Error("central role should run as non-root")
 	}
