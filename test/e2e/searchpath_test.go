@@ -180,6 +180,19 @@ func TestSearchPathAtTheNode(t *testing.T) {
 	withCentral := central.count("www.example.com") - centralBefore
 	withResolver := resolver.count("www.example.com") - resolverBefore
 
+	// Asked again (every candidate now cached at the node): still the walk's answer, not the
+	// cached NXDOMAIN of the asked name, and nothing more upstream.
+	r, err := fromPod("www.example.com.spc.svc.cluster.local.", dns.TypeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := answerTexts(r); len(got) != 2 || !strings.Contains(got[0], "CNAME www.example.com.") {
+		t.Fatalf("second ask: %s %v, want the CNAME answer again", dns.RcodeToString[r.Rcode], got)
+	}
+	if c := central.count("www.example.com") - centralBefore; c != withCentral {
+		t.Errorf("second ask reached the central DNS (%d queries, %d before): the node cache should answer the candidates", c, withCentral)
+	}
+
 	// The same lookup walked by the client itself (an address searchpath does not know): one query per candidate.
 	walk := []string{"www.example.net.spc.svc.cluster.local.", "www.example.net.svc.cluster.local.",
 		"www.example.net.cluster.local.", "www.example.net.corp.test.", "www.example.net."}
