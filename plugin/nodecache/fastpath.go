@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/reuseport"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,14 +42,20 @@ const fastBatch = 64
 // queries but do not change answers. Fast-path hits do not go through them (see README).
 var passivePlugins = map[string]bool{"errors": true, "log": true, "prometheus": true}
 
+// nxdomainRewriter is a plugin that may stand above nodecache and changes an answer only when the
+// asked name is NXDOMAIN (searchpath: a name that exists is answered as it is). With one above,
+// the fast path answers every cache hit but NXDOMAIN, which goes to the plugin chain.
+type nxdomainRewriter interface{ RewritesOnlyNXDOMAIN() bool }
+
 // fastZone is one zone of a CoreDNS server: the nodecache block that answers it on the fast
 // path, or nil when its queries must go through the server.
 type fastZone struct {
-	name       string // lower case, fully qualified
-	nc         *NodeCache
-	hitSuccess prometheus.Counter
-	hitDenial  prometheus.Counter
-	truncated  prometheus.Counter
+	name         string // lower case, fully qualified
+	nc           *NodeCache
+	nxdomainSlow bool // NXDOMAIN hits go through the chain (a nxdomainRewriter stands above)
+	hitSuccess   prometheus.Counter
+	hitDenial    prometheus.Counter
+	truncated    prometheus.Counter
 }
 
 // fastRoute is what the fast path knows of the CoreDNS server on its address.
@@ -256,6 +263,9 @@ func answerFast(rt *fastRoute, c *cache, p []byte, q *fastQuery, buf []byte, now
 	if e == nil {
 		return nil, false
 	}
+	if z.nxdomainSlow && e.answer.rcode == dns.RcodeNameError {
+		return nil, false // the plugin above may turn it into its search list's answer
+	}
 	ttl := e.remaining(now)
 	if ttl == 0 {
 		return nil, false // expired: asked again (or served stale) by the slow path
@@ -330,27 +340,37 @@ type fastBlock struct {
 }
 
 // eligible reports whether the block's queries may be answered before its plugin chain: no
-// plugin above nodecache changes answers, no views, no TSIG. why says what stands in the way.
-func (b *fastBlock) eligible() (ok bool, why string) {
+// plugin above nodecache changes answers (but for NXDOMAIN, then nxdomainSlow), no views, no
+// TSIG. why says what stands in the way.
+func (b *fastBlock) eligible() (ok, nxdomainSlow bool, why string) {
 	if len(b.cfg.FilterFuncs) > 0 {
-		return false, "the block has filters (view)"
+		return false, false, "the block has filters (view)"
 	}
 	if len(b.cfg.TsigSecret) > 0 {
-		return false, "the block has TSIG secrets"
+		return false, false, "the block has TSIG secrets"
 	}
+	return handlersAllowFastPath(b.cfg.Handlers())
+}
+
+// handlersAllowFastPath reads the handlers of a block down to nodecache.
+func handlersAllowFastPath(handlers []plugin.Handler) (ok, nxdomainSlow bool, why string) {
 	var above []string
-	for _, h := range b.cfg.Handlers() {
+	for _, h := range handlers {
 		if h.Name() == pluginName {
 			break
+		}
+		if r, isRewriter := h.(nxdomainRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
+			nxdomainSlow = true
+			continue
 		}
 		if !passivePlugins[h.Name()] {
 			above = append(above, h.Name())
 		}
 	}
 	if len(above) > 0 {
-		return false, "plugins above nodecache: " + strings.Join(above, ", ")
+		return false, false, "plugins above nodecache: " + strings.Join(above, ", ")
 	}
-	return true, ""
+	return true, nxdomainSlow, ""
 }
 
 // serverZones reads which zones CoreDNS's server routes and how many blocks share each (the
@@ -392,12 +412,13 @@ func buildRoute(s *dnsserver.Server, key string, blocks []*fastBlock, dw dns.Dec
 			if !b.listen[key] || !containsString(b.zones, z) {
 				continue
 			}
-			if ok, why := b.eligible(); !ok {
+			if ok, nxdomainSlow, why := b.eligible(); !ok {
 				notes = append(notes, z+": "+why)
 			} else if count != 1 {
 				notes = append(notes, z+": several blocks serve it")
 			} else {
 				fz.nc = b.nc
+				fz.nxdomainSlow = nxdomainSlow
 				fz.hitSuccess = cacheHits.WithLabelValues(s.Addr, "success")
 				fz.hitDenial = cacheHits.WithLabelValues(s.Addr, "denial")
 				fz.truncated = truncated.WithLabelValues(s.Addr)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/coredns/coredns/plugin"
 	"net"
 	"reflect"
 	"testing"
@@ -256,5 +257,69 @@ func BenchmarkAnswerFast(b *testing.B) {
 		if _, ok := answerFast(rt, nc.node.cache, p, &q, buf, now); !ok {
 			b.Fatal("no hit")
 		}
+	}
+}
+
+type namedHandler struct {
+	plugin.Handler
+	name     string
+	rewriter bool
+}
+
+func (h namedHandler) Name() string               { return h.name }
+func (h namedHandler) RewritesOnlyNXDOMAIN() bool { return h.rewriter }
+
+func TestHandlersAllowFastPath(t *testing.T) {
+	nc := namedHandler{name: pluginName}
+	tests := []struct {
+		name         string
+		above        []plugin.Handler
+		ok, nxdomain bool
+	}{
+		{"nothing above", nil, true, false},
+		{"passive plugins above", []plugin.Handler{namedHandler{name: "errors"}, namedHandler{name: "log"}}, true, false},
+		{"searchpath above: NXDOMAIN hits go through it", []plugin.Handler{namedHandler{name: "errors"}, namedHandler{name: "searchpath", rewriter: true}}, true, true},
+		{"a plugin that rewrites answers above", []plugin.Handler{namedHandler{name: "rewrite"}}, false, false},
+		{"searchpath and a rewriting plugin above", []plugin.Handler{namedHandler{name: "searchpath", rewriter: true}, namedHandler{name: "acl"}}, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, nxdomain, why := handlersAllowFastPath(append(tc.above, nc, namedHandler{name: "after"}))
+			if ok != tc.ok || nxdomain != tc.nxdomain {
+				t.Fatalf("ok=%v nxdomainSlow=%v (%s), want ok=%v nxdomainSlow=%v", ok, nxdomain, why, tc.ok, tc.nxdomain)
+			}
+		})
+	}
+}
+
+// With searchpath above, an NXDOMAIN hit is left to the chain (searchpath turns it into the
+// pod's search-list answer); a positive hit is answered on the fast path as before.
+func TestFastPathLeavesNXDOMAINToSearchpath(t *testing.T) {
+	nc := newTestNodeCache(t, "127.0.0.1:1")
+	name, missing := "web.default.svc.cluster.local.", "example.com.default.svc.cluster.local."
+	a, ttl, _ := cacheable(msgFor(name, dns.TypeA, dns.RcodeSuccess, name+" 30 IN A 10.0.0.1"), 30*time.Second, 5*time.Second)
+	nc.node.cache.put(newCacheKey(name, dns.TypeA, dns.ClassINET, false, false), name, a, ttl, 0, time.Now())
+	nx := msgFor(missing, dns.TypeA, dns.RcodeNameError)
+	soa, _ := dns.NewRR("cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5")
+	nx.Ns = []dns.RR{soa}
+	d, dttl, err := cacheable(nx, 30*time.Second, 5*time.Second)
+	if err != nil || d == nil {
+		t.Fatalf("NXDOMAIN not cacheable: %v", err)
+	}
+	nc.node.cache.put(newCacheKey(missing, dns.TypeA, dns.ClassINET, false, false), missing, d, dttl, 0, time.Now())
+
+	rt := fastRouteFor(nc)
+	hit, _ := query(name, dns.TypeA, nil).Pack()
+	nxq, _ := query(missing, dns.TypeA, nil).Pack()
+	var q fastQuery
+	if _, ok := answerFast(rt, nc.node.cache, nxq, &q, nil, time.Now()); !ok {
+		t.Fatal("without searchpath above, the NXDOMAIN hit should be answered on the fast path")
+	}
+	rt.zones[0].nxdomainSlow = true
+	if _, ok := answerFast(rt, nc.node.cache, nxq, &q, nil, time.Now()); ok {
+		t.Error("NXDOMAIN hit answered on the fast path with searchpath above")
+	}
+	if _, ok := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); !ok {
+		t.Error("positive hit not answered on the fast path with searchpath above")
 	}
 }

@@ -36,6 +36,11 @@ type SearchPath struct {
 // Name implements plugin.Handler.
 func (s *SearchPath) Name() string { return pluginName }
 
+// RewritesOnlyNXDOMAIN tells nodecache's fast path that searchpath changes an answer only when
+// the asked name is NXDOMAIN: otherwise the first candidate (the asked name) answers as it is.
+// So every other cache hit may be answered before searchpath runs.
+func (s *SearchPath) RewritesOnlyNXDOMAIN() bool { return true }
+
 // Ready implements ready.Readiness: ready once the client identities are known.
 func (s *SearchPath) Ready() bool { return s.pods != nil && s.pods.Synced() }
 
