@@ -51,7 +51,7 @@ func warnIfColdBuildMayTimeOut(root string) {
 		return
 	}
 	dir := strings.TrimSpace(string(out))
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			timeout := flag.Lookup("test.timeout").Value.(flag.Getter).Get().(time.Duration)
 			if timeout > 0 && timeout < 40*time.Minute {

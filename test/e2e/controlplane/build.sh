@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the control plane the end-to-end tests run against: etcd, kube-apiserver and
-# kube-controller-manager, from the Go module proxy, into a git-ignored folder named by version.
+# Builds the control plane the end-to-end tests run against: etcd, kube-apiserver,
+# kube-controller-manager, and the kubectl that test/e2e/deploy_test.go applies deploy/ with, from
+# the Go module proxy, into a git-ignored folder named by version.
 #
-#   test/e2e/controlplane/build.sh          build unless all three binaries are already there
+#   test/e2e/controlplane/build.sh          build the binaries that are not there yet (none if all four are)
 #   test/e2e/controlplane/build.sh gomod    regenerate go.mod/go.sum (after changing a version below)
 #   test/e2e/controlplane/build.sh dir      print the binary folder
 #
@@ -20,7 +21,9 @@ ETCD_VERSION=${ETCD_VERSION:-v3.7.0}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 OUT=${CONTROLPLANE_DIR:-$ROOT/.cache/controlplane/$KUBE_VERSION-etcd${ETCD_VERSION#v}}
-BINS=(etcd kube-apiserver kube-controller-manager)
+BINS=(etcd kube-apiserver kube-controller-manager kubectl)
+# The Kubernetes commands among them, also the `tool` lines of go.mod.
+KUBE_CMDS=(kube-apiserver kube-controller-manager kubectl)
 
 # v1.37.1 -> staging v0.37.1, gitMajor 1, gitMinor 37
 staging_version() { echo "v0.${KUBE_VERSION#v1.}"; }
@@ -47,8 +50,7 @@ gomod() {
 		echo
 		echo "tool ("
 		echo "	go.etcd.io/etcd/server/v3"
-		echo "	k8s.io/kubernetes/cmd/kube-apiserver"
-		echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+		for c in "${KUBE_CMDS[@]}"; do echo "	k8s.io/kubernetes/cmd/$c"; done
 		echo ")"
 		echo
 		echo "replace ("
@@ -64,24 +66,34 @@ gomod() {
 	log "wrote $HERE/go.mod ($(grep -c "=> k8s.io/" go.mod) staging replaces) and go.sum"
 }
 
-have_all() {
+# missing prints the binaries not yet in $OUT, in build order.
+missing() {
 	local b
-	for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done
+	for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || echo "$b"; done
+}
+
+# gomod_current: go.mod is for this script's versions and has a tool line for every binary.
+gomod_current() {
+	local c
+	grep -Eq "^[[:space:]]*k8s.io/kubernetes $KUBE_VERSION( |\$)" go.mod 2>/dev/null || return 1
+	grep -Eq "^[[:space:]]*go.etcd.io/etcd/server/v3 $ETCD_VERSION( |\$)" go.mod || return 1
+	for c in "${KUBE_CMDS[@]}"; do grep -Eq "^[[:space:]]*k8s.io/kubernetes/cmd/$c\$" go.mod || return 1; done
+	[ -s go.sum ]
 }
 
 build() {
-	if have_all; then
+	local todo
+	todo=$(missing | tr '\n' ' ')
+	todo=${todo% }
+	if [ -z "$todo" ]; then
 		log "cached in $OUT"
 		return 0
 	fi
 	cd "$HERE"
-	# A version bump in this script regenerates the module files.
-	if ! grep -Eq "^[[:space:]]*k8s.io/kubernetes $KUBE_VERSION( |\$)" go.mod 2>/dev/null ||
-		! grep -Eq "^[[:space:]]*go.etcd.io/etcd/server/v3 $ETCD_VERSION( |\$)" go.mod || [ ! -s go.sum ]; then
-		gomod
-	fi
-	local start=$SECONDS ldflags
-	log "building etcd $ETCD_VERSION, kube-apiserver and kube-controller-manager $KUBE_VERSION into $OUT (10-20 min on 2 cores with a cold Go cache)"
+	# A version bump in this script (or a binary added to it) regenerates the module files.
+	gomod_current || gomod
+	local start=$SECONDS ldflags b
+	log "building $todo (Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION) into $OUT (10-20 min for all four on 2 cores with a cold Go cache)"
 	# Global, not local: the EXIT trap runs after this function has returned.
 	tmp="$OUT.tmp.$$"
 	mkdir -p "$tmp"
@@ -91,14 +103,16 @@ build() {
 	ldflags+=" -X k8s.io/component-base/version.gitMajor=1"
 	ldflags+=" -X k8s.io/component-base/version.gitMinor=$(kube_minor)"
 	ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-	log "kube-apiserver built ($((SECONDS - start)) s so far)"
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-	log "etcd built ($((SECONDS - start)) s so far)"
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+	for b in $todo; do
+		case $b in
+		etcd) CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 ;;
+		*) CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/$b" "k8s.io/kubernetes/cmd/$b" ;;
+		esac
+		log "$b built ($((SECONDS - start)) s so far)"
+	done
 	mkdir -p "$OUT"
-	for b in "${BINS[@]}"; do mv "$tmp/$b" "$OUT/$b"; done
-	log "built in $((SECONDS - start)) s: $(cd "$OUT" && du -h "${BINS[@]}" | tr '\t\n' ': ')"
+	for b in $todo; do mv "$tmp/$b" "$OUT/$b"; done
+	log "built in $((SECONDS - start)) s: $(cd "$OUT" && du -h $todo | tr '\t\n' ': ')"
 }
 
 case "${1:-build}" in
