@@ -200,3 +200,19 @@ func TestSigkillWithSecondInstance(t *testing.T) {
 	expect(t, "B's table still there", strings.Contains(tables, "inet "+tableB+"\n"), true)
 	expect(t, "B answers", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 }
+
+// TestAnswersOnlyOnListenAddresses: the node cache serves its link-local addresses and nothing
+// else of the node (not the node's own addresses on the pod or upstream side).
+func TestAnswersOnlyOnListenAddresses(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	start(t, tp.node, "nodecache", nodeCorefile(tp, "", ""), nil)
+	expect(t, "answer on the listen address", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	for _, addr := range []string{"10.231.0.1:53", "[fd31::1]:53"} {
+		for _, network := range []string{"udp", "tcp"} {
+			_, err := query(tp.client, network, addr, "web.default.svc.cluster.local.", dns.TypeA, time.Second)
+			expect(t, "no answer on the node's own address "+addr+" over "+network, err != nil, true)
+		}
+	}
+}
