@@ -256,8 +256,22 @@ func startLogged(t *testing.T, name, corefile string) loggedServer {
 	return loggedServer{p}
 }
 
-// count is how many queries for names containing s the server has logged.
+// count is how many queries for names containing substr the server has logged, once its log
+// has settled (the log line follows the answer, so a count taken at once may miss the last).
 func (s loggedServer) count(substr string) int {
+	n := s.countNow(substr)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		m := s.countNow(substr)
+		if m == n {
+			return n
+		}
+		n = m
+	}
+	return n
+}
+
+func (s loggedServer) countNow(substr string) int {
 	b, err := os.ReadFile(s.logPath)
 	if err != nil {
 		return -1
