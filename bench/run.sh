@@ -1,0 +1,638 @@
+#!/usr/bin/env bash
+# Benchmarks side by side with upstream CoreDNS v1.15.0 (issue 7). Run by `./build.sh bench`;
+# writes bench/RESULTS.md, working files under bench/out/run/ (git-ignored).
+#
+# One binary serves both sides: ./coredns carries our plugins and upstream's kubernetes, cache and
+# forward. The server under test runs alone on CPU $SERVER_CPU (taskset), dnsperf and helpers on
+# CPU $LOAD_CPU; every comparison is run as rounds A/B/A/B so drift cancels.
+#
+# Scenarios (SCENARIOS, default all, in this order):
+#   index   cluster names from the index: k8sdiscovery vs upstream kubernetes, the same objects
+#           (INDEX_SERVICES Services, half headless, with EndpointSlices) in a real kube-apiserver
+#   hit     node-cache hits over UDP: nodecache vs CoreDNS cache vs Unbound vs a bare miekg/dns server
+#   miss    cluster-zone misses, upstream over TCP: nodecache vs cache + forward { force_tcp }
+#   search  an external lookup from a pod with ndots:5, with and without searchpath
+#   memory  MEM_SERVICES Services and MEM_PODS Pods with EndpointSlices in the apiserver: heap and
+#           RSS, the peak during a forced relist, time to first sync; k8sdiscovery vs kubernetes,
+#           with and without `pods verified`
+#
+# Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), LATENCY_SECONDS (5),
+# INDEX_SERVICES (1000), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
+# RELIST_WATCH (60 s), SKIP_BUILD=1, SERVER_CPU (0), LOAD_CPU (1).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=$ROOT/bench/out/run
+RESULTS=$ROOT/bench/RESULTS.md
+
+SCENARIOS=${SCENARIOS:-index hit miss search memory}
+ROUNDS=${ROUNDS:-3}
+RUN_SECONDS=${RUN_SECONDS:-10}
+LATENCY_SECONDS=${LATENCY_SECONDS:-5}
+INDEX_SERVICES=${INDEX_SERVICES:-1000}
+MEM_SERVICES=${MEM_SERVICES:-10000}
+MEM_PODS=${MEM_PODS:-150000}
+MEM_SETTLE=${MEM_SETTLE:-20}
+RELIST_WATCH=${RELIST_WATCH:-60}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+BENCH_LINK=dnsbench0
+ADDR_SERVER=169.254.77.1   # the server under test, port 53
+ADDR_STUB=169.254.77.2     # the cluster DNS behind a cache (a template zone), port 53
+ADDR_UPSTREAM=169.254.77.3 # the resolver behind the central DNS in the search scenario
+ADDR_POD=169.254.77.9      # the pod asking in the search scenario
+
+# ---- what the run needs
+
+need() {
+	command -v "$1" >/dev/null 2>&1 && return
+	[ "$(id -u)" -eq 0 ] || { echo "bench: $1 is missing; install it with: sudo apt-get install -y $2" >&2; exit 1; }
+	echo "bench: installing $2" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 ||
+		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+}
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (it adds a bridge for its addresses and may install packages)" >&2; exit 1; }
+need dnsperf dnsperf
+need unbound unbound
+need taskset util-linux
+need ip iproute2
+[ "$(nproc)" -ge 2 ] || { echo "bench: needs 2 CPUs (server and load each pinned to one)" >&2; exit 1; }
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+[ "${SKIP_BUILD:-}" = 1 ] || ./build.sh build >&2
+BIN=$OUT/coredns
+cp ./coredns "$BIN"
+BENCHCTL=$OUT/benchctl
+go build -o "$BENCHCTL" ./bench/benchctl
+go build -o "$OUT/goceiling" ./bench/goceiling
+
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+trap cleanup_all EXIT
+setup_link
+
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+if wants index || wants memory; then
+	test/e2e/controlplane/build.sh >&2
+	CONTROLPLANE_BIN=$(test/e2e/controlplane/build.sh dir)
+fi
+
+START=$SECONDS
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# profile_cpu NAME START-FUNCTION QUERY-FILE: a 10 s dnsperf run against a server started with
+# pprof, a CPU profile of 8 s of it, and its top entries in $OUT/profile.NAME.txt.
+profile_cpu() {
+	local name=$1 start=$2 file=$3 d
+	PPROF=1 "$start"
+	taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 10 -c 8 -q 500 >"$OUT/profile.$name.dnsperf" 2>&1 &
+	d=$!
+	sleep 1
+	"$BENCHCTL" fetch "http://$ADDR_SERVER:6060/debug/pprof/profile?seconds=8" "$OUT/profile.$name.cpu.pb.gz"
+	wait "$d" || true
+	stop_pid "$SERVER_PID"
+	{
+		echo "Under dnsperf at $(awk '/Queries per second:/ { printf "%.0f", $4 }' "$OUT/profile.$name.dnsperf") QPS (load average $(cut -d' ' -f1 /proc/loadavg))."
+		go tool pprof -top -nodecount=25 "$OUT/profile.$name.cpu.pb.gz" 2>/dev/null
+	} >"$OUT/profile.$name.txt" || true
+}
+
+pprof_line() { [ "${PPROF:-}" = 1 ] && echo "    pprof $ADDR_SERVER:6060" || true; }
+
+# ---- scenario 1: cluster names from the index
+
+start_index_ours() {
+	cat >"$OUT/Corefile.index.ours" <<EOF
+cluster.local in-addr.arpa ip6.arpa {
+    bind $ADDR_SERVER
+$(pprof_line)
+    k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_BENCH
+        ttl 30
+    }
+}
+EOF
+	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.index.ours"
+	wait_answer "$ADDR_SERVER:53" "$OUT/index.probes"
+}
+
+start_index_upstream() {
+	cat >"$OUT/Corefile.index.upstream" <<EOF
+cluster.local in-addr.arpa ip6.arpa {
+    bind $ADDR_SERVER
+$(pprof_line)
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_BENCH bench
+        ttl 30
+    }
+}
+EOF
+	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.index.upstream"
+	wait_answer "$ADDR_SERVER:53" "$OUT/index.probes"
+}
+
+query_file_index() { echo "$OUT/index.queries"; }
+
+scenario_index() {
+	log "scenario index: $INDEX_SERVICES services in a local kube-apiserver"
+	cp_start "$OUT/cp-index"
+	"$BENCHCTL" load -kubeconfig "$KUBECONFIG_BENCH" -services "$INDEX_SERVICES" -endpoints-per-service 5 \
+		-queries "$OUT/index.queries" -probes "$OUT/index.probes" | tee "$OUT/index.load" >&2
+	ab_rounds index ours upstream
+	CURRENT=index.profile.ours profile_cpu index.ours start_index_ours "$OUT/index.queries"
+	CURRENT=index.profile.upstream profile_cpu index.upstream start_index_upstream "$OUT/index.queries"
+	cp_stop
+	SCENARIO_LABEL="cluster names from the index"
+	{
+		echo "### 1. Cluster names from the index"
+		echo
+		echo "$INDEX_SERVICES Services in $(( (INDEX_SERVICES + 99) / 100 )) namespaces of a real kube-apiserver v1.37.1 on loopback, half of them headless"
+		echo "(endpoints with StatefulSet-style hostnames), each with one EndpointSlice of 5 ready endpoints and ports http/80 and metrics/9090."
+		echo "Queries ($(wc -l <"$OUT/index.queries") lines, shuffled): A 50% (half ClusterIP, half headless: 5 records), SRV \`_http._tcp\` 25% (half headless:"
+		echo "5 SRV + 5 A in additional), PTR 25% (half cluster IPs, half endpoint addresses). No cache on either side; ttl 30."
+		echo "Loading: $(grep -h '^loaded' "$OUT/index.load")."
+		echo
+		table_header index
+		table_row index ours "k8sdiscovery" ours
+		table_row index upstream "upstream kubernetes" ours
+		echo
+	} >"$OUT/section.index.md"
+}
+
+# ---- scenarios 2 and 3: the node cache (Corefiles as in bench/nodecache/bench.sh)
+
+start_stub() {
+	cat >"$OUT/Corefile.stub" <<EOF
+cluster.local:53 {
+    bind $ADDR_STUB
+    template IN A cluster.local {
+        answer "{{ .Name }} 30 IN A 10.96.0.42"
+    }
+}
+EOF
+	CURRENT=stub start_server stub "$LOAD_CPU" "$BIN" -conf "$OUT/Corefile.stub"
+	STUB_PID=$SERVER_PID
+	echo "ready.default.svc.cluster.local. A 10.96.0.42" >"$OUT/cache.probes"
+	wait_answer "$ADDR_STUB:53" "$OUT/cache.probes"
+}
+
+start_nodecache() {
+	cat >"$OUT/Corefile.nodecache" <<EOF
+cluster.local:53 {
+$(pprof_line)
+    nodecache {
+        listen $ADDR_SERVER
+        interface $BENCH_LINK
+        packet_filter none
+        upstream tcp $ADDR_STUB:53
+    }
+}
+EOF
+	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.nodecache"
+	wait_answer "$ADDR_SERVER:53" "$OUT/cache.probes"
+}
+
+start_cache() {
+	cat >"$OUT/Corefile.cache" <<EOF
+cluster.local:53 {
+    bind $ADDR_SERVER
+$(pprof_line)
+    cache {
+        success 9984 30
+        denial 9984 5
+    }
+    forward . $ADDR_STUB:53 {
+        force_tcp
+    }
+}
+EOF
+	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.cache"
+	wait_answer "$ADDR_SERVER:53" "$OUT/cache.probes"
+}
+
+# Unbound as NodeLocal DNSCache's fastest rival: one thread, a cache in front of the same stub,
+# no validation.
+start_unbound() {
+	cat >"$OUT/unbound.conf" <<EOF
+server:
+    interface: $ADDR_SERVER
+    port: 53
+    num-threads: 1
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$OUT"
+    pidfile: "$OUT/unbound.pid"
+    use-syslog: no
+    verbosity: 0
+    access-control: 0.0.0.0/0 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    qname-minimisation: no
+    msg-cache-size: 64m
+    rrset-cache-size: 128m
+stub-zone:
+    name: "cluster.local"
+    stub-addr: $ADDR_STUB@53
+EOF
+	start_server "$CURRENT" "$SERVER_CPU" unbound -d -c "$OUT/unbound.conf"
+	wait_answer "$ADDR_SERVER:53" "$OUT/cache.probes"
+}
+
+start_goceiling() {
+	start_server "$CURRENT" "$SERVER_CPU" "$OUT/goceiling" -listen "$ADDR_SERVER:53"
+	wait_answer "$ADDR_SERVER:53" "$OUT/cache.probes"
+}
+
+start_hit_ours() { start_nodecache; }
+start_hit_cache() { start_cache; }
+start_hit_unbound() { start_unbound; }
+start_hit_goceiling() { start_goceiling; }
+start_miss_ours() { start_nodecache; }
+start_miss_forward() { start_cache; }
+
+query_file_hit() {
+	[ -s "$OUT/hit.txt" ] || for i in $(seq 1 100); do echo "web-$i.default.svc.cluster.local A"; done >"$OUT/hit.txt"
+	echo "$OUT/hit.txt"
+}
+
+# Every miss run gets names never asked before (more than a run can send).
+query_file_miss() {
+	local f=$OUT/miss.$1.$2.txt
+	awk -v p="$1-$2" 'BEGIN { for (i = 1; i <= 2000000; i++) printf "m%d-%s.bench.svc.cluster.local A\n", i, p }' >"$f"
+	echo "$f"
+}
+
+scenario_hit() {
+	log "scenario hit: node-cache hits"
+	start_stub
+	ab_rounds hit ours cache unbound goceiling
+	CURRENT=hit.profile.ours profile_cpu hit.ours start_hit_ours "$(query_file_hit)"
+	stop_pid "$STUB_PID"
+	SCENARIO_LABEL="node-cache hits"
+	{
+		echo "### 2. Node-cache hits (UDP)"
+		echo
+		echo "100 names, warmed for 1 s before each run, asked over UDP. Behind each cache the same stub (a CoreDNS \`template\`"
+		echo "zone on CPU $LOAD_CPU), reached over TCP by nodecache and \`forward { force_tcp }\`, over UDP by Unbound (stub-zone,"
+		echo "iterator only, one thread). The Go ceiling answers every query itself (bench/goceiling: miekg/dns, fixed A record)."
+		echo
+		table_header hit
+		table_row hit ours "nodecache" ours
+		table_row hit cache "CoreDNS cache + forward" ours
+		table_row hit unbound "Unbound $(unbound -V 2>/dev/null | awk '/^Version/ { print $2 }')" ours
+		table_row hit goceiling "Go ceiling (miekg/dns)" ours
+		echo
+	} >"$OUT/section.hit.md"
+}
+
+scenario_miss() {
+	log "scenario miss: cluster-zone misses over TCP"
+	start_stub
+	ab_rounds miss ours forward
+	CURRENT=miss.profile.ours profile_cpu miss.ours start_miss_ours "$(query_file_miss profile 1)"
+	stop_pid "$STUB_PID"
+	rm -f "$OUT"/miss.*.txt
+	SCENARIO_LABEL="cluster-zone misses"
+	{
+		echo "### 3. Cluster-zone misses, upstream over TCP"
+		echo
+		echo "Every query a name never asked before (m<N>.bench.svc.cluster.local), so every query goes to the stub"
+		echo "(CPU $LOAD_CPU) over TCP: nodecache's pooled, pipelined connections vs \`cache\` + \`forward { force_tcp }\`."
+		echo "Corefiles as in bench/nodecache/bench.sh, on this run's own addresses."
+		echo
+		table_header miss
+		table_row miss ours "nodecache" ours
+		table_row miss forward "CoreDNS cache + forward force_tcp" ours
+		echo
+	} >"$OUT/section.miss.md"
+}
+
+# ---- scenario 4: searchpath
+
+scenario_search() {
+	log "scenario search: an external lookup with ndots:5"
+	mkdir -p "$OUT/search-manifests"
+	cat >"$OUT/search-manifests/world.yaml" <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ns1}
+spec: {clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: ns1}
+spec:
+  dnsPolicy: ClusterFirst
+  containers: [{name: c, image: busybox}]
+status: {phase: Running, podIP: $ADDR_POD, podIPs: [{ip: $ADDR_POD}]}
+EOF
+	: >"$OUT/search.resolv.conf"
+	cat >"$OUT/Corefile.search-upstream" <<EOF
+.:53 {
+    bind $ADDR_UPSTREAM
+    prometheus $ADDR_UPSTREAM:9153
+    template IN A example.com {
+        answer "{{ .Name }} 60 IN A 192.0.2.10"
+    }
+    template IN AAAA example.com {
+        answer "{{ .Name }} 60 IN AAAA 2001:db8::10"
+    }
+}
+EOF
+	local mode sp
+	CURRENT=search-upstream start_server search-upstream "$LOAD_CPU" "$BIN" -conf "$OUT/Corefile.search-upstream"
+	local up_pid=$SERVER_PID
+	echo "x.example.com. A 192.0.2.10" >"$OUT/search-upstream.probes"
+	wait_answer "$ADDR_UPSTREAM:53" "$OUT/search-upstream.probes"
+	echo "web.ns1.svc.cluster.local. A 10.96.0.10" >"$OUT/search.probes"
+	for mode in without with; do
+		sp=""
+		[ "$mode" = with ] && sp="    searchpath cluster.local {
+        source k8sdiscovery
+        resolv_conf $OUT/search.resolv.conf
+    }"
+		# The central role as in Corefile.cluster, asked directly by the pod.
+		cat >"$OUT/Corefile.search-$mode" <<EOF
+.:53 {
+    bind $ADDR_SERVER
+    prometheus $ADDR_SERVER:9153
+$sp
+    k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
+        manifests $OUT/search-manifests
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    forward . $ADDR_UPSTREAM:53
+    cache 30
+}
+EOF
+		CURRENT=search-$mode
+		start_server "search-$mode" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.search-$mode"
+		wait_answer "$ADDR_SERVER:53" "$OUT/search.probes"
+		[ "$mode" = with ] && sleep 1 # searchpath's client index
+		local c0 u0 c1 u1
+		c0=$("$BENCHCTL" metric "http://$ADDR_SERVER:9153/metrics" coredns_dns_requests_total)
+		u0=$("$BENCHCTL" metric "http://$ADDR_UPSTREAM:9153/metrics" coredns_dns_requests_total)
+		# One lookup (A and AAAA of one name) counted, then 1000 lookups of new names for the timing.
+		read -r q1 _ _ a1 n1 < <("$BENCHCTL" walk -server "$ADDR_SERVER:53" -source "$ADDR_POD" \
+			-search "ns1.svc.cluster.local svc.cluster.local cluster.local" -ndots 5 -names 1 -prefix "one-$mode-")
+		sleep 0.5
+		c1=$("$BENCHCTL" metric "http://$ADDR_SERVER:9153/metrics" coredns_dns_requests_total)
+		u1=$("$BENCHCTL" metric "http://$ADDR_UPSTREAM:9153/metrics" coredns_dns_requests_total)
+		read -r qn p50 p99 an nn < <(taskset -c "$LOAD_CPU" "$BENCHCTL" walk -server "$ADDR_SERVER:53" -source "$ADDR_POD" \
+			-search "ns1.svc.cluster.local svc.cluster.local cluster.local" -ndots 5 -names 1000 -prefix "many-$mode-")
+		echo "$q1 $((c1 - c0)) $((u1 - u0)) $a1/$n1 $qn $p50 $p99 $an/$nn $("$BENCHCTL" metric "http://$ADDR_SERVER:9153/metrics" coredns_searchpath_expanded_total)" >"$OUT/search.$mode"
+		stop_pid "$SERVER_PID"
+	done
+	stop_pid "$up_pid"
+	{
+		echo "### 4. An external lookup from a pod with ndots:5"
+		echo
+		echo "A pod in ns1 (ClusterFirst, search \`ns1.svc.cluster.local svc.cluster.local cluster.local\`, ndots:5) looks up"
+		echo "\`<name>.example.com\`, A then AAAA, walking the search list as a stub resolver does. It asks the central role"
+		echo "(k8sdiscovery from a manifests folder, forward to an upstream, cache 30) directly, from the pod's address."
+		echo "Client queries: sent by the pod per lookup (both families). Central/upstream: coredns_dns_requests_total"
+		echo "counted by each server for one lookup. Latency: one lookup (both families, sequential), 1000 new names."
+		echo
+		echo "| central DNS | client queries per lookup | central requests counted | upstream requests | answered | lookup p50 / p99 ms | searchpath expansions |"
+		echo "| --- | --- | --- | --- | --- | --- | --- |"
+		local m
+		for m in without with; do
+			read -r q1 c u a1 qn p50 p99 an ex <"$OUT/search.$m"
+			printf '| %s searchpath | %s | %s | %s | %s | %s / %s | %s |\n' "$m" "$q1" "$c" "$u" "$a1, $an" "$p50" "$p99" "$ex"
+		done
+		echo
+	} >"$OUT/section.search.md"
+}
+
+# ---- memory at scale
+
+mem_corefile() {
+	local name=$1 plugin pods=""
+	case $name in
+	ours*) plugin="k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_BENCH" ;;
+	*) plugin="kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_BENCH bench" ;;
+	esac
+	[[ $name == *-verified ]] && pods="        pods verified"
+	cat <<EOF
+cluster.local in-addr.arpa ip6.arpa {
+    bind $ADDR_SERVER
+    prometheus $ADDR_SERVER:9153
+    pprof $ADDR_SERVER:6060
+    $plugin
+$pods
+        ttl 30
+    }
+}
+EOF
+}
+
+scenario_memory() {
+	local per=$((MEM_PODS / MEM_SERVICES)) t0 name
+	log "scenario memory: $MEM_SERVICES services, $((per * MEM_SERVICES)) pods"
+	cp_start "$OUT/cp-memory"
+	t0=$SECONDS
+	"$BENCHCTL" load -kubeconfig "$KUBECONFIG_BENCH" -services "$MEM_SERVICES" -pods-per-service "$per" -workers 64 \
+		-probes "$OUT/memory.probes" | tee "$OUT/memory.load" >&2
+	echo "$((SECONDS - t0))" >"$OUT/memory.load_seconds"
+	head -2 "$OUT/memory.probes" >"$OUT/memory.probes.services"
+	for name in ours upstream ours-verified upstream-verified; do
+		CURRENT=memory.$name
+		mem_corefile "$name" >"$OUT/Corefile.memory.$name"
+		local probes=$OUT/memory.probes.services since pid sync steady relist peak_rss
+		[[ $name == *-verified ]] && probes=$OUT/memory.probes
+		since=$(date +%s%N)
+		start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.memory.$name"
+		pid=$SERVER_PID
+		sync=$("$BENCHCTL" sync -server "$ADDR_SERVER:53" -probes "$probes" -since "$since" -timeout 15m)
+		sleep "$MEM_SETTLE"
+		# Steady: after a forced GC (the pprof heap endpoint with gc=1; its profile is kept).
+		"$BENCHCTL" fetch "http://$ADDR_SERVER:6060/debug/pprof/heap?gc=1" "$OUT/profile.memory.$name.heap.pb.gz"
+		sleep 2
+		steady=$("$BENCHCTL" mem -pid "$pid" -metrics "http://$ADDR_SERVER:9153/metrics" -duration 3s)
+		# Relist: reset the peak RSS, restart the apiserver over a compacted etcd, watch.
+		echo 5 >"/proc/$pid/clear_refs"
+		"$BENCHCTL" mem -pid "$pid" -metrics "http://$ADDR_SERVER:9153/metrics" -duration 600s -interval 100ms >"$OUT/memory.$name.relist" &
+		local sampler=$!
+		local restart_t0=$SECONDS
+		cp_restart_apiserver >"$OUT/memory.$name.apiserver_ready"
+		sleep "$RELIST_WATCH"
+		kill -TERM "$sampler" 2>/dev/null || true
+		wait "$sampler" 2>/dev/null || true
+		relist=$(cat "$OUT/memory.$name.relist")
+		peak_rss=$(peak_rss_mib "$pid")
+		# Proof of the relist: the restarted apiserver's watch events per resource (a relist sends every object again).
+		"$BENCHCTL" api-requests -kubeconfig "$KUBECONFIG_BENCH" >"$OUT/memory.$name.api" || true
+		"$BENCHCTL" sync -server "$ADDR_SERVER:53" -probes "$probes" -timeout 60s >/dev/null || log "$name does not answer after the relist"
+		"$BENCHCTL" fetch "http://$ADDR_SERVER:6060/debug/pprof/heap" "$OUT/profile.memory.$name.heap-after-relist.pb.gz" || true
+		stop_pid "$pid"
+		echo "$sync $steady $peak_rss $relist $((SECONDS - restart_t0)) $(cat "$OUT/memory.$name.apiserver_ready")" >"$OUT/memory.$name"
+		log "memory $name: sync ${sync}s, steady (rss_last rss_max heap_last heap_max) $steady, relist peak RSS $peak_rss MiB"
+		go tool pprof -top -nodecount=20 -sample_index=inuse_space "$OUT/profile.memory.$name.heap.pb.gz" 2>/dev/null >"$OUT/profile.memory.$name.txt" || true
+	done
+	cp_stop
+	memory_section
+}
+
+# memory.<name> holds: sync_s | steady: rss_last rss_max heap_last heap_max | relist peak RSS (VmHWM) |
+# relist sampled: rss_last rss_max heap_last heap_max | seconds watched | apiserver ready s
+memory_section() {
+	local per=$((MEM_PODS / MEM_SERVICES)) name label
+	{
+		echo "### 5. Memory at scale"
+		echo
+		echo "$MEM_SERVICES Services (half headless) in $(( (MEM_SERVICES + 99) / 100 )) namespaces, $((per * MEM_SERVICES)) Pods ($per per Service, Running with an IP,"
+		echo "set through the status subresource) and one EndpointSlice per Service listing its pods, in kube-apiserver v1.37.1 + etcd 3.7.0."
+		echo "$(grep -h '^created\|^loaded' "$OUT/memory.load" | sed 's/$/;/' | paste -sd' ' | sed 's/;$/./')"
+		echo "Creation took $(cat "$OUT/memory.load_seconds") s on this machine ($(nproc) cores, shared; the apiserver, etcd and the loader on both cores)."
+		echo
+		echo "Each DNS alone, pinned to CPU $SERVER_CPU. *First sync*: from process start until the last Service's name (and, with"
+		echo "\`pods verified\`, the last Pod's name) answer. *Steady*: ${MEM_SETTLE} s later, right after a GC forced through pprof (heap?gc=1):"
+		echo "VmRSS from /proc, heap = go_memstats_heap_inuse_bytes. *Relist*: the apiserver is stopped, etcd's revision moved on and"
+		echo "compacted, the apiserver started again, so every watch resumes from a compacted resource version and relists; peak RSS is"
+		echo "VmHWM after resetting it (clear_refs) before the restart, peak heap the highest sample (every 100 ms) over ${RELIST_WATCH} s after ready."
+		echo "The last column is what the restarted apiserver sent on watches (apiserver_watch_events_total): about the whole"
+		echo "world once per relist, which shows the relist happened (client-go here relists through streaming lists, WatchList)."
+		echo
+		echo "| DNS | first sync s | steady RSS MiB | steady heap MiB | relist peak RSS MiB | relist peak heap MiB | peak ÷ steady RSS | peak ÷ steady heap | watch events after the restart |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		for name in ours upstream ours-verified upstream-verified; do
+			case $name in
+			ours) label="k8sdiscovery" ;;
+			upstream) label="upstream kubernetes" ;;
+			ours-verified) label="k8sdiscovery, pods verified" ;;
+			upstream-verified) label="upstream kubernetes, pods verified" ;;
+			esac
+			read -r sync rss _ heap _ peak _ _ _ pheap _ <"$OUT/memory.$name" || continue
+			printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$sync" "$rss" "$heap" "$peak" "$pheap" "$(ratio "$peak" "$rss")" "$(ratio "$pheap" "$heap")" \
+				"$(tr ' ' '\n' <"$OUT/memory.$name.api" | sed -n 's/^EVENTS:\(.*\)=\(.*\)/\2 \1/p' | paste -sd, | sed 's/,/, /g')"
+		done
+		echo
+	} >"$OUT/section.memory.md"
+}
+
+# mem_value NAME FIELD: a field of memory.NAME (1 sync, 2 steady RSS, 4 steady heap, 6 peak RSS, 10 peak heap).
+mem_value() { cut -d' ' -f"$2" "$OUT/memory.$1" 2>/dev/null || echo 0; }
+
+# ---- RESULTS.md
+
+write_results() {
+	local status=$1
+	{
+		echo "# Benchmark results"
+		echo
+		echo "Written by \`./build.sh bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git describe --always --dirty 2>/dev/null || echo unknown),"
+		echo "in $(( (SECONDS - START) / 60 )) min. ./coredns (CoreDNS v1.15.0 as a library) serves both sides: our plugins and upstream's \`kubernetes\`, \`cache\`, \`forward\`."
+		echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r)."
+		echo "dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }'), one thread, \`-c 8 -q 500\`, ${RUN_SECONDS} s per throughput run."
+		echo
+		echo "**Method.** The server under test runs alone on CPU $SERVER_CPU (taskset); dnsperf and helper servers on CPU $LOAD_CPU; every"
+		echo "comparison is $ROUNDS rounds of A/B(/C/D) with a fresh server process each run, so drift cancels. QPS: the mean of the"
+		echo "throughput runs (each run in brackets). Latency: dnsperf 2.10 has no histogram; p50/p99 are computed from \`dnsperf -v\`"
+		echo "(one line per answered query) in separate runs of ${LATENCY_SECONDS} s per round at a fixed rate, half the slowest server's QPS"
+		echo "(at saturation dnsperf's latency is only its queue, 500 outstanding ÷ QPS). CPU: the server's user+system time over the"
+		echo "throughput run (% of one core, and per answered query). RSS: the server's peak (VmHWM). Lost: dnsperf's count over all runs."
+		echo
+		echo "**Other processes share this machine** (other builds and tests ran during the run): load average"
+		echo "$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; each table gives the 1-minute load average seen"
+		echo "across its runs. Absolute numbers are lower than on an idle machine; the A/B ratios are the result."
+		echo
+		[ "$status" = ok ] || { echo "**This run did not finish: $status.** Sections below are those that completed."; echo; }
+		echo "## Summary"
+		echo
+		if [ -e "$OUT/section.index.md" ] || [ -e "$OUT/section.hit.md" ] || [ -e "$OUT/section.miss.md" ]; then
+			echo "| scenario | ours vs theirs | QPS ours / theirs | ratio | CPU µs/query ours / theirs | ratio by CPU | p50 / p99 ms ours ; theirs | peak RSS MiB ours / theirs | target (QPS) | |"
+			echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+			[ -e "$OUT/section.index.md" ] && summary_row "1. cluster names" index ours upstream k8sdiscovery "upstream kubernetes" "≥ 1.5×" 1.5
+			if [ -e "$OUT/section.hit.md" ]; then
+				summary_row "2. node-cache hits" hit ours unbound nodecache Unbound "≥ 1× Unbound" 1.0
+				summary_row "2. node-cache hits" hit ours cache nodecache "CoreDNS cache" "" ""
+				summary_row "2. node-cache hits" hit ours goceiling nodecache "Go ceiling" "" ""
+			fi
+			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "≥ 2×" 2.0
+			echo
+		fi
+		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ]; then
+			echo "| target | measured | |"
+			echo "| --- | --- | --- |"
+			if [ -e "$OUT/section.search.md" ]; then
+				local q_with q_without
+				q_without=$(cut -d' ' -f1 "$OUT/search.without")
+				q_with=$(cut -d' ' -f1 "$OUT/search.with")
+				printf '| 4. one query per family for an external lookup with searchpath (ndots:5) | %s queries per lookup (A+AAAA) with searchpath, %s without | %s |\n' \
+					"$q_with" "$q_without" "$(awk -v q="$q_with" 'BEGIN { print (q + 0 <= 2 ? "met" : "not met") }')"
+			fi
+			if [ -e "$OUT/section.memory.md" ]; then
+				local mode o u r
+				for mode in "" -verified; do
+					o=$(mem_value "ours$mode" 4)
+					u=$(mem_value "upstream$mode" 4)
+					r=$(ratio "$o" "$u")
+					printf '| 5. heap ≤ 0.5× upstream kubernetes%s | %s MiB vs %s MiB: %s× (RSS %s vs %s MiB: %s×) | %s |\n' \
+						"${mode:+, pods verified}" "$o" "$u" "$r" "$(mem_value "ours$mode" 2)" "$(mem_value "upstream$mode" 2)" \
+						"$(ratio "$(mem_value "ours$mode" 2)" "$(mem_value "upstream$mode" 2)")" \
+						"$(awk -v r="$r" 'BEGIN { print (r + 0 <= 0.5 ? "met" : "not met") }')"
+					r=$(ratio "$(mem_value "ours$mode" 6)" "$(mem_value "ours$mode" 2)")
+					printf '| 5. relist peak ≤ 1.2× steady (k8sdiscovery%s, RSS) | %s MiB peak vs %s MiB steady: %s× (heap peak %s× steady) | %s |\n' \
+						"${mode:+, pods verified}" "$(mem_value "ours$mode" 6)" "$(mem_value "ours$mode" 2)" "$r" \
+						"$(ratio "$(mem_value "ours$mode" 10)" "$(mem_value "ours$mode" 4)")" \
+						"$(awk -v r="$r" 'BEGIN { print (r + 0 <= 1.2 ? "met" : "not met") }')"
+				done
+			fi
+			echo
+		fi
+		echo "## Details"
+		echo
+		local s
+		for s in index hit miss search memory; do
+			[ -e "$OUT/section.$s.md" ] && cat "$OUT/section.$s.md"
+		done
+		if compgen -G "$OUT/profile.*.txt" >/dev/null; then
+			echo "## Profiles"
+			echo
+			echo "CPU profiles (8 s of a throughput run, the server started with \`pprof\`) and heap profiles (after the forced GC of the"
+			echo "memory test); top entries, from \`go tool pprof -top\`. The profiles are in bench/out/run/ after a run."
+			echo
+			for s in "$OUT"/profile.*.txt; do
+				echo "#### $(basename "$s" .txt | sed 's/^profile\.//')"
+				echo
+				echo '```'
+				grep '^Under dnsperf\|^Duration:\|^Showing nodes' "$s" || true
+				sed -n '/flat%/,$p' "$s" | head -16
+				echo '```'
+				echo
+			done
+		fi
+	} >"$RESULTS"
+	log "wrote $RESULTS"
+}
+
+on_exit() {
+	local rc=$?
+	trap - EXIT
+	cleanup_all
+	if [ "$rc" -ne 0 ]; then
+		write_results "failed with status $rc after $(( (SECONDS - START) / 60 )) min (see bench/out/run/)" || true
+	fi
+	exit "$rc"
+}
+trap on_exit EXIT
+
+for s in $SCENARIOS; do
+	case $s in
+	index | hit | miss | search | memory) "scenario_$s" ;;
+	*) echo "bench: unknown scenario $s" >&2; exit 2 ;;
+	esac
+done
+write_results ok
+log "done in $(( (SECONDS - START) / 60 )) min"
