@@ -69,7 +69,7 @@ func (k *K8sDiscovery) Ready() bool { return k.synced.Load() }
 func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	state := request.Request{W: w, Req: r}
 	qname := state.Name()
-	zone := plugin.Zones(k.zones).Matches(qname)
+	zone := k.matchZone(qname)
 	if zone == "" {
 		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
 	}
@@ -165,7 +165,7 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state reques
 			return
 		}
 		seen[target] = true
-		tzone := plugin.Zones(k.zones).Matches(target)
+		tzone := k.matchZone(target)
 		if tzone == "" || isReverseZone(tzone) {
 			k.resolveOutside(ctx, m, state, target, qtype)
 			return
@@ -321,6 +321,21 @@ func (k *K8sDiscovery) soaWithName(owner, zone string) dns.RR {
 
 func hdr(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// matchZone is the longest of our zones that holds the lower-case name, or "". A suffix test:
+// plugin.Zones.Matches splits both names into labels, the biggest cost of a query.
+func (k *K8sDiscovery) matchZone(name string) string {
+	best := ""
+	for _, z := range k.zones {
+		if len(z) <= len(best) {
+			continue
+		}
+		if z == "." || name == z || (strings.HasSuffix(name, z) && name[len(name)-len(z)-1] == '.') {
+			best = z
+		}
+	}
+	return best
 }
 
 // relativeName strips the zone from a lower-case fully qualified name: "web.ns1.svc".

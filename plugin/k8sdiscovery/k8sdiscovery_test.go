@@ -428,3 +428,20 @@ func TestIndexEmptyNonTerminals(t *testing.T) {
 		t.Errorf("%d names left in an empty index", names)
 	}
 }
+
+func TestMatchZone(t *testing.T) {
+	k := newK8sDiscovery(config{zones: []string{"cluster.local.", "in-addr.arpa.", "example.cluster.local."}})
+	for name, want := range map[string]string{
+		"web.ns1.svc.cluster.local.": "cluster.local.",
+		"cluster.local.":             "cluster.local.",
+		"a.example.cluster.local.":   "example.cluster.local.",
+		"xcluster.local.":            "",
+		"local.":                     "",
+		"5.0.1.10.in-addr.arpa.":     "in-addr.arpa.",
+		"in-addr.arpa.":              "in-addr.arpa.",
+	} {
+		if got := k.matchZone(name); got != want {
+			t.Errorf("matchZone(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
