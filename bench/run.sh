@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks side by side with upstream CoreDNS v1.15.0 (issue 7). Run by `./build.sh bench`;
-# writes bench/RESULTS.md, working files under bench/out/run/ (git-ignored).
+# writes bench/RESULTS.md, working files under bench/out/run/ (git-ignored). About 25 min on 2 cores:
+# 10 for scenarios 1-4, 9 to load the memory test's objects into the apiserver, 7 to measure it.
 #
 # One binary serves both sides: ./coredns carries our plugins and upstream's kubernetes, cache and
 # forward. The server under test runs alone on CPU $SERVER_CPU (taskset), dnsperf and helpers on
@@ -16,19 +17,28 @@
 #           RSS, the peak during a forced relist, time to first sync; k8sdiscovery vs kubernetes,
 #           with and without `pods verified`
 #
-# Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), LATENCY_SECONDS (5),
+# Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
 # INDEX_SERVICES (1000), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
-# RELIST_WATCH (60 s), SKIP_BUILD=1, SERVER_CPU (0), LOAD_CPU (1).
+# RELIST_WATCH (60 s), SKIP_BUILD=1, SERVER_CPU (0), LOAD_CPU (1), BENCH_OUT and BENCH_RESULTS (where
+# the working files and the table go).
+#
+#   bench/run.sh          a run (what ./build.sh bench does)
+#   bench/run.sh report   rewrite RESULTS.md from the last run's files
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-OUT=$ROOT/bench/out/run
-RESULTS=$ROOT/bench/RESULTS.md
+OUT=${BENCH_OUT:-$ROOT/bench/out/run}
+RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
 
 SCENARIOS=${SCENARIOS:-index hit miss search memory}
 ROUNDS=${ROUNDS:-3}
 RUN_SECONDS=${RUN_SECONDS:-10}
+# Queries dnsperf keeps in flight. 100 fits a default-sized socket receive buffer (212992 bytes);
+# with 500, the first burst overflows the buffer of every server that keeps the default (all but
+# nodecache, which asks for 4 MiB), and each lost query holds one of dnsperf's slots for its 5 s
+# timeout, which throttles those servers for half a run.
+OUTSTANDING=${OUTSTANDING:-100}
 LATENCY_SECONDS=${LATENCY_SECONDS:-5}
 INDEX_SERVICES=${INDEX_SERVICES:-1000}
 MEM_SERVICES=${MEM_SERVICES:-10000}
@@ -44,51 +54,18 @@ ADDR_STUB=169.254.77.2     # the cluster DNS behind a cache (a template zone), p
 ADDR_UPSTREAM=169.254.77.3 # the resolver behind the central DNS in the search scenario
 ADDR_POD=169.254.77.9      # the pod asking in the search scenario
 
-# ---- what the run needs
-
-need() {
-	command -v "$1" >/dev/null 2>&1 && return
-	[ "$(id -u)" -eq 0 ] || { echo "bench: $1 is missing; install it with: sudo apt-get install -y $2" >&2; exit 1; }
-	echo "bench: installing $2" >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 ||
-		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
-}
-[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (it adds a bridge for its addresses and may install packages)" >&2; exit 1; }
-need dnsperf dnsperf
-need unbound unbound
-need taskset util-linux
-need ip iproute2
-[ "$(nproc)" -ge 2 ] || { echo "bench: needs 2 CPUs (server and load each pinned to one)" >&2; exit 1; }
-
-rm -rf "$OUT"
-mkdir -p "$OUT"
-[ "${SKIP_BUILD:-}" = 1 ] || ./build.sh build >&2
-BIN=$OUT/coredns
-cp ./coredns "$BIN"
-BENCHCTL=$OUT/benchctl
-go build -o "$BENCHCTL" ./bench/benchctl
-go build -o "$OUT/goceiling" ./bench/goceiling
-
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-trap cleanup_all EXIT
-setup_link
+BIN=$OUT/coredns
+BENCHCTL=$OUT/benchctl
 
-wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
-if wants index || wants memory; then
-	test/e2e/controlplane/build.sh >&2
-	CONTROLPLANE_BIN=$(test/e2e/controlplane/build.sh dir)
-fi
-
-START=$SECONDS
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # profile_cpu NAME START-FUNCTION QUERY-FILE: a 10 s dnsperf run against a server started with
 # pprof, a CPU profile of 8 s of it, and its top entries in $OUT/profile.NAME.txt.
 profile_cpu() {
 	local name=$1 start=$2 file=$3 d
 	PPROF=1 "$start"
-	taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 10 -c 8 -q 500 >"$OUT/profile.$name.dnsperf" 2>&1 &
+	taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 10 -c 8 -q "$OUTSTANDING" >"$OUT/profile.$name.dnsperf" 2>&1 &
 	d=$!
 	sleep 1
 	"$BENCHCTL" fetch "http://$ADDR_SERVER:6060/debug/pprof/profile?seconds=8" "$OUT/profile.$name.cpu.pb.gz"
@@ -145,7 +122,10 @@ scenario_index() {
 	CURRENT=index.profile.ours profile_cpu index.ours start_index_ours "$OUT/index.queries"
 	CURRENT=index.profile.upstream profile_cpu index.upstream start_index_upstream "$OUT/index.queries"
 	cp_stop
-	SCENARIO_LABEL="cluster names from the index"
+	section_index
+}
+
+section_index() {
 	{
 		echo "### 1. Cluster names from the index"
 		echo
@@ -272,7 +252,10 @@ scenario_hit() {
 	ab_rounds hit ours cache unbound goceiling
 	CURRENT=hit.profile.ours profile_cpu hit.ours start_hit_ours "$(query_file_hit)"
 	stop_pid "$STUB_PID"
-	SCENARIO_LABEL="node-cache hits"
+	section_hit
+}
+
+section_hit() {
 	{
 		echo "### 2. Node-cache hits (UDP)"
 		echo
@@ -296,7 +279,10 @@ scenario_miss() {
 	CURRENT=miss.profile.ours profile_cpu miss.ours start_miss_ours "$(query_file_miss profile 1)"
 	stop_pid "$STUB_PID"
 	rm -f "$OUT"/miss.*.txt
-	SCENARIO_LABEL="cluster-zone misses"
+	section_miss
+}
+
+section_miss() {
 	{
 		echo "### 3. Cluster-zone misses, upstream over TCP"
 		echo
@@ -393,6 +379,11 @@ EOF
 		stop_pid "$SERVER_PID"
 	done
 	stop_pid "$up_pid"
+	section_search
+}
+
+section_search() {
+	local m q1 c u a1 qn p50 p99 an ex
 	{
 		echo "### 4. An external lookup from a pod with ndots:5"
 		echo
@@ -404,7 +395,6 @@ EOF
 		echo
 		echo "| central DNS | client queries per lookup | central requests counted | upstream requests | answered | lookup p50 / p99 ms | searchpath expansions |"
 		echo "| --- | --- | --- | --- | --- | --- | --- |"
-		local m
 		for m in without with; do
 			read -r q1 c u a1 qn p50 p99 an ex <"$OUT/search.$m"
 			printf '| %s searchpath | %s | %s | %s | %s | %s / %s | %s |\n' "$m" "$q1" "$c" "$u" "$a1, $an" "$p50" "$p99" "$ex"
@@ -481,12 +471,12 @@ scenario_memory() {
 		go tool pprof -top -nodecount=20 -sample_index=inuse_space "$OUT/profile.memory.$name.heap.pb.gz" 2>/dev/null >"$OUT/profile.memory.$name.txt" || true
 	done
 	cp_stop
-	memory_section
+	section_memory
 }
 
 # memory.<name> holds: sync_s | steady: rss_last rss_max heap_last heap_max | relist peak RSS (VmHWM) |
 # relist sampled: rss_last rss_max heap_last heap_max | seconds watched | apiserver ready s
-memory_section() {
+section_memory() {
 	local per=$((MEM_PODS / MEM_SERVICES)) name label
 	{
 		echo "### 5. Memory at scale"
@@ -501,8 +491,9 @@ memory_section() {
 		echo "VmRSS from /proc, heap = go_memstats_heap_inuse_bytes. *Relist*: the apiserver is stopped, etcd's revision moved on and"
 		echo "compacted, the apiserver started again, so every watch resumes from a compacted resource version and relists; peak RSS is"
 		echo "VmHWM after resetting it (clear_refs) before the restart, peak heap the highest sample (every 100 ms) over ${RELIST_WATCH} s after ready."
-		echo "The last column is what the restarted apiserver sent on watches (apiserver_watch_events_total): about the whole"
-		echo "world once per relist, which shows the relist happened (client-go here relists through streaming lists, WatchList)."
+		echo "The last column is what the restarted apiserver sent on watches (apiserver_watch_events_total) by the end: the"
+		echo "apiserver's own informers account for one copy of the world (pods included: the rows without \`pods verified\`, whose"
+		echo "DNS does not watch pods, show that share), the DNS's relist for the second copy; client-go lists through streaming lists (WatchList)."
 		echo
 		echo "| DNS | first sync s | steady RSS MiB | steady heap MiB | relist peak RSS MiB | relist peak heap MiB | peak ÷ steady RSS | peak ÷ steady heap | watch events after the restart |"
 		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -531,20 +522,20 @@ write_results() {
 	{
 		echo "# Benchmark results"
 		echo
-		echo "Written by \`./build.sh bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git describe --always --dirty 2>/dev/null || echo unknown),"
-		echo "in $(( (SECONDS - START) / 60 )) min. ./coredns (CoreDNS v1.15.0 as a library) serves both sides: our plugins and upstream's \`kubernetes\`, \`cache\`, \`forward\`."
+		echo "Written by \`./build.sh bench\` (bench/run.sh) from a run started $RUN_DATE at commit $RUN_COMMIT, which took"
+		echo "$RUN_MINUTES min. ./coredns (CoreDNS v1.15.0 as a library) serves both sides: our plugins and upstream's \`kubernetes\`, \`cache\`, \`forward\`."
 		echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r)."
-		echo "dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }'), one thread, \`-c 8 -q 500\`, ${RUN_SECONDS} s per throughput run."
+		echo "dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }'), one thread, \`-c 8 -q $OUTSTANDING\`, ${RUN_SECONDS} s per throughput run."
 		echo
 		echo "**Method.** The server under test runs alone on CPU $SERVER_CPU (taskset); dnsperf and helper servers on CPU $LOAD_CPU; every"
 		echo "comparison is $ROUNDS rounds of A/B(/C/D) with a fresh server process each run, so drift cancels. QPS: the mean of the"
 		echo "throughput runs (each run in brackets). Latency: dnsperf 2.10 has no histogram; p50/p99 are computed from \`dnsperf -v\`"
 		echo "(one line per answered query) in separate runs of ${LATENCY_SECONDS} s per round at a fixed rate, half the slowest server's QPS"
-		echo "(at saturation dnsperf's latency is only its queue, 500 outstanding ÷ QPS). CPU: the server's user+system time over the"
+		echo "(at saturation dnsperf's latency is only its queue, $OUTSTANDING outstanding ÷ QPS). CPU: the server's user+system time over the"
 		echo "throughput run (% of one core, and per answered query). RSS: the server's peak (VmHWM). Lost: dnsperf's count over all runs."
 		echo
 		echo "**Other processes share this machine** (other builds and tests ran during the run): load average"
-		echo "$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; each table gives the 1-minute load average seen"
+		echo "$LOAD_START at the start, $LOAD_END at the end; each table gives the 1-minute load average seen"
 		echo "across its runs. Absolute numbers are lower than on an idle machine; the A/B ratios are the result."
 		echo
 		[ "$status" = ok ] || { echo "**This run did not finish: $status.** Sections below are those that completed."; echo; }
@@ -617,22 +608,100 @@ write_results() {
 	log "wrote $RESULTS"
 }
 
+# ---- a run
+
+need() {
+	command -v "$1" >/dev/null 2>&1 && return
+	[ "$(id -u)" -eq 0 ] || { echo "bench: $1 is missing; install it with: sudo apt-get install -y $2" >&2; exit 1; }
+	echo "bench: installing $2" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 ||
+		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+}
+
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# prepare installs what is missing, builds ./coredns and the helpers, adds the bridge and
+# builds (or finds) the control plane.
+prepare() {
+	[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (it adds a bridge for its addresses and may install packages)" >&2; exit 1; }
+	need dnsperf dnsperf
+	need unbound unbound
+	need taskset util-linux
+	need ip iproute2
+	[ "$(nproc)" -ge 2 ] || { echo "bench: needs 2 CPUs (server and load each pinned to one)" >&2; exit 1; }
+	[ "${SKIP_BUILD:-}" = 1 ] || ./build.sh build >&2
+	cp ./coredns "$BIN"
+	go build -o "$BENCHCTL" ./bench/benchctl
+	go build -o "$OUT/goceiling" ./bench/goceiling
+
+	setup_link
+
+	if wants index || wants memory; then
+		test/e2e/controlplane/build.sh >&2
+		CONTROLPLANE_BIN=$(test/e2e/controlplane/build.sh dir)
+	fi
+}
+
+# The run's settings and circumstances, for `bench/run.sh report`.
+save_meta() {
+	{
+		declare -p SCENARIOS ROUNDS RUN_SECONDS OUTSTANDING LATENCY_SECONDS INDEX_SERVICES MEM_SERVICES MEM_PODS MEM_SETTLE \
+			RELIST_WATCH SERVER_CPU LOAD_CPU RUN_DATE RUN_COMMIT LOAD_START
+		if [ -n "${RUN_MINUTES:-}" ]; then declare -p RUN_MINUTES LOAD_END; fi
+	} >"$OUT/meta"
+}
+
 on_exit() {
 	local rc=$?
 	trap - EXIT
 	cleanup_all
 	if [ "$rc" -ne 0 ]; then
-		write_results "failed with status $rc after $(( (SECONDS - START) / 60 )) min (see bench/out/run/)" || true
+		RUN_MINUTES=$(( (SECONDS - START) / 60 ))
+		LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+		save_meta
+		write_results "failed with status $rc after $RUN_MINUTES min (see bench/out/run/)" || true
 	fi
 	exit "$rc"
 }
-trap on_exit EXIT
 
-for s in $SCENARIOS; do
-	case $s in
-	index | hit | miss | search | memory) "scenario_$s" ;;
-	*) echo "bench: unknown scenario $s" >&2; exit 2 ;;
-	esac
-done
-write_results ok
-log "done in $(( (SECONDS - START) / 60 )) min"
+case "${1:-run}" in
+run)
+	for s in $SCENARIOS; do
+		case $s in
+		index | hit | miss | search | memory) ;;
+		*) echo "bench: unknown scenario $s" >&2; exit 2 ;;
+		esac
+	done
+	rm -rf "$OUT"
+	mkdir -p "$OUT"
+	trap on_exit EXIT
+	START=$SECONDS
+	RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+	RUN_COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
+	LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+	save_meta
+	prepare
+	for s in $SCENARIOS; do "scenario_$s"; done
+	RUN_MINUTES=$(( (SECONDS - START) / 60 ))
+	LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+	save_meta
+	write_results ok
+	log "done in $RUN_MINUTES min"
+	;;
+report)
+	# Rewrite bench/RESULTS.md from the files of the last run (after editing the text of a section).
+	[ -s "$OUT/meta" ] || { echo "bench: no run in $OUT" >&2; exit 1; }
+	# shellcheck source=/dev/null
+	source "$OUT/meta"
+	[ -e "$OUT/index.ours.runs" ] && section_index
+	[ -e "$OUT/hit.ours.runs" ] && section_hit
+	[ -e "$OUT/miss.ours.runs" ] && section_miss
+	[ -e "$OUT/search.with" ] && section_search
+	[ -e "$OUT/memory.upstream-verified" ] && section_memory
+	write_results ok
+	;;
+*)
+	echo "usage: bench/run.sh [run|report]" >&2
+	exit 2
+	;;
+esac
