@@ -445,3 +445,25 @@ func TestMatchZone(t *testing.T) {
 		}
 	}
 }
+
+func TestIndexReverseOwners(t *testing.T) {
+	x := newIndex()
+	ip := netip.MustParseAddr("10.1.0.5")
+	x.apply("svc/ns2/b", &contribution{ptrs: map[netip.Addr][]string{ip: {"10-1-0-5.b.ns2.svc"}}})
+	x.apply("svc/ns1/a", &contribution{ptrs: map[netip.Addr][]string{ip: {"10-1-0-5.a.ns1.svc"}}})
+	if got := fmt.Sprint(x.reverse(ip)); got != "[10-1-0-5.a.ns1.svc 10-1-0-5.b.ns2.svc]" {
+		t.Fatalf("two owners: %s", got)
+	}
+	x.apply("svc/ns1/a", &contribution{ptrs: map[netip.Addr][]string{ip: {"db-0.a.ns1.svc"}}})
+	if got := fmt.Sprint(x.reverse(ip)); got != "[10-1-0-5.b.ns2.svc db-0.a.ns1.svc]" {
+		t.Fatalf("one owner changed: %s", got)
+	}
+	x.apply("svc/ns2/b", nil)
+	if got := fmt.Sprint(x.reverse(ip)); got != "[db-0.a.ns1.svc]" {
+		t.Fatalf("one owner left: %s", got)
+	}
+	x.apply("svc/ns1/a", nil)
+	if _, addrs := x.stats(); addrs != 0 || x.reverse(ip) != nil {
+		t.Fatalf("%d reverse addresses left, want none", addrs)
+	}
+}
