@@ -49,6 +49,12 @@ func NewClient(c ClientConfig) (kubernetes.Interface, error) {
 	return client, nil
 }
 
+// PodLive reports whether a pod still holds its addresses: not being deleted and not finished.
+// A pod that is not live may already share its IP with a new pod.
+func PodLive(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+}
+
 // PodsByIPIndex is the name of the informer index of pods by IP.
 const PodsByIPIndex = "ip"
 

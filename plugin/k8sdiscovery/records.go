@@ -286,7 +286,7 @@ func parseDashedIP(label string) (netip.Addr, bool) {
 
 // podContribution: <dashed-ip>.<ns>.pod for every IP of a live pod (pods verified).
 func podContribution(pod *corev1.Pod, ttl uint32) *contribution {
-	if !podLive(pod) {
+	if !kube.PodLive(pod) {
 		return nil
 	}
 	c := &contribution{names: map[string]*rrset{}}
@@ -301,9 +301,4 @@ func podContribution(pod *corev1.Pod, ttl uint32) *contribution {
 		c.names[dashedIP(ip)+"."+strings.ToLower(pod.Namespace)+".pod"] = r
 	}
 	return c
-}
-
-// podLive: a pod that has an address, is not being deleted and has not finished.
-func podLive(pod *corev1.Pod) bool {
-	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }

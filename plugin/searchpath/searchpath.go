@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
@@ -126,7 +127,7 @@ func (s *SearchPath) clientSearchList(state request.Request) ([]string, string) 
 		switch {
 		case p.Spec.HostNetwork:
 			return nil, "host_network" // the address is the node's: the asker may be anything on it
-		case p.DeletionTimestamp != nil, p.Status.Phase == corev1.PodSucceeded, p.Status.Phase == corev1.PodFailed:
+		case !kube.PodLive(p):
 			continue // an address being released; a new pod may already hold it
 		case client != nil && client.Namespace != p.Namespace:
 			return nil, "ambiguous_client"
