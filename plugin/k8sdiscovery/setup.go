@@ -1,7 +1,6 @@
 package k8sdiscovery
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -183,10 +182,6 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		return cfg, c.Errf("want at least one forward zone such as cluster.local, got only %v", cfg.zones)
 	}
 	return cfg, nil
-}
-
-func (c config) String() string {
-	return fmt.Sprintf("zones=%v pods=%s ttl=%ds", c.zones, c.podMode, c.ttl)
 }
 
 // durationSince is time.Since, replaceable in tests.
