@@ -1,6 +1,7 @@
 package nodecache
 
 import (
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,8 @@ type entry struct {
 	expires    time.Time // end of the TTL
 	staleUntil time.Time // end of the serve-stale window (== expires when serving stale is off)
 	size       int
+	key        cacheKey
+	slot       int // index in the shard's list of its kind (guarded by the shard's lock)
 
 	hits        atomic.Int32 // hits in the current prefetch window
 	windowStart atomic.Int64 // unix nanos
@@ -75,6 +78,7 @@ type cacheLimits struct {
 type cacheShard struct {
 	mu              sync.RWMutex
 	items           map[cacheKey]*entry
+	kinds           [2][]*entry // every entry, success then denial: eviction samples them at random
 	success, denial int
 	bytes           int64
 }
@@ -133,7 +137,7 @@ func (c *cache) getFast(k cacheKey, lower []byte) *entry {
 // expires.
 func (c *cache) put(k cacheKey, qname string, a *answer, ttl uint32, staleFor time.Duration, now time.Time) *entry {
 	exp := now.Add(time.Duration(ttl) * time.Second)
-	e := &entry{qname: qname, answer: a, stored: now, expires: exp, staleUntil: exp.Add(staleFor), size: len(a.wire) + entryOverhead}
+	e := &entry{qname: qname, answer: a, stored: now, expires: exp, staleUntil: exp.Add(staleFor), size: len(a.wire) + entryOverhead, key: k}
 	e.windowStart.Store(now.UnixNano())
 	lim := c.limits.Load()
 	s := c.shard(k)
@@ -144,8 +148,15 @@ func (c *cache) put(k cacheKey, qname string, a *answer, ttl uint32, staleFor ti
 	}
 	s.items[k] = e
 	s.add(e)
-	s.evict(lim, k, now)
+	s.evict(lim, e, now)
 	return e
+}
+
+func kindOf(e *entry) int {
+	if e.answer.denial {
+		return 1
+	}
+	return 0
 }
 
 func (s *cacheShard) add(e *entry) {
@@ -155,6 +166,9 @@ func (s *cacheShard) add(e *entry) {
 		s.success++
 	}
 	s.bytes += int64(e.size)
+	list := &s.kinds[kindOf(e)]
+	e.slot = len(*list)
+	*list = append(*list, e)
 }
 
 func (s *cacheShard) remove(k cacheKey, e *entry) {
@@ -165,37 +179,49 @@ func (s *cacheShard) remove(k cacheKey, e *entry) {
 		s.success--
 	}
 	s.bytes -= int64(e.size)
+	list := &s.kinds[kindOf(e)]
+	last := len(*list) - 1
+	moved := (*list)[last]
+	(*list)[e.slot], moved.slot = moved, e.slot
+	(*list)[last] = nil
+	*list = (*list)[:last]
 }
 
 // evict drops entries until the shard is within its bounds, never the one just stored (keep).
-// Each victim is the soonest to expire of a few entries sampled in map order (random enough),
-// and an entry past its stale window goes at once: no scan of the whole shard, no bookkeeping
-// on the hit path.
-func (s *cacheShard) evict(lim *cacheLimits, keep cacheKey, now time.Time) {
+// Each victim is the soonest to expire of a few entries sampled at random from the kinds over
+// their bound (both when bytes are), and an entry past its stale window goes at once: constant
+// work per insert, no scan of the shard, no bookkeeping on the hit path.
+func (s *cacheShard) evict(lim *cacheLimits, keep *entry, now time.Time) {
 	const sample = 8
 	for {
 		successOver, denialOver, bytesOver := s.success > lim.success, s.denial > lim.denial, s.bytes > lim.bytes
 		if !successOver && !denialOver && !bytesOver {
 			return
 		}
-		var victim cacheKey
-		var ve *entry
-		seen := 0
-		for k, e := range s.items {
-			if k == keep || !(bytesOver || (e.answer.denial && denialOver) || (!e.answer.denial && successOver)) {
+		var victim *entry
+	kinds:
+		for kind, over := range [2]bool{successOver || bytesOver, denialOver || bytesOver} {
+			list := s.kinds[kind]
+			if !over || len(list) == 0 {
 				continue
 			}
-			if ve == nil || e.expires.Before(ve.expires) {
-				victim, ve = k, e
-			}
-			if seen++; seen >= sample || now.After(e.staleUntil) {
-				break
+			for range sample {
+				e := list[rand.IntN(len(list))]
+				if e == keep {
+					continue
+				}
+				if victim == nil || e.expires.Before(victim.expires) {
+					victim = e
+				}
+				if now.After(e.staleUntil) {
+					break kinds
+				}
 			}
 		}
-		if ve == nil {
+		if victim == nil {
 			return
 		}
-		s.remove(victim, ve)
+		s.remove(victim.key, victim)
 	}
 }
 

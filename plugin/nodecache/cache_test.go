@@ -99,6 +99,7 @@ func TestCacheBounds(t *testing.T) {
 	}{
 		{"entry capacity", 32, 32, 1 << 30, 1000, 32, 1 << 30},
 		{"memory bound", 100000, 100000, 16 * 2048, 1000, 100000, 16 * 2048},
+		{"denial bound, success plenty", 100000, 32, 1 << 30, 1000, 100000, 1 << 30},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,13 +107,29 @@ func TestCacheBounds(t *testing.T) {
 			now := time.Now()
 			for i := range tc.puts {
 				name := fmt.Sprintf("n%d.cluster.local.", i)
-				a, ttl, _ := cacheable(msgFor(name, dns.TypeA, dns.RcodeSuccess, name+" 30 IN A 10.0.0.1"), 30*time.Second, 5*time.Second)
+				m := msgFor(name, dns.TypeA, dns.RcodeSuccess, name+" 30 IN A 10.0.0.1")
+				if i%2 == 1 {
+					m = msgFor(name, dns.TypeA, dns.RcodeNameError, "cluster.local. 5 IN SOA ns. host. 1 2 3 4 5")
+				}
+				a, ttl, _ := cacheable(m, 30*time.Second, 5*time.Second)
 				c.put(newCacheKey(name, dns.TypeA, dns.ClassINET, false, false), name, a, ttl, 0, now)
 			}
-			success, _, bytes := c.counts()
-			check(t, "entries within bound", success <= tc.wantMaxEntries, true)
+			success, denial, bytes := c.counts()
+			check(t, "success within bound", success <= tc.wantMaxEntries, true)
+			check(t, "denial within bound", denial <= min(tc.denial, tc.wantMaxEntries), true)
 			check(t, "bytes within bound", bytes <= tc.wantMaxBytes, true)
 			check(t, "cache not empty", success > 0, true)
+			for i := range c.shards {
+				s := &c.shards[i]
+				check(t, "every entry listed once", len(s.kinds[0])+len(s.kinds[1]), len(s.items))
+				for kind, list := range s.kinds {
+					for slot, e := range list {
+						if e.slot != slot || kindOf(e) != kind || s.items[e.key] != e {
+							t.Fatalf("shard %d: entry %s at %d/%d records slot %d", i, e.qname, kind, slot, e.slot)
+						}
+					}
+				}
+			}
 		})
 	}
 }
