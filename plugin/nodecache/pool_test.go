@@ -1,6 +1,7 @@
 package nodecache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -166,4 +167,34 @@ func TestUpstreamGroupFailsOver(t *testing.T) {
 	}
 	check(t, "dead upstream marked down", g.lines[0][0].healthy(), false)
 	check(t, "live upstream up", g.lines[1][0].healthy(), true)
+}
+
+// The query sent upstream is built in wire form: the bytes miekg/dns packs for the same question,
+// but for the ID (the transport sets it).
+func TestUpstreamQueryMatchesMiekg(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		qtype  uint16
+		do, cd bool
+	}{
+		{"web.default.svc.cluster.local.", dns.TypeA, false, false},
+		{"Mixed.Case.example.", dns.TypeAAAA, true, false},
+		{"_http._tcp.web.default.svc.cluster.local.", dns.TypeSRV, true, true},
+		{".", dns.TypeNS, false, true},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion(tc.name, tc.qtype)
+		m.Id = 0
+		m.CheckingDisabled = tc.cd
+		m.SetEdns0(ednsSize, tc.do)
+		want, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var name [256]byte
+		end, _ := dns.PackDomainName(tc.name, name[:], 0, nil, false)
+		if got := upstreamQuery(name[:end], tc.qtype, dns.ClassINET, tc.do, tc.cd); !bytes.Equal(got, want) {
+			t.Errorf("%s: got %x, want %x", tc.name, got, want)
+		}
+	}
 }

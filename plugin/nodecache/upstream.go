@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // endpoint is one upstream server reached over one transport.
@@ -19,6 +20,7 @@ type endpoint struct {
 	transport string // "tcp" or "udp"
 	tcp       *tcpPool
 	timeout   time.Duration
+	duration  prometheus.Observer // upstreamDuration of this endpoint
 
 	fails   atomic.Int32 // consecutive failures, queries and health checks alike
 	reached atomic.Bool  // answered at least once since start
@@ -35,7 +37,8 @@ const (
 
 func newEndpoint(addr, transport string, timeout time.Duration) *endpoint {
 	// A UDP endpoint keeps a pool too: answers that come back truncated are asked again over TCP.
-	return &endpoint{addr: addr, transport: transport, timeout: timeout, tcp: newTCPPool(addr, defaultPoolSize, timeout)}
+	return &endpoint{addr: addr, transport: transport, timeout: timeout, tcp: newTCPPool(addr, defaultPoolSize, timeout),
+		duration: upstreamDuration.WithLabelValues(addr, transport)}
 }
 
 func (e *endpoint) healthy() bool { return e.fails.Load() < maxFails }
@@ -47,15 +50,23 @@ func (e *endpoint) exchange(ctx context.Context, q []byte, want dns.Question) ([
 	defer cancel()
 	start := time.Now()
 	raw, err := e.exchangeOnce(ctx, q, want)
-	upstreamDuration.WithLabelValues(e.addr, e.transport).Observe(time.Since(start).Seconds())
+	e.record(start, err)
+	if err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// record counts the outcome of one exchange with e that started at start.
+func (e *endpoint) record(start time.Time, err error) {
+	e.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		e.fails.Add(1)
 		upstreamErrors.WithLabelValues(e.addr, e.transport, errorKind(err)).Inc()
-		return nil, err
+		return
 	}
 	e.fails.Store(0)
 	e.reached.Store(true)
-	return raw, nil
 }
 
 func (e *endpoint) exchangeOnce(ctx context.Context, q []byte, want dns.Question) ([]byte, error) {
@@ -155,23 +166,20 @@ func (g *upstreamGroup) reachedAny() bool {
 
 var errNoUpstream = errors.New("no upstream answered")
 
-// resolve asks the question of the upstreams, failing over until one answers. An upstream's
-// SERVFAIL or REFUSED counts as a failure while another upstream is left to ask.
+// resolve asks the question of the upstreams, failing over until one answers.
 func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool) ([]byte, error) {
-	req := new(dns.Msg)
-	req.SetQuestion(q.Name, q.Qtype)
-	req.Question[0].Qclass = q.Qclass
-	req.RecursionDesired = true
-	req.CheckingDisabled = cd
-	req.SetEdns0(ednsSize, do)
-	packed, err := req.Pack()
+	var name [256]byte
+	end, err := dns.PackDomainName(q.Name, name[:], 0, nil, false)
 	if err != nil {
 		return nil, err
 	}
+	return g.resolveFrom(ctx, upstreamQuery(name[:end], q.Qtype, q.Qclass, do, cd), q, g.order(), nil, nil)
+}
 
-	order := g.order()
-	var lastErr error
-	var lastAnswer []byte
+// resolveFrom asks the packed query of the endpoints in order until one answers; lastAnswer and
+// lastErr are what earlier endpoints of the same order gave. An upstream's SERVFAIL or REFUSED
+// counts as a failure while another upstream is left to ask.
+func (g *upstreamGroup) resolveFrom(ctx context.Context, packed []byte, q dns.Question, order []*endpoint, lastAnswer []byte, lastErr error) ([]byte, error) {
 	for i, e := range order {
 		m, err := e.exchange(ctx, packed, q)
 		if err != nil {
@@ -194,6 +202,29 @@ func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool
 		lastErr = errNoUpstream
 	}
 	return nil, lastErr
+}
+
+// upstreamQuery is the query for a question in wire form, as miekg/dns would pack it with RD,
+// CD as asked and an OPT record of ednsSize with DO as asked; its ID is 0 (the transport sets
+// one). qname is the name in wire form.
+func upstreamQuery(qname []byte, qtype, qclass uint16, do, cd bool) []byte {
+	b := make([]byte, 12, 12+len(qname)+4+optLen)
+	flags := uint16(flagRD)
+	if cd {
+		flags |= flagCD
+	}
+	binary.BigEndian.PutUint16(b[2:], flags)
+	binary.BigEndian.PutUint16(b[4:], 1)  // QDCOUNT
+	binary.BigEndian.PutUint16(b[10:], 1) // ARCOUNT: the OPT record
+	b = append(b, qname...)
+	b = binary.BigEndian.AppendUint16(b, qtype)
+	b = binary.BigEndian.AppendUint16(b, qclass)
+	var doBit byte
+	if do {
+		doBit = 0x80
+	}
+	// OPT: root name, type, class = UDP size, TTL = extended RCODE 0, version 0, DO; RDLENGTH 0.
+	return append(b, 0, byte(dns.TypeOPT>>8), byte(dns.TypeOPT), byte(ednsSize>>8), byte(ednsSize&0xFF), 0, 0, doBit, 0, 0, 0)
 }
 
 // order lists the endpoints to try: healthy ones first, line by line, each line starting at a
