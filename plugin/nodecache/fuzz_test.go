@@ -67,7 +67,7 @@ func FuzzTCPReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		client, server := net.Pipe()
 		defer server.Close()
-		c := newPipeConn(client)
+		c := newPipeConn(client, time.Second)
 		defer c.close(errPoolClosed)
 		go func() {
 			// read the query frame, then answer with the fuzzed stream

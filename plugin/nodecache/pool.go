@@ -1,6 +1,7 @@
 package nodecache
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +119,38 @@ func (p *tcpPool) conn(ctx context.Context) (*pipeConn, error) {
 	}
 }
 
+// connNow is conn for a caller that must not wait: a live connection or nil. When the pool
+// could use another connection it dials one in the background.
+func (p *tcpPool) connNow() *pipeConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	for i := 0; i < len(p.conns); {
+		if p.conns[i].isDead() {
+			p.conns = slices.Delete(p.conns, i, i+1)
+			continue
+		}
+		i++
+	}
+	n := len(p.conns)
+	if n == 0 {
+		return nil
+	}
+	c := p.conns[p.next%n]
+	p.next++
+	if n < p.size && p.dialing == nil && c.inFlight() > 0 && !time.Now().Before(p.retryAt) {
+		p.dialing = make(chan struct{})
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout)
+			defer cancel()
+			p.dial(ctx)
+		}()
+	}
+	return c
+}
+
 func (p *tcpPool) dial(ctx context.Context) (*pipeConn, error) {
 	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: 15 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
@@ -132,7 +166,7 @@ func (p *tcpPool) dial(ctx context.Context) (*pipeConn, error) {
 		return nil, fmt.Errorf("dial %s: %w", p.addr, err)
 	}
 	p.backoff, p.retryAt = 0, time.Time{}
-	c := newPipeConn(nc)
+	c := newPipeConn(nc, p.dialTimeout)
 	if p.closed {
 		c.close(errPoolClosed)
 		return nil, errPoolClosed
@@ -153,25 +187,43 @@ func (p *tcpPool) close() {
 	}
 }
 
-// pipeConn is one TCP connection with a reader that hands each answer to the query waiting
-// for its ID.
+// pipeConn is one TCP connection with a writer that sends every query queued since its last
+// write in one write, and a buffered reader that hands each answer to the query waiting for its
+// ID: a waiting exchange or a send's callback.
 type pipeConn struct {
-	nc  net.Conn
-	wmu sync.Mutex // one writer at a time: length prefix and message go out together
+	nc      net.Conn
+	timeout time.Duration // write deadline; a send's default wait
+
+	wmu    sync.Mutex
+	wbuf   []byte        // frames queued for the writer
+	wspare []byte        // the writer's previous buffer, reused
+	wake   chan struct{} // tells the writer there is something queued
 
 	mu      sync.Mutex
-	pending map[uint16]chan []byte
+	pending map[uint16]*pendingQuery
 	nextID  uint16
-	err     error // set once the connection is dead
+	err     error         // set once the connection is dead
+	gone    chan struct{} // closed with err set
 
 	lastRead atomic.Int64 // unix nanos of the last answer read
 	answered atomic.Int64 // answers read over the connection's life
 }
 
-func newPipeConn(nc net.Conn) *pipeConn {
-	c := &pipeConn{nc: nc, pending: make(map[uint16]chan []byte), nextID: uint16(rand.Uint32())}
+// pendingQuery is a query waiting for its answer: on ch (exchange) or through done (send).
+type pendingQuery struct {
+	id    uint16
+	ch    chan []byte
+	done  func(resp []byte, err error)
+	timer *time.Timer // a send's timeout
+	sent  int64       // unix nanos
+}
+
+func newPipeConn(nc net.Conn, timeout time.Duration) *pipeConn {
+	c := &pipeConn{nc: nc, timeout: timeout, pending: make(map[uint16]*pendingQuery), nextID: uint16(rand.Uint32()),
+		wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	c.lastRead.Store(time.Now().UnixNano())
 	go c.readLoop()
+	go c.writeLoop()
 	return c
 }
 
@@ -187,66 +239,131 @@ func (c *pipeConn) inFlight() int {
 	return len(c.pending)
 }
 
-func (c *pipeConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
-	ch := make(chan []byte, 1)
-	c.mu.Lock()
+// register gives pq a free ID; it holds c.mu.
+func (c *pipeConn) register(pq *pendingQuery) error {
 	if c.err != nil {
-		c.mu.Unlock()
-		return nil, c.deadErr()
+		return c.deadErrLocked()
 	}
 	if len(c.pending) >= maxInFlightTCP {
-		c.mu.Unlock()
-		return nil, errTooMany
+		return errTooMany
 	}
 	id := c.nextID
 	for c.pending[id] != nil {
 		id++
 	}
 	c.nextID = id + 1
-	c.pending[id] = ch
-	c.mu.Unlock()
+	pq.id, pq.sent = id, time.Now().UnixNano()
+	c.pending[id] = pq
+	return nil
+}
 
-	frame := make([]byte, 2+len(q))
-	binary.BigEndian.PutUint16(frame, uint16(len(q)))
-	copy(frame[2:], q)
-	binary.BigEndian.PutUint16(frame[2:], id)
-	sent := time.Now()
-
+// queue adds the frame of q with the ID id for the writer.
+func (c *pipeConn) queue(q []byte, id uint16) {
 	c.wmu.Lock()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(defaultTimeout)
-	}
-	c.nc.SetWriteDeadline(deadline)
-	_, err := c.nc.Write(frame)
+	at := len(c.wbuf)
+	c.wbuf = binary.BigEndian.AppendUint16(c.wbuf, uint16(len(q)))
+	c.wbuf = append(c.wbuf, q...)
+	binary.BigEndian.PutUint16(c.wbuf[at+2:], id)
 	c.wmu.Unlock()
-	if err != nil {
-		// A partial write leaves the stream out of frame: the connection is unusable.
-		c.close(fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err))
-		c.forget(id)
-		return nil, c.deadErr()
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
+}
+
+// writeLoop writes what was queued, all of it in one write, until the connection dies. A failed
+// or partial write leaves the stream out of frame: the connection is closed.
+func (c *pipeConn) writeLoop() {
+	for {
+		select {
+		case <-c.wake:
+		case <-c.gone:
+			return
+		}
+		c.wmu.Lock()
+		buf := c.wbuf
+		c.wbuf = c.wspare[:0]
+		c.wmu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
+		_, err := c.nc.Write(buf)
+		c.wmu.Lock()
+		c.wspare = buf[:0]
+		c.wmu.Unlock()
+		if err != nil {
+			c.close(fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err))
+			return
+		}
+	}
+}
+
+func (c *pipeConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
+	pq := &pendingQuery{ch: make(chan []byte, 1)}
+	c.mu.Lock()
+	err := c.register(pq)
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	c.queue(q, pq.id)
 
 	select {
-	case resp, ok := <-ch:
+	case resp, ok := <-pq.ch:
 		if !ok {
 			return nil, c.deadErr()
 		}
 		return resp, nil
 	case <-ctx.Done():
-		c.forget(id)
-		// Nothing read since we wrote: the connection is stalled, not just this query slow.
-		if c.lastRead.Load() < sent.UnixNano() {
-			c.close(fmt.Errorf("%s: no answer on the connection within the timeout", c.nc.RemoteAddr()))
+		if c.take(pq) {
+			c.stalled(pq)
 		}
 		return nil, ctx.Err()
 	}
 }
 
-func (c *pipeConn) forget(id uint16) {
+// send queues q and returns at once; done gets the answer, or an error once the connection dies
+// or timeout passes, exactly once, on the reader's or a timer's goroutine (or this one, when the
+// query cannot be queued). done must not block.
+func (c *pipeConn) send(q []byte, timeout time.Duration, done func(resp []byte, err error)) {
+	pq := &pendingQuery{done: done}
 	c.mu.Lock()
-	delete(c.pending, id)
+	err := c.register(pq)
+	if err == nil {
+		pq.timer = time.AfterFunc(timeout, func() {
+			if c.take(pq) {
+				c.stalled(pq)
+				done(nil, context.DeadlineExceeded)
+			}
+		})
+	}
 	c.mu.Unlock()
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	c.queue(q, pq.id)
+}
+
+// take removes pq from the pending queries and reports whether it was still there (nobody
+// answered or failed it yet).
+func (c *pipeConn) take(pq *pendingQuery) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending[pq.id] != pq {
+		return false
+	}
+	delete(c.pending, pq.id)
+	return true
+}
+
+// stalled closes the connection when nothing was read since pq was written: the connection is
+// stalled, not just this query slow.
+func (c *pipeConn) stalled(pq *pendingQuery) {
+	if c.lastRead.Load() < pq.sent {
+		c.close(fmt.Errorf("%s: no answer on the connection within the timeout", c.nc.RemoteAddr()))
+	}
 }
 
 // deadErr is what a query on a dead connection gets: errConnClosed (worth asking again on
@@ -254,6 +371,10 @@ func (c *pipeConn) forget(id uint16) {
 func (c *pipeConn) deadErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.deadErrLocked()
+}
+
+func (c *pipeConn) deadErrLocked() error {
 	switch {
 	case c.err == nil, errors.Is(c.err, errConnClosed):
 		return errConnClosed
@@ -264,15 +385,18 @@ func (c *pipeConn) deadErr() error {
 	}
 }
 
+// readLoop reads answers through a buffer (many per read when they come in bursts) and hands
+// each to its query.
 func (c *pipeConn) readLoop() {
+	br := bufio.NewReaderSize(c.nc, 64<<10)
 	var lenBuf [2]byte
 	for {
-		if _, err := io.ReadFull(c.nc, lenBuf[:]); err != nil {
+		if _, err := io.ReadFull(br, lenBuf[:]); err != nil {
 			c.close(errConnClosed)
 			return
 		}
 		msg := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(c.nc, msg); err != nil {
+		if _, err := io.ReadFull(br, msg); err != nil {
 			c.close(errConnClosed)
 			return
 		}
@@ -283,11 +407,16 @@ func (c *pipeConn) readLoop() {
 		}
 		id := binary.BigEndian.Uint16(msg)
 		c.mu.Lock()
-		ch := c.pending[id]
+		pq := c.pending[id]
 		delete(c.pending, id)
 		c.mu.Unlock()
-		if ch != nil {
-			ch <- msg
+		switch {
+		case pq == nil:
+		case pq.ch != nil:
+			pq.ch <- msg
+		default:
+			pq.timer.Stop()
+			pq.done(msg, nil)
 		}
 	}
 }
@@ -300,11 +429,18 @@ func (c *pipeConn) close(err error) {
 		return
 	}
 	c.err = err
+	close(c.gone)
 	pending := c.pending
-	c.pending = make(map[uint16]chan []byte)
+	c.pending = make(map[uint16]*pendingQuery)
+	dead := c.deadErrLocked()
 	c.mu.Unlock()
 	c.nc.Close()
-	for _, ch := range pending {
-		close(ch)
+	for _, pq := range pending {
+		if pq.ch != nil {
+			close(pq.ch)
+			continue
+		}
+		pq.timer.Stop()
+		pq.done(nil, dead)
 	}
 }

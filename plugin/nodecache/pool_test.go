@@ -198,3 +198,62 @@ func TestUpstreamQueryMatchesMiekg(t *testing.T) {
 		}
 	}
 }
+
+// send (the fast path's way) calls back exactly once: with the answer, after its timeout, or
+// when the connection dies.
+func TestPipeConnSend(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler func(w dns.ResponseWriter, r *dns.Msg)
+		kill    bool // the upstream goes away with the queries in flight
+		wantErr func(error) bool
+	}{
+		{"answered", answerA, false, func(err error) bool { return err == nil }},
+		// The first query to time out closes the stalled connection, which fails the others.
+		{"never answered: timeout", func(dns.ResponseWriter, *dns.Msg) { time.Sleep(time.Second) }, false,
+			func(err error) bool { return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errConnClosed) }},
+		{"connection closed in flight", func(dns.ResponseWriter, *dns.Msg) { time.Sleep(time.Second) }, true,
+			func(err error) bool { return errors.Is(err, errConnClosed) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startTCPUpstream(t, time.Minute, -1, tc.handler)
+			nc, err := net.Dial("tcp", up.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newPipeConn(nc, time.Second)
+			defer c.close(errPoolClosed)
+			const n = 50
+			results := make(chan error, 2*n)
+			for i := range n {
+				q, want := packQuery(t, fmt.Sprintf("q%d.cluster.local.", i))
+				c.send(q, 300*time.Millisecond, func(resp []byte, err error) {
+					if err == nil && !answers(resp, want) {
+						err = errNotAnswer
+					}
+					results <- err
+				})
+			}
+			if tc.kill {
+				time.Sleep(50 * time.Millisecond)
+				nc.(*net.TCPConn).CloseRead() // what a reset looks like to the reader
+			}
+			for range n {
+				select {
+				case err := <-results:
+					if !tc.wantErr(err) {
+						t.Fatalf("callback error %v", err)
+					}
+				case <-time.After(2 * time.Second):
+					t.Fatal("a callback never came")
+				}
+			}
+			select {
+			case err := <-results:
+				t.Fatalf("a second callback (%v)", err)
+			case <-time.After(400 * time.Millisecond):
+			}
+		})
+	}
+}
