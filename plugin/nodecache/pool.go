@@ -282,11 +282,12 @@ func (c *pipeConn) writeLoop() {
 		}
 		c.wmu.Lock()
 		buf := c.wbuf
-		c.wbuf = c.wspare[:0]
-		c.wmu.Unlock()
 		if len(buf) == 0 {
+			c.wmu.Unlock()
 			continue
 		}
+		c.wbuf = c.wspare[:0]
+		c.wmu.Unlock()
 		c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 		_, err := c.nc.Write(buf)
 		c.wmu.Lock()
