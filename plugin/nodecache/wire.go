@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -46,6 +45,16 @@ var (
 // TTL and MINIMUM allow (RFC 2308 5), and is not cached without a SOA; other rcodes, truncated
 // answers and extended rcodes are not cached.
 func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Duration) (a *answer, ttl uint32, err error) {
+	var name [256]byte
+	end, err := dns.PackDomainName(want.Name, name[:], 0, nil, false)
+	if err != nil {
+		return nil, 0, errNotAnswer
+	}
+	return parseAnswerWire(raw, name[:end], want.Qtype, want.Qclass, successTTL, denialTTL)
+}
+
+// parseAnswerWire is parseAnswer for a question whose name is in wire form.
+func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denialTTL time.Duration) (a *answer, ttl uint32, err error) {
 	if len(raw) < 12 {
 		return nil, 0, errBadWire
 	}
@@ -53,13 +62,13 @@ func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Durat
 	if flags&flagQR == 0 || binary.BigEndian.Uint16(raw[4:]) != 1 {
 		return nil, 0, errNotAnswer
 	}
-	name, off, err := dns.UnpackDomainName(raw, 12)
-	if err != nil || off+4 > len(raw) {
+	if 12+len(qname)+4 > len(raw) {
 		return nil, 0, errBadWire
 	}
-	if !strings.EqualFold(name, want.Name) || binary.BigEndian.Uint16(raw[off:]) != want.Qtype || binary.BigEndian.Uint16(raw[off+2:]) != want.Qclass {
+	if !questionIs(raw, qname, qtype, qclass) {
 		return nil, 0, errNotAnswer
 	}
+	off := 12 + len(qname)
 	a = &answer{wire: raw, qnameEnd: off, rcode: int(flags & 0xF)}
 	an := int(binary.BigEndian.Uint16(raw[6:]))
 	ns := int(binary.BigEndian.Uint16(raw[8:]))
@@ -98,7 +107,7 @@ func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Durat
 	if optStart >= 0 {
 		if optEnd != off {
 			// OPT before other records: cutting it out would move them, so repack without it.
-			return reparse(raw, want, successTTL, denialTTL)
+			return reparse(raw, qname, qtype, qclass, successTTL, denialTTL)
 		}
 		a.wire = raw[:optStart]
 		binary.BigEndian.PutUint16(a.wire[10:], binary.BigEndian.Uint16(a.wire[10:])-1)
@@ -122,7 +131,7 @@ func parseAnswer(raw []byte, want dns.Question, successTTL, denialTTL time.Durat
 }
 
 // reparse is parseAnswer for the rare message whose OPT record is not the last record.
-func reparse(raw []byte, want dns.Question, successTTL, denialTTL time.Duration) (*answer, uint32, error) {
+func reparse(raw, qname []byte, qtype, qclass uint16, successTTL, denialTTL time.Duration) (*answer, uint32, error) {
 	m := new(dns.Msg)
 	if err := m.Unpack(raw); err != nil {
 		return nil, 0, errBadWire
@@ -138,7 +147,29 @@ func reparse(raw []byte, want dns.Question, successTTL, denialTTL time.Duration)
 	if err != nil {
 		return nil, 0, err
 	}
-	return parseAnswer(b, want, successTTL, denialTTL)
+	return parseAnswerWire(b, qname, qtype, qclass, successTTL, denialTTL)
+}
+
+// questionIs reports whether the message's question (the first after the header) is qname
+// (wire form, compared without regard to ASCII case), qtype and qclass.
+func questionIs(raw, qname []byte, qtype, qclass uint16) bool {
+	end := 12 + len(qname)
+	if end+4 > len(raw) {
+		return false
+	}
+	for i, c := range raw[12:end] {
+		w := qname[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= w && w <= 'Z' {
+			w += 'a' - 'A'
+		}
+		if c != w {
+			return false
+		}
+	}
+	return binary.BigEndian.Uint16(raw[end:]) == qtype && binary.BigEndian.Uint16(raw[end+2:]) == qclass
 }
 
 // skipName returns the offset just past the (possibly compressed) name at off.
