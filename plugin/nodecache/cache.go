@@ -78,7 +78,7 @@ type cacheLimits struct {
 type cacheShard struct {
 	mu              sync.RWMutex
 	items           map[cacheKey]*entry
-	kinds           [2][]*entry // every entry, success then denial: eviction samples them at random
+	kinds           [2][]listed // every entry, success then denial: eviction samples them at random
 	success, denial int
 	bytes           int64
 }
@@ -152,6 +152,13 @@ func (c *cache) put(k cacheKey, qname string, a *answer, ttl uint32, staleFor ti
 	return e
 }
 
+// listed is an entry in its shard's list, with the times eviction compares, so a sample reads
+// the list and not the entries.
+type listed struct {
+	e                   *entry
+	expires, staleUntil int64 // unix nanos
+}
+
 func kindOf(e *entry) int {
 	if e.answer.denial {
 		return 1
@@ -168,7 +175,7 @@ func (s *cacheShard) add(e *entry) {
 	s.bytes += int64(e.size)
 	list := &s.kinds[kindOf(e)]
 	e.slot = len(*list)
-	*list = append(*list, e)
+	*list = append(*list, listed{e: e, expires: e.expires.UnixNano(), staleUntil: e.staleUntil.UnixNano()})
 }
 
 func (s *cacheShard) remove(k cacheKey, e *entry) {
@@ -182,8 +189,8 @@ func (s *cacheShard) remove(k cacheKey, e *entry) {
 	list := &s.kinds[kindOf(e)]
 	last := len(*list) - 1
 	moved := (*list)[last]
-	(*list)[e.slot], moved.slot = moved, e.slot
-	(*list)[last] = nil
+	(*list)[e.slot], moved.e.slot = moved, e.slot
+	(*list)[last] = listed{}
 	*list = (*list)[:last]
 }
 
@@ -198,7 +205,8 @@ func (s *cacheShard) evict(lim *cacheLimits, keep *entry, now time.Time) {
 		if !successOver && !denialOver && !bytesOver {
 			return
 		}
-		var victim *entry
+		var victim *listed
+		nowNanos := now.UnixNano()
 	kinds:
 		for kind, over := range [2]bool{successOver || bytesOver, denialOver || bytesOver} {
 			list := s.kinds[kind]
@@ -206,14 +214,14 @@ func (s *cacheShard) evict(lim *cacheLimits, keep *entry, now time.Time) {
 				continue
 			}
 			for range sample {
-				e := list[rand.IntN(len(list))]
-				if e == keep {
+				l := &list[rand.IntN(len(list))]
+				if l.e == keep {
 					continue
 				}
-				if victim == nil || e.expires.Before(victim.expires) {
-					victim = e
+				if victim == nil || l.expires < victim.expires {
+					victim = l
 				}
-				if now.After(e.staleUntil) {
+				if nowNanos > l.staleUntil {
 					break kinds
 				}
 			}
@@ -221,7 +229,7 @@ func (s *cacheShard) evict(lim *cacheLimits, keep *entry, now time.Time) {
 		if victim == nil {
 			return
 		}
-		s.remove(victim.key, victim)
+		s.remove(victim.e.key, victim.e)
 	}
 }
 

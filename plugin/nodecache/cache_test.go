@@ -123,8 +123,8 @@ func TestCacheBounds(t *testing.T) {
 				s := &c.shards[i]
 				check(t, "every entry listed once", len(s.kinds[0])+len(s.kinds[1]), len(s.items))
 				for kind, list := range s.kinds {
-					for slot, e := range list {
-						if e.slot != slot || kindOf(e) != kind || s.items[e.key] != e {
+					for slot, l := range list {
+						if e := l.e; e.slot != slot || kindOf(e) != kind || s.items[e.key] != e {
 							t.Fatalf("shard %d: entry %s at %d/%d records slot %d", i, e.qname, kind, slot, e.slot)
 						}
 					}
