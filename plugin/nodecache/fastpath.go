@@ -56,6 +56,8 @@ type fastZone struct {
 	hitSuccess   prometheus.Counter
 	hitDenial    prometheus.Counter
 	truncated    prometheus.Counter
+	misses       prometheus.Counter
+	inFlight     prometheus.Gauge
 }
 
 // fastRoute is what the fast path knows of the CoreDNS server on its address.
@@ -137,8 +139,13 @@ func startFastListener(n *node, key string) (*fastListener, error) {
 		if c.LocalAddr().(*net.UDPAddr).IP.To4() == nil {
 			bc = ipv6.NewPacketConn(c)
 		}
-		fl.wg.Add(1)
-		go fl.serve(c, bc)
+		sender := newAnswerSender(bc, &n.inFlight, fl.closed)
+		fl.wg.Add(2)
+		go fl.serve(c, bc, sender)
+		go func() {
+			defer fl.wg.Done()
+			sender.run()
+		}()
 	}
 	go func() {
 		if err := fl.slowSrv.ActivateAndServe(); err != nil && !fl.isClosed() {
@@ -184,8 +191,9 @@ func (fl *fastListener) close() {
 	})
 }
 
-// serve reads datagrams in batches, answers the hits in one batch write and hands the rest on.
-func (fl *fastListener) serve(c *net.UDPConn, bc batchConn) {
+// serve reads datagrams in batches, answers the hits in one batch write, asks upstream for the
+// misses (their answers leave through sender) and hands the rest on.
+func (fl *fastListener) serve(c *net.UDPConn, bc batchConn, sender *answerSender) {
 	defer fl.wg.Done()
 	in := make([]ipv4.Message, fastBatch)
 	for i := range in {
@@ -219,27 +227,21 @@ func (fl *fastListener) serve(c *net.UDPConn, bc batchConn) {
 		for i := range n {
 			m := &in[i]
 			p := m.Buffers[0][:m.N]
-			if b, ok := answerFast(rt, fl.node.cache, p, &q, outBufs[k][:0], now); ok {
+			b, verdict, z := answerFast(rt, fl.node.cache, p, &q, outBufs[k][:0], now)
+			switch {
+			case verdict == fastAnswered:
 				if cap(b) > cap(outBufs[k]) {
 					outBufs[k] = b[:0] // keep the larger buffer
 				}
 				out[k].Buffers[0] = b
 				out[k].Addr = m.Addr
 				k++
-				continue
+			case verdict == fastMiss && fl.askUpstream(z, &q, p, m.Addr, sender):
+			default:
+				fl.slow.handOff(p, m.Addr)
 			}
-			fl.slow.handOff(p, m.Addr)
 		}
-		for sent := 0; sent < k; {
-			w, err := bc.WriteBatch(out[sent:k], 0)
-			if err != nil {
-				// One answer the kernel would not take (an unreachable client): skip it.
-				if w <= 0 {
-					w = 1
-				}
-			}
-			sent += w
-		}
+		writeBatch(bc, out[:k])
 		for i := range k {
 			out[i].Addr = nil
 		}
@@ -247,32 +249,43 @@ func (fl *fastListener) serve(c *net.UDPConn, bc batchConn) {
 	}
 }
 
+// fastVerdict is what the fast path does with a datagram.
+type fastVerdict int
+
+const (
+	fastSlow     fastVerdict = iota // hand it to the normal CoreDNS path
+	fastAnswered                    // answered from the cache
+	fastMiss                        // a plain query of a fast-path zone without a usable entry: ask upstream
+)
+
 // answerFast renders the answer to the query in p from the cache into buf when the fast path may
 // answer it: a plain query for a zone a nodecache block serves on the fast path, with a fresh
-// entry. It counts the hit and starts a prefetch as the slow path would.
-func answerFast(rt *fastRoute, c *cache, p []byte, q *fastQuery, buf []byte, now time.Time) ([]byte, bool) {
+// entry. It counts the hit and starts a prefetch as the slow path would. A miss (no entry, or
+// one past its stale window) comes back as fastMiss with its zone; an expired entry that may
+// still serve stale goes to the slow path, which asks again and serves stale if that fails.
+func answerFast(rt *fastRoute, c *cache, p []byte, q *fastQuery, buf []byte, now time.Time) ([]byte, fastVerdict, *fastZone) {
 	if rt == nil || !parseFastQuery(p, q) {
-		return nil, false
+		return nil, fastSlow, nil
 	}
 	z := rt.zoneFor(q.name())
 	if z == nil || z.nc == nil {
-		return nil, false
+		return nil, fastSlow, nil
 	}
 	key := cacheKey{hash: q.hash, qtype: q.qtype, qclass: dns.ClassINET, do: q.do, cd: q.cd}
 	e := c.getFast(key, q.name())
-	if e == nil {
-		return nil, false
+	if e == nil || now.After(e.staleUntil) {
+		return nil, fastMiss, z
 	}
 	if z.nxdomainSlow && e.answer.rcode == dns.RcodeNameError {
-		return nil, false // the plugin above may turn it into its search list's answer
+		return nil, fastSlow, nil // the plugin above may turn it into its search list's answer
 	}
 	ttl := e.remaining(now)
 	if ttl == 0 {
-		return nil, false // expired: asked again (or served stale) by the slow path
+		return nil, fastSlow, nil // expired: asked again (or served stale) by the slow path
 	}
 	out, ok := e.answer.render(buf, q.reply(), ttl)
 	if !ok {
-		return nil, false
+		return nil, fastSlow, nil
 	}
 	if e.answer.denial {
 		z.hitDenial.Inc()
@@ -287,7 +300,7 @@ func answerFast(rt *fastRoute, c *cache, p []byte, q *fastQuery, buf []byte, now
 		qs := dns.Question{Name: string(q.name()), Qtype: q.qtype, Qclass: dns.ClassINET}
 		go z.nc.refresh(key, qs, q.do, q.cd, e)
 	}
-	return out, true
+	return out, fastAnswered, z
 }
 
 // slowPacket is a datagram on its way to the normal CoreDNS path.
@@ -422,6 +435,8 @@ func buildRoute(s *dnsserver.Server, key string, blocks []*fastBlock, dw dns.Dec
 				fz.hitSuccess = cacheHits.WithLabelValues(s.Addr, "success")
 				fz.hitDenial = cacheHits.WithLabelValues(s.Addr, "denial")
 				fz.truncated = truncated.WithLabelValues(s.Addr)
+				fz.misses = cacheMisses.WithLabelValues(s.Addr)
+				fz.inFlight = inFlight.WithLabelValues(s.Addr)
 			}
 			break
 		}

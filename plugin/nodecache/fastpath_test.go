@@ -55,7 +55,8 @@ func query(name string, qtype uint16, edit func(m *dns.Msg)) *dns.Msg {
 // fastRouteFor routes every name to nc on the fast path.
 func fastRouteFor(nc *NodeCache) *fastRoute {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-	return &fastRoute{label: "dns://test", zones: []fastZone{{name: ".", nc: nc, hitSuccess: c, hitDenial: c, truncated: c}}}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "y"})
+	return &fastRoute{label: "dns://test", zones: []fastZone{{name: ".", nc: nc, hitSuccess: c, hitDenial: c, truncated: c, misses: c, inFlight: g}}}
 }
 
 // The fast path answers byte for byte what the slow path (ServeDNS on a UDP client connection)
@@ -111,8 +112,8 @@ func TestFastPathMatchesSlowPath(t *testing.T) {
 				t.Fatal(err)
 			}
 			var fq fastQuery
-			fast, ok := answerFast(rt, nc.node.cache, p, &fq, nil, time.Now())
-			if !ok {
+			fast, verdict, _ := answerFast(rt, nc.node.cache, p, &fq, nil, time.Now())
+			if verdict != fastAnswered {
 				t.Fatal("fast path did not answer a hit")
 			}
 			if slow := ask(p); !bytes.Equal(fast, slow) {
@@ -181,20 +182,24 @@ func TestFastPathDeclines(t *testing.T) {
 	}
 	rt := fastRouteFor(nc)
 	var q fastQuery
-	if _, ok := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); !ok {
+	if _, v, _ := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); v != fastAnswered {
 		t.Fatal("the hit itself is not answered")
 	}
 	for what, p := range cases {
-		if _, ok := answerFast(rt, nc.node.cache, p, &q, nil, time.Now()); ok {
-			t.Errorf("%s: answered on the fast path", what)
+		want := fastSlow
+		if what == "miss" {
+			want = fastMiss // asked upstream on the fast path
+		}
+		if _, v, _ := answerFast(rt, nc.node.cache, p, &q, nil, time.Now()); v != want {
+			t.Errorf("%s: verdict %d, want %d", what, v, want)
 		}
 	}
 	// A zone the server routes elsewhere (another plugin's block): not answered.
 	rt.zones = append([]fastZone{{name: "default.svc.cluster.local."}}, rt.zones...)
-	if _, ok := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); ok {
+	if _, v, _ := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); v == fastAnswered {
 		t.Error("answered a name of a zone without a fast-path block")
 	}
-	if _, ok := answerFast(nil, nc.node.cache, hit, &q, nil, time.Now()); ok {
+	if _, v, _ := answerFast(nil, nc.node.cache, hit, &q, nil, time.Now()); v == fastAnswered {
 		t.Error("answered without a route")
 	}
 }
@@ -254,7 +259,7 @@ func BenchmarkAnswerFast(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := answerFast(rt, nc.node.cache, p, &q, buf, now); !ok {
+		if _, v, _ := answerFast(rt, nc.node.cache, p, &q, buf, now); v != fastAnswered {
 			b.Fatal("no hit")
 		}
 	}
@@ -312,14 +317,14 @@ func TestFastPathLeavesNXDOMAINToSearchpath(t *testing.T) {
 	hit, _ := query(name, dns.TypeA, nil).Pack()
 	nxq, _ := query(missing, dns.TypeA, nil).Pack()
 	var q fastQuery
-	if _, ok := answerFast(rt, nc.node.cache, nxq, &q, nil, time.Now()); !ok {
+	if _, v, _ := answerFast(rt, nc.node.cache, nxq, &q, nil, time.Now()); v != fastAnswered {
 		t.Fatal("without searchpath above, the NXDOMAIN hit should be answered on the fast path")
 	}
 	rt.zones[0].nxdomainSlow = true
-	if _, ok := answerFast(rt, nc.node.cache, nxq, &q, nil, time.Now()); ok {
+	if _, v, _ := answerFast(rt, nc.node.cache, nxq, &q, nil, time.Now()); v == fastAnswered {
 		t.Error("NXDOMAIN hit answered on the fast path with searchpath above")
 	}
-	if _, ok := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); !ok {
+	if _, v, _ := answerFast(rt, nc.node.cache, hit, &q, nil, time.Now()); v != fastAnswered {
 		t.Error("positive hit not answered on the fast path with searchpath above")
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
-	"golang.org/x/sync/singleflight"
 )
 
 // node is what the node role holds once per process, whatever the number of server blocks and
@@ -20,7 +19,7 @@ import (
 // shutdown drains, and the interface, addresses and packet-filter rules.
 type node struct {
 	cache    *cache
-	flight   singleflight.Group
+	flights  flights
 	inFlight atomic.Int64
 
 	mu      sync.Mutex

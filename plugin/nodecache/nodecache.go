@@ -88,50 +88,23 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 	return n.write(w, server, a, c, a.ttl)
 }
 
-// resolve asks the upstreams once for all identical concurrent misses, caches what may be
-// cached and returns the answer in wire form.
+// resolve asks the upstreams once for all identical concurrent misses (the fast path's too),
+// caches what may be cached and returns the answer in wire form.
 func (n *NodeCache) resolve(key cacheKey, q dns.Question, do, cd bool) (*answer, error) {
-	// The first asker runs the exchange on its own goroutine; the others wait for its result.
-	v, err, _ := n.node.flight.Do(flightKey(key, q.Name), func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), n.config.timeout+n.config.timeout/2)
-		defer cancel()
-		raw, err := n.upstreams.resolve(ctx, q, do, cd)
-		if err != nil {
-			return nil, err
-		}
-		a, ttl, err := parseAnswer(raw, q, n.config.successTTL, n.config.denialTTL)
-		if err != nil {
-			return nil, err
-		}
-		if ttl > 0 {
-			n.node.cache.put(key, q.Name, a, ttl, n.config.serveStale, time.Now())
-		}
-		return a, nil
-	})
+	var name [256]byte
+	end, err := dns.PackDomainName(q.Name, name[:], 0, nil, false)
 	if err != nil {
 		return nil, err
 	}
-	return v.(*answer), nil
-}
-
-// flightKey names a miss for single-flight: the hash and the qualifiers, case folded.
-func flightKey(k cacheKey, qname string) string {
-	b := make([]byte, 0, len(qname)+8)
-	for i := 0; i < len(qname); i++ {
-		c := qname[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b = append(b, c)
+	qwire := append([]byte(nil), name[:end]...)
+	f, leader := n.node.flights.join(n, key, q, qwire, nil)
+	switch {
+	case f == nil: // another name with the same key is in flight: ask on our own
+		f = newFlight(n, key, q, qwire)
+	case !leader:
+		return f.wait()
 	}
-	b = append(b, byte(k.qtype>>8), byte(k.qtype), byte(k.qclass>>8), byte(k.qclass))
-	if k.do {
-		b = append(b, 'D')
-	}
-	if k.cd {
-		b = append(b, 'C')
-	}
-	return string(b)
+	return f.resolve(&n.node.flights, n.upstreams.order(), nil, nil)
 }
 
 // shouldPrefetch counts a hit and reports whether this hit should refresh the entry: it was
