@@ -21,7 +21,7 @@ type ClientConfig struct {
 	UserAgent  string
 }
 
-// NewClient builds a clientset that speaks protobuf.
+// NewClient builds a clientset that speaks protobuf over HTTP/1.1.
 func NewClient(c ClientConfig) (kubernetes.Interface, error) {
 	var cfg *rest.Config
 	var err error
@@ -40,6 +40,11 @@ func NewClient(c ClientConfig) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	// HTTP/1.1: a connection per watch. Over HTTP/2 all watches share one connection, and what
+	// the API server sends ahead of us (up to 4 MiB per stream) waits in the process's heap; a
+	// relist of every object raised the peak by that much. Over HTTP/1.1 it waits in the
+	// kernel's socket buffer, and TCP slows the sender.
+	cfg.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.UserAgent = c.UserAgent
 	client, err := kubernetes.NewForConfig(cfg)

@@ -13,7 +13,6 @@ import (
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
-	"k8s.io/client-go/tools/cache"
 )
 
 // maxCNAMEChain bounds how many ExternalName hops an answer follows inside the zone.
@@ -33,19 +32,18 @@ type K8sDiscovery struct {
 	zones    []string // all zones, lower case
 	primary  string   // first forward zone: PTR targets are written in it
 	fall     fall.F
-	index    *index
+	store    *store
 	upstream resolver
 	synced   atomic.Bool
 
 	podIndexWanted atomic.Bool
-	podIndexer     atomic.Pointer[cache.SharedIndexInformer]
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
 }
 
 func newK8sDiscovery(cfg config) *K8sDiscovery {
-	k := &K8sDiscovery{cfg: cfg, zones: cfg.zones, index: newIndex(), stopCh: make(chan struct{})}
+	k := &K8sDiscovery{cfg: cfg, zones: cfg.zones, store: newStore(cfg.ptrHostnameOnly), stopCh: make(chan struct{})}
 	for _, z := range cfg.zones {
 		if !isReverseZone(z) {
 			k.primary = z
@@ -55,7 +53,6 @@ func newK8sDiscovery(cfg config) *K8sDiscovery {
 	if cfg.fall {
 		k.fall.SetZonesFromArgs(cfg.fallthroughZones)
 	}
-	k.index.apply("static", staticContribution(cfg.ttl))
 	return k
 }
 
@@ -108,17 +105,12 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 func (k *K8sDiscovery) answerForward(ctx context.Context, m *dns.Msg, state request.Request, zone string) string {
 	qname, qtype := state.QName(), state.QType()
 	rel := relativeName(state.Name(), zone)
-	node := k.index.lookup(rel)
-	if node == nil {
-		if rr := k.insecurePod(rel); rr != nil {
-			m.Answer = k.addressRRs(qname, rr, qtype)
-			return "pod"
-		}
+	rec, ok := k.lookup(rel, qtype)
+	if !ok {
 		m.Rcode = dns.RcodeNameError
 		return "nxdomain"
 	}
-	rec := node.records
-	if rec != nil && rec.cname != "" {
+	if rec.cname != "" {
 		k.answerCNAME(ctx, m, state, qname, rec, zone)
 		return "externalname"
 	}
@@ -128,9 +120,9 @@ func (k *K8sDiscovery) answerForward(ctx context.Context, m *dns.Msg, state requ
 		return "apex"
 	case rel == "" && qtype == dns.TypeNS:
 		m.Answer = []dns.RR{&dns.NS{Hdr: hdr(qname, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone}}
-		if ns := k.index.lookup("ns.dns"); ns != nil && ns.records != nil {
-			m.Extra = k.addressRRs("ns.dns."+zone, ns.records, dns.TypeA)
-			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns.records, dns.TypeAAAA)...)
+		if ns, ok := k.lookup("ns.dns", dns.TypeA); ok {
+			m.Extra = k.addressRRs("ns.dns."+zone, ns, dns.TypeA)
+			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeAAAA)...)
 		}
 		return "apex"
 	}
@@ -170,20 +162,20 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state reques
 			k.resolveOutside(ctx, m, state, target, qtype)
 			return
 		}
-		node := k.index.lookup(relativeName(target, tzone))
-		if node == nil {
+		next, ok := k.lookup(relativeName(target, tzone), qtype)
+		if !ok {
 			m.Rcode = dns.RcodeNameError
 			return
 		}
-		if node.records != nil && node.records.cname != "" {
-			owner, rec = target, node.records
+		if next.cname != "" {
+			owner, rec = target, next
 			continue
 		}
 		switch qtype {
 		case dns.TypeA, dns.TypeAAAA:
-			m.Answer = append(m.Answer, k.addressRRs(target, node.records, qtype)...)
+			m.Answer = append(m.Answer, k.addressRRs(target, next, qtype)...)
 		case dns.TypeSRV:
-			srv, extra := k.srvRRs(target, node.records, tzone)
+			srv, extra := k.srvRRs(target, next, tzone)
 			m.Answer, m.Extra = append(m.Answer, srv...), append(m.Extra, extra...)
 		}
 		return
@@ -221,7 +213,7 @@ func (k *K8sDiscovery) answerReverse(m *dns.Msg, state request.Request, zone str
 	addr, ok := addressFromReverse(state.Name())
 	var targets []string
 	if ok {
-		targets = k.index.reverse(addr)
+		targets = k.store.reverse(addr)
 	}
 	if len(targets) == 0 {
 		m.Rcode = dns.RcodeNameError
@@ -236,22 +228,11 @@ func (k *K8sDiscovery) answerReverse(m *dns.Msg, state request.Request, zone str
 	return "ptr"
 }
 
-// insecurePod answers <dashed-ip>.<ns>.pod from the name alone (pods insecure), for an existing namespace.
-func (k *K8sDiscovery) insecurePod(rel string) *rrset {
-	if k.cfg.podMode != podsInsecure || !strings.HasSuffix(rel, ".pod") {
-		return nil
-	}
-	label, nsPod, ok := strings.Cut(rel, ".")
-	if !ok || strings.Count(nsPod, ".") != 1 || k.index.lookup(nsPod) == nil {
-		return nil
-	}
-	ip, ok := parseDashedIP(label)
-	if !ok {
-		return nil
-	}
-	r := &rrset{ttl: k.cfg.ttl}
-	r.addAddr(ip)
-	return r
+// lookup resolves a relative name under the store's read lock.
+func (k *K8sDiscovery) lookup(rel string, qtype uint16) (*rrset, bool) {
+	k.store.mu.RLock()
+	defer k.store.mu.RUnlock()
+	return k.resolve(rel, qtype == dns.TypeSRV)
 }
 
 func (k *K8sDiscovery) addressRRs(owner string, rec *rrset, qtype uint16) []dns.RR {
@@ -283,17 +264,15 @@ func (k *K8sDiscovery) srvRRs(owner string, rec *rrset, zone string) (answer, ex
 	if weight == 0 {
 		weight = 1
 	}
-	done := map[string]bool{}
 	for _, s := range rec.srv {
-		target := s.target + "." + zone
-		answer = append(answer, &dns.SRV{Hdr: hdr(owner, dns.TypeSRV, rec.ttl), Priority: 0, Weight: weight, Port: s.port, Target: target})
-		if done[s.target] {
-			continue
-		}
-		done[s.target] = true
-		if t := k.index.lookup(s.target); t != nil && t.records != nil {
-			extra = append(extra, k.addressRRs(target, t.records, dns.TypeA)...)
-			extra = append(extra, k.addressRRs(target, t.records, dns.TypeAAAA)...)
+		answer = append(answer, &dns.SRV{Hdr: hdr(owner, dns.TypeSRV, rec.ttl), Priority: 0, Weight: weight, Port: s.port, Target: s.target + "." + zone})
+	}
+	for _, t := range rec.extra {
+		name := t.target + "." + zone
+		if t.addr.Is4() {
+			extra = append(extra, &dns.A{Hdr: hdr(name, dns.TypeA, rec.ttl), A: t.addr.AsSlice()})
+		} else {
+			extra = append(extra, &dns.AAAA{Hdr: hdr(name, dns.TypeAAAA, rec.ttl), AAAA: t.addr.AsSlice()})
 		}
 	}
 	return answer, extra
@@ -311,7 +290,7 @@ func (k *K8sDiscovery) soaWithName(owner, zone string) dns.RR {
 		Hdr:     hdr(owner, dns.TypeSOA, k.cfg.ttl),
 		Ns:      "ns.dns." + mzone,
 		Mbox:    "hostmaster." + mzone,
-		Serial:  k.index.soaSerial(),
+		Serial:  k.store.soaSerial(),
 		Refresh: 7200,
 		Retry:   1800,
 		Expire:  86400,

@@ -192,12 +192,21 @@ func TestChangesOverTime(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// what namespace deletion does in a cluster: its EndpointSlices go too
+		if err := client.DiscoveryV1().EndpointSlices("ns1").Delete(ctx, "db-a", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		if err := client.CoreV1().Namespaces().Delete(ctx, "ns1", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, k, "ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
-		if names, _ := k.index.stats(); names != len(staticContribution(5).names)+1 { // + "dns"
-			t.Errorf("%d names left after everything was deleted, want only the static ones", names)
+		svcs, slices, nss, pods, addrs := k.store.stats()
+		k.store.mu.RLock()
+		left := len(k.store.namespaces)
+		k.store.mu.RUnlock()
+		if svcs+slices+nss+pods+addrs+left != 0 {
+			t.Errorf("left after everything was deleted: %d services, %d slices, %d namespaces (%d held), %d pods, %d reverse addresses",
+				svcs, slices, nss, left, pods, addrs)
 		}
 	})
 }
@@ -209,7 +218,7 @@ func TestSerialBumpsOnlyOnDNSChanges(t *testing.T) {
 	p := pod("ns1", "a", "10.1.0.50", corev1.PodRunning)
 	k, client := startFake(t, cfg, namespace("ns1"), p)
 	eventually(t, k, "10-1-0-50.ns1.pod.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.50")
-	before, changes := k.index.soaSerial(), k.index.changeCount()
+	before, changes := k.store.soaSerial(), k.store.changeCount()
 
 	// status churn that DNS does not see: a condition flips
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
@@ -222,13 +231,13 @@ func TestSerialBumpsOnlyOnDNSChanges(t *testing.T) {
 	}
 	eventually(t, k, "10-1-0-51.ns1.pod.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.51")
 	// the churn and the new pod were processed in order; only the new pod changed DNS data
-	if got := k.index.changeCount(); got != changes+1 {
+	if got := k.store.changeCount(); got != changes+1 {
 		t.Fatalf("%d DNS changes after a status churn and one new pod, want 1", got-changes)
 	}
-	if k.index.soaSerial() == before {
+	if k.store.soaSerial() == before {
 		t.Fatal("serial unchanged after a new pod record")
 	}
-	mid := k.index.soaSerial()
+	mid := k.store.soaSerial()
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 	if _, err := client.CoreV1().Pods("ns1").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -237,16 +246,16 @@ func TestSerialBumpsOnlyOnDNSChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, k, "10-1-0-51.ns1.pod.cluster.local.", dns.TypeA, "NXDOMAIN")
-	if got := k.index.soaSerial(); got == mid {
+	if got := k.store.soaSerial(); got == mid {
 		t.Fatal("serial unchanged after a pod record went away")
 	}
-	// applying an identical contribution changes nothing
-	s := k.index.soaSerial()
-	if k.index.apply("pod/ns1/a", podContribution(p, cfg.ttl)) {
-		t.Fatal("identical contribution reported as a change")
+	// writing an identical pod changes nothing
+	s := k.store.soaSerial()
+	if k.store.putPod("ns1", "a", toPod(p, false, 1)) {
+		t.Fatal("identical pod reported as a change")
 	}
-	if k.index.soaSerial() != s {
-		t.Fatal("serial bumped by an identical contribution")
+	if k.store.soaSerial() != s {
+		t.Fatal("serial bumped by an identical pod")
 	}
 }
 
@@ -407,25 +416,35 @@ func TestDashedIP(t *testing.T) {
 	}
 }
 
-func TestIndexEmptyNonTerminals(t *testing.T) {
-	x := newIndex()
-	x.apply("a", &contribution{names: map[string]*rrset{"_http._tcp.web.ns1.svc": {srv: []srvRecord{{80, "web.ns1.svc"}}}}})
-	x.apply("b", &contribution{names: map[string]*rrset{"web.ns1.svc": {a: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}}})
-	for _, name := range []string{"_tcp.web.ns1.svc", "web.ns1.svc", "ns1.svc", "svc", ""} {
-		if x.lookup(name) == nil {
+func TestStoreEmptyNonTerminals(t *testing.T) {
+	k := newK8sDiscovery(defaultConfig())
+	svc, err := k.toService(clusterIPService("ns1", "web", "10.0.0.1"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.store.putService("ns1", "web", svc)
+	exists := func(name string) bool {
+		_, ok := k.lookup(name, dns.TypeA)
+		return ok
+	}
+	for _, name := range []string{"_http._tcp.web.ns1.svc", "_tcp.web.ns1.svc", "web.ns1.svc", "ns1.svc", "svc", ""} {
+		if !exists(name) {
 			t.Errorf("%q should exist", name)
 		}
 	}
-	x.apply("a", nil)
-	if x.lookup("_tcp.web.ns1.svc") != nil || x.lookup("_http._tcp.web.ns1.svc") != nil {
-		t.Error("names of a removed owner remain")
+	for _, name := range []string{"_udp.web.ns1.svc", "_dns._tcp.web.ns1.svc", "x.web.ns1.svc", "ns2.svc", "x.svc.y"} {
+		if exists(name) {
+			t.Errorf("%q should not exist", name)
+		}
 	}
-	if n := x.lookup("web.ns1.svc"); n == nil || len(n.records.a) != 1 {
-		t.Error("the other owner's name went with it")
+	k.store.putService("ns1", "web", nil)
+	for _, name := range []string{"_tcp.web.ns1.svc", "web.ns1.svc", "ns1.svc"} {
+		if exists(name) {
+			t.Errorf("%q remains after its Service went", name)
+		}
 	}
-	x.apply("b", nil)
-	if names, _ := x.stats(); names != 0 {
-		t.Errorf("%d names left in an empty index", names)
+	if n := len(k.store.namespaces); n != 0 {
+		t.Errorf("%d namespaces held by an empty store", n)
 	}
 }
 
@@ -446,24 +465,38 @@ func TestMatchZone(t *testing.T) {
 	}
 }
 
-func TestIndexReverseOwners(t *testing.T) {
-	x := newIndex()
+func TestStoreReverseOwners(t *testing.T) {
+	k := newK8sDiscovery(defaultConfig())
 	ip := netip.MustParseAddr("10.1.0.5")
-	x.apply("svc/ns2/b", &contribution{ptrs: map[netip.Addr][]string{ip: {"10-1-0-5.b.ns2.svc"}}})
-	x.apply("svc/ns1/a", &contribution{ptrs: map[netip.Addr][]string{ip: {"10-1-0-5.a.ns1.svc"}}})
-	if got := fmt.Sprint(x.reverse(ip)); got != "[10-1-0-5.a.ns1.svc 10-1-0-5.b.ns2.svc]" {
+	put := func(ns, svc string, e ep) {
+		t.Helper()
+		s, err := k.toService(headlessService(ns, svc), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.store.putService(ns, svc, s)
+		k.store.putSlice(ns, svc+"-a", k.toSlice(slice(ns, svc, svc+"-a", 80, e), 1))
+	}
+	put("ns2", "b", ep{ip: "10.1.0.5"})
+	put("ns1", "a", ep{ip: "10.1.0.5"})
+	if got := fmt.Sprint(k.store.reverse(ip)); got != "[10-1-0-5.a.ns1.svc 10-1-0-5.b.ns2.svc]" {
 		t.Fatalf("two owners: %s", got)
 	}
-	x.apply("svc/ns1/a", &contribution{ptrs: map[netip.Addr][]string{ip: {"db-0.a.ns1.svc"}}})
-	if got := fmt.Sprint(x.reverse(ip)); got != "[10-1-0-5.b.ns2.svc db-0.a.ns1.svc]" {
+	put("ns1", "a", ep{ip: "10.1.0.5", hostname: "db-0"})
+	if got := fmt.Sprint(k.store.reverse(ip)); got != "[10-1-0-5.b.ns2.svc db-0.a.ns1.svc]" {
 		t.Fatalf("one owner changed: %s", got)
 	}
-	x.apply("svc/ns2/b", nil)
-	if got := fmt.Sprint(x.reverse(ip)); got != "[db-0.a.ns1.svc]" {
+	k.store.putSlice("ns2", "b-a", nil)
+	if got := fmt.Sprint(k.store.reverse(ip)); got != "[db-0.a.ns1.svc]" {
 		t.Fatalf("one owner left: %s", got)
 	}
-	x.apply("svc/ns1/a", nil)
-	if _, addrs := x.stats(); addrs != 0 || x.reverse(ip) != nil {
+	k.store.putService("ns1", "a", nil)
+	if _, _, _, _, addrs := k.store.stats(); addrs != 0 || k.store.reverse(ip) != nil {
 		t.Fatalf("%d reverse addresses left, want none", addrs)
+	}
+	k.store.putSlice("ns1", "a-a", nil)
+	k.store.putService("ns2", "b", nil)
+	if n := len(k.store.namespaces); n != 0 {
+		t.Errorf("%d namespaces held by an empty store", n)
 	}
 }

@@ -15,227 +15,414 @@ import (
 // DNSSchemaVersion is the version of the Kubernetes DNS specification we serve.
 const DNSSchemaVersion = "1.1.0"
 
-// staticContribution is what exists in every zone regardless of API objects.
-func staticContribution(ttl uint32) *contribution {
-	return &contribution{names: map[string]*rrset{
-		"":            {},
-		"dns-version": {txt: []string{DNSSchemaVersion}, ttl: ttl},
-		"svc":         {},
-		"pod":         {},
-		"ns.dns":      {},
-	}}
+// rrset is an answer being built: the records of one owner name, relative to the zone.
+type rrset struct {
+	a, aaaa []netip.Addr
+	srv     []srvRecord
+	extra   []targetAddr // addresses of the SRV targets, for the additional section
+	txt     []string
+	cname   string // fully qualified ExternalName target
+	ttl     uint32
 }
 
-// namespaceContribution makes <ns>.svc (and <ns>.pod when pod records are on) exist.
-func namespaceContribution(ns string, pods bool) *contribution {
-	c := &contribution{names: map[string]*rrset{ns + ".svc": {}}}
-	if pods {
-		c.names[ns+".pod"] = &rrset{}
-	}
-	return c
+type srvRecord struct {
+	port   uint16
+	target string // relative name
 }
 
-// serviceContribution builds every name of one Service from the Service and its EndpointSlices.
-// A Service that cannot be published (no cluster IP yet, a bad ExternalName) contributes nothing;
-// the error says why.
-func (k *K8sDiscovery) serviceContribution(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) (*contribution, error) {
-	base := strings.ToLower(svc.Name + "." + svc.Namespace + ".svc")
-	c := &contribution{names: map[string]*rrset{}, ptrs: map[netip.Addr][]string{}}
-
-	if svc.Spec.Type == corev1.ServiceTypeExternalName {
-		return k.externalNameContribution(svc, base)
-	}
-
-	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
-	eps := readyEndpoints(slices, k.cfg.endpointPodName)
-
-	if headless {
-		if len(eps) == 0 {
-			return nil, nil // a headless service without ready endpoints does not exist in DNS
-		}
-		top := &rrset{ttl: k.cfg.headlessTTL}
-		for _, e := range eps {
-			top.addAddr(e.addr)
-		}
-		c.names[base] = top
-	} else {
-		ips := svc.Spec.ClusterIPs
-		if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-			ips = []string{svc.Spec.ClusterIP}
-		}
-		if len(ips) == 0 {
-			return nil, fmt.Errorf("service has no cluster IP yet")
-		}
-		top := &rrset{ttl: k.cfg.ttl}
-		for _, s := range ips {
-			ip, err := netip.ParseAddr(s)
-			if err != nil {
-				return nil, fmt.Errorf("cluster IP %q: %w", s, err)
-			}
-			top.addAddr(ip.Unmap())
-			c.ptrs[ip.Unmap()] = []string{base}
-		}
-		for _, p := range svc.Spec.Ports {
-			if p.Port <= 0 || p.Port > 65535 {
-				continue
-			}
-			srv := srvRecord{port: uint16(p.Port), target: base}
-			top.srv = appendUnique(top.srv, srv)
-			if p.Name != "" {
-				c.addSRV(portName(p.Name, p.Protocol)+"."+base, srv, k.cfg.ttl)
-			}
-		}
-		c.names[base] = top
-		if svc.Namespace+"/"+svc.Name == k.cfg.dnsService {
-			c.names["ns.dns"] = &rrset{a: top.a, aaaa: top.aaaa, ttl: k.cfg.ttl}
-		}
-	}
-
-	for _, e := range eps {
-		name := e.name + "." + base
-		r := c.names[name]
-		if r == nil {
-			r = &rrset{ttl: k.cfg.headlessTTL}
-			c.names[name] = r
-		}
-		r.addAddr(e.addr)
-		if !k.cfg.ptrHostnameOnly || e.hasHostname {
-			c.ptrs[e.addr] = appendUnique(c.ptrs[e.addr], name)
-		}
-		if !headless {
-			continue
-		}
-		for _, p := range e.ports {
-			srv := srvRecord{port: p.port, target: name}
-			c.names[base].srv = appendUnique(c.names[base].srv, srv)
-			if p.name != "" {
-				c.addSRV(portName(p.name, p.protocol)+"."+base, srv, k.cfg.headlessTTL)
-			}
-		}
-	}
-	for _, r := range c.names {
-		r.sortRecords()
-	}
-	return c, nil
+type targetAddr struct {
+	target string
+	addr   netip.Addr
 }
 
-func (k *K8sDiscovery) externalNameContribution(svc *corev1.Service, base string) (*contribution, error) {
-	target := strings.TrimSpace(svc.Spec.ExternalName)
-	if ip, err := netip.ParseAddr(target); err == nil {
-		if !k.cfg.externalNameIP {
-			return nil, fmt.Errorf("externalName %q is an IP address (answered only with externalname_ip)", target)
-		}
-		r := &rrset{ttl: k.cfg.ttl}
-		r.addAddr(ip.Unmap())
-		return &contribution{names: map[string]*rrset{base: r}}, nil
-	}
-	fqdn := strings.ToLower(dns.Fqdn(target))
-	if _, ok := dns.IsDomainName(fqdn); !ok || target == "" || fqdn == "." {
-		return nil, fmt.Errorf("externalName %q is not a domain name", target)
-	}
-	return &contribution{names: map[string]*rrset{base: {cname: fqdn, ttl: k.cfg.ttl}}}, nil
+func (r *rrset) empty() bool {
+	return r == nil || (len(r.a) == 0 && len(r.aaaa) == 0 && len(r.srv) == 0 && len(r.txt) == 0 && r.cname == "")
 }
 
-func (c *contribution) addSRV(name string, srv srvRecord, ttl uint32) {
-	r := c.names[name]
-	if r == nil {
-		r = &rrset{ttl: ttl}
-		c.names[name] = r
-	}
-	r.srv = appendUnique(r.srv, srv)
-}
-
+// addAddr, addSRV and addExtra append; sort removes the duplicates.
 func (r *rrset) addAddr(ip netip.Addr) {
 	if ip.Is4() {
-		r.a = appendUnique(r.a, ip)
+		r.a = append(r.a, ip)
 	} else {
-		r.aaaa = appendUnique(r.aaaa, ip)
+		r.aaaa = append(r.aaaa, ip)
 	}
 }
 
-// sortRecords gives every answer a stable order, so that equal data compares equal.
-func (r *rrset) sortRecords() {
+func (r *rrset) addSRV(p uint16, target string) {
+	r.srv = append(r.srv, srvRecord{port: p, target: target})
+}
+
+func (r *rrset) addExtra(target string, addrs ...netip.Addr) {
+	for _, a := range addrs {
+		r.extra = append(r.extra, targetAddr{target, a})
+	}
+}
+
+// sort gives every answer a stable order, each record once.
+func (r *rrset) sort() *rrset {
 	slices.SortFunc(r.a, netip.Addr.Compare)
+	r.a = slices.Compact(r.a)
 	slices.SortFunc(r.aaaa, netip.Addr.Compare)
+	r.aaaa = slices.Compact(r.aaaa)
 	slices.SortFunc(r.srv, func(x, y srvRecord) int {
 		if c := strings.Compare(x.target, y.target); c != 0 {
 			return c
 		}
 		return int(x.port) - int(y.port)
 	})
+	r.srv = slices.Compact(r.srv)
+	slices.SortFunc(r.extra, func(x, y targetAddr) int {
+		if c := strings.Compare(x.target, y.target); c != 0 {
+			return c
+		}
+		return x.addr.Compare(y.addr)
+	})
+	r.extra = slices.Compact(r.extra)
+	return r
 }
 
-// portName is the SRV prefix `_<port>._<proto>` of a named port.
-func portName(name string, proto corev1.Protocol) string {
-	if proto == "" {
-		proto = corev1.ProtocolTCP
+// ---- API objects to store entries
+
+// toService keeps what DNS needs of a Service. A Service that cannot be published (no cluster
+// IP yet, a bad ExternalName) is kept as unpublished, and the error says why.
+func (k *K8sDiscovery) toService(svc *corev1.Service, epoch uint32) (*service, error) {
+	name, ns := strings.ToLower(svc.Name), strings.ToLower(svc.Namespace)
+	out := &service{name: name, base: name + "." + ns + ".svc", epoch: epoch}
+	switch {
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+		target := strings.TrimSpace(svc.Spec.ExternalName)
+		if ip, err := netip.ParseAddr(target); err == nil {
+			if !k.cfg.externalNameIP {
+				out.kind = kindUnpublished
+				return out, fmt.Errorf("externalName %q is an IP address (answered only with externalname_ip)", target)
+			}
+			out.kind, out.ips = kindExternalIP, []netip.Addr{ip.Unmap()}
+			return out, nil
+		}
+		fqdn := strings.ToLower(dns.Fqdn(target))
+		if _, ok := dns.IsDomainName(fqdn); !ok || target == "" || fqdn == "." {
+			out.kind = kindUnpublished
+			return out, fmt.Errorf("externalName %q is not a domain name", target)
+		}
+		out.kind, out.target = kindExternalName, fqdn
+		return out, nil
+	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
+		out.kind = kindHeadless
+	default:
+		ips := svc.Spec.ClusterIPs
+		if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+			ips = []string{svc.Spec.ClusterIP}
+		}
+		if len(ips) == 0 {
+			out.kind = kindUnpublished
+			return out, fmt.Errorf("service has no cluster IP yet")
+		}
+		for _, s := range ips {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				out.kind, out.ips = kindUnpublished, nil
+				return out, fmt.Errorf("cluster IP %q: %w", s, err)
+			}
+			out.ips = appendUnique(out.ips, ip.Unmap())
+		}
 	}
-	return "_" + strings.ToLower(name) + "._" + strings.ToLower(string(proto))
-}
-
-type endpointPort struct {
-	name     string
-	protocol corev1.Protocol
-	port     uint16
-}
-
-// endpoint is one ready address of a Service, with its DNS name and the ports of its slice.
-type endpoint struct {
-	name        string
-	hasHostname bool
-	addr        netip.Addr
-	ports       []endpointPort
-}
-
-// readyEndpoints lists ready addresses across slices, each address once per name.
-func readyEndpoints(eps []*discoveryv1.EndpointSlice, podNames bool) []endpoint {
-	var out []endpoint
-	seen := map[string]bool{}
-	for _, s := range eps {
-		if s.AddressType == discoveryv1.AddressTypeFQDN {
+	for _, p := range svc.Spec.Ports {
+		if p.Port <= 0 || p.Port > 65535 {
 			continue
 		}
-		var ports []endpointPort
-		for _, p := range s.Ports {
-			if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
-				continue
-			}
-			ep := endpointPort{port: uint16(*p.Port), protocol: corev1.ProtocolTCP}
-			if p.Name != nil {
-				ep.name = *p.Name
-			}
-			if p.Protocol != nil {
-				ep.protocol = *p.Protocol
-			}
-			ports = append(ports, ep)
+		out.ports = appendUnique(out.ports, port{name: strings.ToLower(p.Name), proto: protoName(p.Protocol), port: uint16(p.Port)})
+	}
+	return out, nil
+}
+
+// toSlice keeps the ready addresses of an EndpointSlice and its ports; nil for a slice that
+// names no Service or holds FQDN endpoints.
+func (k *K8sDiscovery) toSlice(s *discoveryv1.EndpointSlice, epoch uint32) *endpointSlice {
+	svc := strings.ToLower(s.Labels[serviceNameLabel])
+	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
+		return nil
+	}
+	out := &endpointSlice{service: svc, epoch: epoch}
+	if t, ok := triggerTime(s); ok {
+		out.trigger = t.UnixNano()
+	}
+	for _, p := range s.Ports {
+		if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
+			continue
 		}
-		for _, e := range s.Endpoints {
-			if !endpointReady(e) {
+		ep := port{port: uint16(*p.Port), proto: "tcp"}
+		if p.Name != nil {
+			ep.name = strings.ToLower(*p.Name)
+		}
+		if p.Protocol != nil {
+			ep.proto = protoName(*p.Protocol)
+		}
+		out.ports = appendUnique(out.ports, ep)
+	}
+	for _, e := range s.Endpoints {
+		if !endpointReady(e) {
+			continue
+		}
+		name, hostname := "", false
+		switch {
+		case e.Hostname != nil && *e.Hostname != "":
+			name, hostname = strings.ToLower(*e.Hostname), true
+		case k.cfg.endpointPodName && e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != "" && !strings.Contains(e.TargetRef.Name, "."):
+			name = strings.ToLower(e.TargetRef.Name)
+		}
+		for _, a := range e.Addresses {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
 				continue
 			}
-			for _, a := range e.Addresses {
-				ip, err := netip.ParseAddr(a)
-				if err != nil {
-					continue
-				}
-				ip = ip.Unmap()
-				name, hasHostname := endpointName(e, ip, podNames)
-				key := name + "/" + ip.String()
-				if seen[key] {
-					// the same address in two slices: merge the ports
-					for i := range out {
-						if out[i].name == name && out[i].addr == ip {
-							out[i].ports = appendUnique(out[i].ports, ports...)
-						}
-					}
-					continue
-				}
-				seen[key] = true
-				out = append(out, endpoint{name: name, hasHostname: hasHostname, addr: ip, ports: ports})
+			ep := endpoint{addr: ip.Unmap(), name: name, hostname: hostname}
+			if !slices.Contains(out.eps, ep) {
+				out.eps = append(out.eps, ep)
 			}
 		}
 	}
 	return out
+}
+
+// toPod keeps the addresses of a live pod; nil when it has none or is not live.
+func toPod(p *corev1.Pod, keepSpec bool, epoch uint32) *podData {
+	if !kube.PodLive(p) {
+		return nil
+	}
+	out := &podData{epoch: epoch}
+	for _, s := range kube.PodIPs(p) {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out.ips = appendUnique(out.ips, ip.Unmap())
+		}
+	}
+	if len(out.ips) == 0 {
+		return nil
+	}
+	if keepSpec {
+		out.spec = trimPod(p)
+	}
+	return out
+}
+
+func protoName(p corev1.Protocol) string {
+	if p == "" {
+		return "tcp"
+	}
+	return strings.ToLower(string(p))
+}
+
+// ---- names to answers (the caller holds the store's read lock)
+
+// resolve builds the records of a relative name; ok is false when the name does not exist.
+// An existing name without records of any type is an empty rrset (NODATA). SRV records of a
+// Service's own name are built only withSRV (they cost a walk over the endpoints).
+func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
+	s := k.store
+	if rel == "" {
+		return &rrset{}, true
+	}
+	l := strings.Split(rel, ".")
+	last := l[len(l)-1]
+	switch len(l) {
+	case 1:
+		switch last {
+		case "dns-version":
+			return &rrset{txt: []string{DNSSchemaVersion}, ttl: k.cfg.ttl}, true
+		case "svc", "pod", "dns":
+			return &rrset{}, true
+		}
+		return nil, false
+	case 2:
+		switch last {
+		case "dns":
+			if l[0] != "ns" {
+				return nil, false
+			}
+			r := &rrset{ttl: k.cfg.ttl}
+			ns, name, _ := strings.Cut(k.cfg.dnsService, "/")
+			if n := s.namespaces[ns]; n != nil {
+				if e := n.services[name]; e != nil && e.svc != nil && e.svc.kind == kindClusterIP {
+					for _, ip := range e.svc.ips {
+						r.addAddr(ip)
+					}
+				}
+			}
+			return r.sort(), true
+		case "svc":
+			n := s.namespaces[l[0]]
+			return &rrset{}, n != nil && n.svcExists()
+		case "pod":
+			n := s.namespaces[l[0]]
+			return &rrset{}, k.cfg.podMode != podsDisabled && n != nil && k.podNamespaceExists(n)
+		}
+		return nil, false
+	}
+	if last == "pod" {
+		if len(l) != 3 || k.cfg.podMode == podsDisabled {
+			return nil, false
+		}
+		n := s.namespaces[l[1]]
+		ip, isIP := canonicalDashedIP(l[0])
+		if n == nil || !isIP || !k.podNamespaceExists(n) {
+			return nil, false
+		}
+		if k.cfg.podMode == podsVerified && !s.podAt(n.name, ip) {
+			return nil, false
+		}
+		r := &rrset{ttl: k.cfg.ttl}
+		r.addAddr(ip)
+		return r, true
+	}
+	if last != "svc" || len(l) > 5 {
+		return nil, false
+	}
+	svcLabel, nsLabel := l[len(l)-3], l[len(l)-2]
+	n := s.namespaces[nsLabel]
+	if n == nil {
+		return nil, false
+	}
+	e := n.services[svcLabel]
+	if !e.published() {
+		return nil, false
+	}
+	switch len(l) {
+	case 3:
+		return k.serviceRecords(e, withSRV), true
+	case 4:
+		if strings.HasPrefix(l[0], "_") { // _<proto>.<svc>: exists while a named port of that protocol does
+			return &rrset{}, len(k.namedSRV(e, "", l[0][1:], true).srv) > 0
+		}
+		r := k.endpointRecords(e, l[0])
+		return r, !r.empty()
+	default:
+		if !strings.HasPrefix(l[0], "_") || !strings.HasPrefix(l[1], "_") {
+			return nil, false
+		}
+		r := k.namedSRV(e, l[0][1:], l[1][1:], false)
+		return r, len(r.srv) > 0
+	}
+}
+
+// podNamespaceExists: <ns>.pod exists for a Namespace object, and with pods verified while a pod lives there.
+func (k *K8sDiscovery) podNamespaceExists(n *nsData) bool {
+	return n.exists || (k.cfg.podMode == podsVerified && len(n.pods) > 0)
+}
+
+// serviceRecords is <svc>.<ns>.svc: cluster IPs, or a headless Service's endpoints, and (when
+// withSRV) SRV records for every port.
+func (k *K8sDiscovery) serviceRecords(e *svcEntry, withSRV bool) *rrset {
+	svc := e.svc
+	switch svc.kind {
+	case kindExternalName:
+		return &rrset{cname: svc.target, ttl: k.cfg.ttl}
+	case kindExternalIP:
+		r := &rrset{ttl: k.cfg.ttl}
+		r.addAddr(svc.ips[0])
+		return r
+	case kindHeadless:
+		r := &rrset{ttl: k.cfg.headlessTTL}
+		if !withSRV {
+			for _, sl := range e.slices {
+				for i := range sl.eps {
+					r.addAddr(sl.eps[i].addr)
+				}
+			}
+			return r.sort()
+		}
+		k.eachEndpointPort(e, func(ep *endpoint, p port, label string) {
+			r.addAddr(ep.addr)
+			if p.port != 0 {
+				target := label + "." + svc.base
+				r.addSRV(p.port, target)
+				r.addExtra(target, ep.addr)
+			}
+		})
+		return r.sort()
+	}
+	r := &rrset{ttl: k.cfg.ttl}
+	for _, ip := range svc.ips {
+		r.addAddr(ip)
+	}
+	if withSRV {
+		for _, p := range svc.ports {
+			r.addSRV(p.port, svc.base)
+		}
+		if len(svc.ports) > 0 {
+			r.addExtra(svc.base, svc.ips...)
+		}
+	}
+	return r.sort()
+}
+
+// namedSRV is _<port>._<proto>.<svc>.<ns>.svc (name "" with anyName: every named port of the protocol).
+func (k *K8sDiscovery) namedSRV(e *svcEntry, name, proto string, anyName bool) *rrset {
+	svc := e.svc
+	match := func(p port) bool { return p.name != "" && p.proto == proto && (anyName || p.name == name) }
+	switch svc.kind {
+	case kindHeadless:
+		r := &rrset{ttl: k.cfg.headlessTTL}
+		k.eachEndpointPort(e, func(ep *endpoint, p port, label string) {
+			if match(p) {
+				target := label + "." + svc.base
+				r.addSRV(p.port, target)
+				r.addExtra(target, ep.addr)
+			}
+		})
+		return r.sort()
+	case kindClusterIP:
+		r := &rrset{ttl: k.cfg.ttl}
+		for _, p := range svc.ports {
+			if match(p) {
+				r.addSRV(p.port, svc.base)
+				r.addExtra(svc.base, svc.ips...)
+			}
+		}
+		return r.sort()
+	}
+	return &rrset{}
+}
+
+// endpointRecords is <endpoint>.<svc>.<ns>.svc: the ready addresses published under that label.
+func (k *K8sDiscovery) endpointRecords(e *svcEntry, label string) *rrset {
+	r := &rrset{ttl: k.cfg.headlessTTL}
+	if k := e.svc.kind; k != kindClusterIP && k != kindHeadless {
+		return r
+	}
+	ip, isIP := canonicalDashedIP(label)
+	for _, sl := range e.slices {
+		for i := range sl.eps {
+			if ep := &sl.eps[i]; ep.matches(label, ip, isIP) {
+				r.addAddr(ep.addr)
+			}
+		}
+	}
+	return r.sort()
+}
+
+// eachEndpointPort calls fn for every ready endpoint with each port of its slice (with a zero
+// port for a slice without ports), and the endpoint's label.
+func (k *K8sDiscovery) eachEndpointPort(e *svcEntry, fn func(ep *endpoint, p port, label string)) {
+	for _, sl := range e.slices {
+		for i := range sl.eps {
+			ep := &sl.eps[i]
+			label := ep.label()
+			if len(sl.ports) == 0 {
+				fn(ep, port{}, label)
+			}
+			for _, p := range sl.ports {
+				fn(ep, p, label)
+			}
+		}
+	}
+}
+
+// canonicalDashedIP reads a label written as dashedIP writes an address, and only that spelling.
+func canonicalDashedIP(label string) (netip.Addr, bool) {
+	ip, ok := parseDashedIP(label)
+	if !ok || dashedIP(ip) != label {
+		return netip.Addr{}, false
+	}
+	return ip, true
 }
 
 // endpointReady: ready when the condition is true or absent, never while terminating.
@@ -244,17 +431,6 @@ func endpointReady(e discoveryv1.Endpoint) bool {
 		return false
 	}
 	return e.Conditions.Ready == nil || *e.Conditions.Ready
-}
-
-// endpointName is the endpoint's hostname, its pod's name (endpoint_pod_names), or its dashed IP.
-func endpointName(e discoveryv1.Endpoint, ip netip.Addr, podNames bool) (string, bool) {
-	if e.Hostname != nil && *e.Hostname != "" {
-		return strings.ToLower(*e.Hostname), true
-	}
-	if podNames && e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != "" && !strings.Contains(e.TargetRef.Name, ".") {
-		return strings.ToLower(e.TargetRef.Name), false
-	}
-	return dashedIP(ip), false
 }
 
 // dashedIP writes an address as one DNS label: dots and colons become dashes; an IPv6 label that
@@ -284,21 +460,3 @@ func parseDashedIP(label string) (netip.Addr, bool) {
 	return ip, err == nil && ip.Is6() && !ip.Is4In6() && ip.Zone() == ""
 }
 
-// podContribution: <dashed-ip>.<ns>.pod for every IP of a live pod (pods verified).
-func podContribution(pod *corev1.Pod, ttl uint32) *contribution {
-	if !kube.PodLive(pod) {
-		return nil
-	}
-	c := &contribution{names: map[string]*rrset{}}
-	for _, s := range kube.PodIPs(pod) {
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			continue
-		}
-		ip = ip.Unmap()
-		r := &rrset{ttl: ttl}
-		r.addAddr(ip)
-		c.names[dashedIP(ip)+"."+strings.ToLower(pod.Namespace)+".pod"] = r
-	}
-	return c
-}

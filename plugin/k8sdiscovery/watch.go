@@ -1,140 +1,455 @@
 package k8sdiscovery
 
 import (
+	"context"
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/clusterdns/clusterdns/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 )
 
 const (
+	resServices   = "services"
+	resSlices     = "endpointslices"
+	resNamespaces = "namespaces"
+	resPods       = "pods"
+
 	serviceNameLabel   = discoveryv1.LabelServiceName
 	triggerTimeKey     = corev1.EndpointsLastChangeTriggerTime
-	slicesByService    = "service"
-	syncMarker         = "sync"
 	startupSyncTimeout = 5 * time.Second
+
+	// listPage is the number of objects asked for per list request. A list is applied page by
+	// page, so at most a page of decoded objects is held besides the store.
+	listPage = 500
+	// watchTimeout is the shortest a watch request lasts before it is renewed (up to twice that).
+	watchTimeout = 5 * time.Minute
+	maxBackoff   = 30 * time.Second
 )
 
-// watcher keeps the index up to date from informers. Event handlers only queue the key of the
-// one Service, Pod or Namespace an event touches; a single worker rebuilds that owner's records.
+// resource is one kind of API object the plugin lists and watches.
+type resource struct {
+	name  string
+	list  func(ctx context.Context, opts metav1.ListOptions) (items []runtime.Object, meta metav1.ListMeta, err error)
+	watch func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	put   func(obj runtime.Object, epoch uint32) // an object added or changed
+	del   func(obj runtime.Object)               // an object deleted
+}
+
+// watcher keeps the store up to date. Each resource has one goroutine: it lists page by page,
+// writing every object into the store as it comes, then watches from the list's resource
+// version. When the watch cannot resume (the version is compacted away, as after an API server
+// restart) it lists again; objects that list did not name are removed (a sweep by epoch), so a
+// relist never holds a second copy of the world.
 type watcher struct {
-	k      *K8sDiscovery
-	client kubernetes.Interface
+	k         *K8sDiscovery
+	resources []*resource
+	selector  labels.Selector
+	streaming bool // list through a watch that sends every object first (a real API server)
 
-	services, slices, namespaces, pods cache.SharedIndexInformer
-	factories                          []informers.SharedInformerFactory
-	registrations                      []cache.ResourceEventHandlerRegistration
-
-	queue workqueue.TypedInterface[string]
-
-	mu       sync.Mutex
-	triggers map[string]time.Time // service key → endpoint change time waiting to be programmed
+	mu      sync.Mutex
+	pending int // resources not listed yet
 }
 
 func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
-	w := &watcher{k: k, client: client, queue: workqueue.NewTyped[string](), triggers: map[string]time.Time{}}
-	transform := informers.WithTransform(trimObject)
-
-	svcOpts := []informers.SharedInformerOption{transform}
-	if sel := k.cfg.labelSelector; sel != "" {
-		svcOpts = append(svcOpts, informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
-	}
-	svcFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, svcOpts...)
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, transform)
-	w.factories = []informers.SharedInformerFactory{svcFactory, factory}
-
-	w.services = svcFactory.Core().V1().Services().Informer()
-	w.slices = factory.Discovery().V1().EndpointSlices().Informer()
-	w.namespaces = factory.Core().V1().Namespaces().Informer()
-	if k.cfg.podMode == podsVerified || k.podIndexWanted.Load() {
-		w.pods = factory.Core().V1().Pods().Informer()
-		_ = w.pods.AddIndexers(cache.Indexers{kube.PodsByIPIndex: kube.PodIPIndexFunc})
-		k.podIndexer.Store(&w.pods)
-	}
-	_ = w.slices.AddIndexers(cache.Indexers{slicesByService: func(obj any) ([]string, error) {
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok || s.Labels[serviceNameLabel] == "" {
-			return nil, nil
+	w := &watcher{k: k, selector: labels.Everything()}
+	if k.cfg.labelSelector != "" {
+		if sel, err := labels.Parse(k.cfg.labelSelector); err == nil {
+			w.selector = sel
 		}
-		return []string{s.Namespace + "/" + s.Labels[serviceNameLabel]}, nil
-	}})
-
-	w.register(w.services, func(obj any, _ any) { w.enqueueMeta("svc/", obj) })
-	w.register(w.slices, w.onSlice)
-	w.register(w.namespaces, func(obj any, _ any) { w.enqueueMeta("ns/", obj) })
-	if w.pods != nil {
-		// Registered in every mode, so that the first sync waits for the pods too.
-		w.register(w.pods, func(obj any, _ any) {
-			if k.cfg.podMode == podsVerified {
-				w.enqueueMeta("pod/", obj)
-			}
+	}
+	core, disc := client.CoreV1(), client.DiscoveryV1()
+	w.resources = []*resource{
+		{
+			name: resServices,
+			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+				o.LabelSelector = k.cfg.labelSelector
+				l, err := core.Services("").List(ctx, o)
+				if err != nil {
+					return nil, metav1.ListMeta{}, err
+				}
+				return items(l.Items), l.ListMeta, nil
+			},
+			watch: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.LabelSelector = k.cfg.labelSelector
+				return core.Services("").Watch(ctx, o)
+			},
+			put: w.putService,
+			del: w.delService,
+		},
+		{
+			name: resSlices,
+			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+				l, err := disc.EndpointSlices("").List(ctx, o)
+				if err != nil {
+					return nil, metav1.ListMeta{}, err
+				}
+				return items(l.Items), l.ListMeta, nil
+			},
+			watch: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return disc.EndpointSlices("").Watch(ctx, o)
+			},
+			put: w.putSlice,
+			del: w.delSlice,
+		},
+		{
+			name: resNamespaces,
+			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+				l, err := core.Namespaces().List(ctx, o)
+				if err != nil {
+					return nil, metav1.ListMeta{}, err
+				}
+				return items(l.Items), l.ListMeta, nil
+			},
+			watch: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return core.Namespaces().Watch(ctx, o)
+			},
+			put: w.putNamespace,
+			del: w.delNamespace,
+		},
+	}
+	if k.cfg.podMode == podsVerified || k.podIndexWanted.Load() {
+		w.resources = append(w.resources, &resource{
+			name: resPods,
+			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+				l, err := core.Pods("").List(ctx, o)
+				if err != nil {
+					return nil, metav1.ListMeta{}, err
+				}
+				return items(l.Items), l.ListMeta, nil
+			},
+			watch: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return core.Pods("").Watch(ctx, o)
+			},
+			put: w.putPod,
+			del: w.delPod,
 		})
 	}
+	w.pending = len(w.resources)
 	return w
 }
 
-// register adds one handler for adds, updates and deletes; it gets the new object and the old one (or nil).
-func (w *watcher) register(inf cache.SharedIndexInformer, fn func(obj, old any)) {
-	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { fn(obj, nil) },
-		UpdateFunc: func(old, obj any) { fn(obj, old) },
-		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			fn(obj, nil)
-		},
-	})
-	if err != nil {
-		log.Errorf("register event handler: %v", err)
-		return
+// items points into a list's items without copying them.
+func items[T any, P interface {
+	*T
+	runtime.Object
+}](list []T) []runtime.Object {
+	out := make([]runtime.Object, len(list))
+	for i := range list {
+		out[i] = P(&list[i])
 	}
-	w.registrations = append(w.registrations, reg)
+	return out
 }
 
-func (w *watcher) enqueueMeta(prefix string, obj any) {
-	m, err := meta(obj)
-	if err != nil {
-		log.Warningf("skip object: %v", err)
-		return
+// run starts one goroutine per resource and returns.
+func (w *watcher) run(stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-stop
+		cancel()
+	}()
+	for _, r := range w.resources {
+		go w.loop(ctx, r)
 	}
-	ns := m.GetNamespace()
-	if prefix == "ns/" {
-		ns = m.GetName()
-	}
-	if !w.k.namespaceAllowed(ns) {
-		return
-	}
-	w.queue.Add(prefix + m.GetNamespace() + "/" + m.GetName())
+	go w.reportObjects(ctx)
 }
 
-func (w *watcher) onSlice(obj, old any) {
-	s, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok || s.Labels[serviceNameLabel] == "" || !w.k.namespaceAllowed(s.Namespace) {
-		return
+// loop lists and watches one resource until ctx ends.
+func (w *watcher) loop(ctx context.Context, r *resource) {
+	var (
+		rv      string // where the next watch starts; "" asks for a list
+		epoch   uint32
+		listed  bool
+		stream  = w.streaming
+		backoff time.Duration
+	)
+	wait := func(err error) bool {
+		backoff = min(max(2*backoff, time.Second), maxBackoff)
+		log.Warningf("%s: %v (retrying in %s)", r.name, err, backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+			return true
+		}
 	}
-	key := "svc/" + s.Namespace + "/" + s.Labels[serviceNameLabel]
-	if w.k.synced.Load() {
-		if t, ok := triggerTime(s); ok {
-			if prev, isSlice := old.(*discoveryv1.EndpointSlice); !isSlice || prev.Annotations[triggerTimeKey] != s.Annotations[triggerTimeKey] {
-				w.mu.Lock()
-				if cur, ok := w.triggers[key]; !ok || t.Before(cur) {
-					w.triggers[key] = t
+	synced := func(n int) {
+		gone := w.k.store.sweep(r.name, epoch)
+		if listed {
+			log.Infof("%s: relisted %d objects, %d removed", r.name, n, gone)
+		}
+	}
+	markListed := func() {
+		if !listed {
+			listed = true
+			w.listed()
+		}
+	}
+	for ctx.Err() == nil {
+		if rv == "" && stream {
+			// A streaming list: one watch that first sends every object, then a bookmark.
+			epoch++
+			timeout := int64((watchTimeout + rand.N(watchTimeout)) / time.Second)
+			yes := true
+			wi, err := r.watch(ctx, metav1.ListOptions{SendInitialEvents: &yes, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+				AllowWatchBookmarks: true, TimeoutSeconds: &timeout})
+			if err != nil {
+				if apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsMethodNotSupported(err) {
+					log.Infof("%s: the API server does not stream lists (%v): listing in pages", r.name, err)
+					stream = false
+					continue
 				}
-				w.mu.Unlock()
+				if ctx.Err() != nil || !wait(fmt.Errorf("streaming list: %w", err)) {
+					return
+				}
+				continue
+			}
+			backoff = 0
+			beginListGC()
+			var complete bool
+			rv, complete, err = w.consume(ctx, r, wi, "", epoch, func(n int) {
+				endListGC()
+				synced(n)
+				markListed()
+			})
+			if !complete {
+				endListGC()
+				rv = "" // the stream ended before every object came: start again
+			}
+			switch {
+			case err == nil:
+			case expired(err):
+				rv = ""
+			case ctx.Err() != nil || !wait(fmt.Errorf("streaming list: %w", err)):
+				return
+			}
+			continue
+		}
+		if rv == "" {
+			epoch++
+			next, n, err := w.list(ctx, r, epoch)
+			if err != nil {
+				if ctx.Err() != nil || !wait(fmt.Errorf("list: %w", err)) {
+					return
+				}
+				continue
+			}
+			synced(n)
+			rv = next
+		}
+		timeout := int64((watchTimeout + rand.N(watchTimeout)) / time.Second)
+		wi, err := r.watch(ctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true, TimeoutSeconds: &timeout})
+		// After the watch is open, so that nothing changed between the list and the watch is
+		// missed (a fake clientset's watch does not resume from a version).
+		markListed()
+		if err != nil {
+			if expired(err) {
+				rv = ""
+				continue
+			}
+			if ctx.Err() != nil || !wait(fmt.Errorf("watch: %w", err)) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		rv, _, err = w.consume(ctx, r, wi, rv, epoch, nil)
+		switch {
+		case err == nil:
+		case expired(err):
+			rv = ""
+		case ctx.Err() != nil || !wait(fmt.Errorf("watch: %w", err)):
+			return
+		}
+	}
+}
+
+// list writes every object of a resource into the store, page by page, and returns the
+// resource version to watch from.
+func (w *watcher) list(ctx context.Context, r *resource, epoch uint32) (rv string, n int, err error) {
+	beginListGC()
+	defer endListGC()
+	opts := metav1.ListOptions{Limit: listPage}
+	for {
+		objs, meta, err := r.list(ctx, opts)
+		if err != nil {
+			return "", n, err
+		}
+		if rv == "" {
+			rv = meta.ResourceVersion
+		}
+		for _, o := range objs {
+			r.put(o, epoch)
+		}
+		n += len(objs)
+		if meta.Continue == "" {
+			return rv, n, nil
+		}
+		opts.Continue = meta.Continue
+	}
+}
+
+// consume applies a watch's events until it ends; it returns the last resource version seen.
+// With initial set (a streaming list), it calls initial with the number of objects when the
+// bookmark that ends the initial events comes, and reports whether it came.
+func (w *watcher) consume(ctx context.Context, r *resource, wi watch.Interface, rv string, epoch uint32, initial func(n int)) (string, bool, error) {
+	defer wi.Stop()
+	n := 0
+	complete := initial == nil
+	for {
+		select {
+		case <-ctx.Done():
+			return rv, complete, nil
+		case ev, ok := <-wi.ResultChan():
+			if !ok {
+				return rv, complete, nil
+			}
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				r.put(ev.Object, epoch)
+				n++
+			case watch.Deleted:
+				r.del(ev.Object)
+			case watch.Bookmark:
+				if m, ok := ev.Object.(metav1.Object); ok && !complete && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+					complete = true
+					initial(n)
+				}
+			case watch.Error:
+				return rv, complete, apierrors.FromObject(ev.Object)
+			}
+			if m, ok := ev.Object.(metav1.Object); ok && m.GetResourceVersion() != "" {
+				rv = m.GetResourceVersion()
 			}
 		}
 	}
-	w.queue.Add(key)
+}
+
+// listGCPercent is the GC target (GOGC) while any list is running. A list decodes every object
+// of a resource once more, page by page; at the default of 100 the heap would grow to twice its
+// live size with those pages before a collection, which is what a relist's peak would be.
+const listGCPercent = 10
+
+var listGC struct {
+	sync.Mutex
+	running int
+	prev    int
+}
+
+func beginListGC() {
+	listGC.Lock()
+	defer listGC.Unlock()
+	if listGC.running == 0 {
+		listGC.prev = debug.SetGCPercent(listGCPercent)
+		if listGC.prev >= 0 && listGC.prev < listGCPercent || listGC.prev < 0 {
+			debug.SetGCPercent(listGC.prev) // already lower, or off: leave it
+		}
+	}
+	listGC.running++
+}
+
+func endListGC() {
+	listGC.Lock()
+	defer listGC.Unlock()
+	if listGC.running--; listGC.running == 0 {
+		debug.SetGCPercent(listGC.prev)
+	}
+}
+
+func expired(err error) bool {
+	return apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
+}
+
+// listed counts one resource's first list; after the last one the plugin is synced.
+func (w *watcher) listed() {
+	w.mu.Lock()
+	w.pending--
+	done := w.pending == 0
+	w.mu.Unlock()
+	if done && !w.k.synced.Swap(true) {
+		syncState.Set(1)
+		svcs, slices, nss, pods, addrs := w.k.store.stats()
+		log.Infof("synced with the API server: %d services, %d endpointslices, %d namespaces, %d pods, %d reverse addresses",
+			svcs, slices, nss, pods, addrs)
+	}
+}
+
+func (w *watcher) putService(obj runtime.Object, epoch uint32) {
+	o, ok := obj.(*corev1.Service)
+	if !ok || !w.k.namespaceAllowed(o.Namespace) {
+		return
+	}
+	if !w.selector.Matches(labels.Set(o.Labels)) {
+		w.delService(obj)
+		return
+	}
+	svc, err := w.k.toService(o, epoch)
+	if err != nil {
+		log.Warningf("service %s/%s is not published: %v", o.Namespace, o.Name, err)
+	}
+	w.k.store.putService(strings.ToLower(o.Namespace), svc.name, svc)
+}
+
+func (w *watcher) delService(obj runtime.Object) {
+	if o, ok := obj.(*corev1.Service); ok {
+		w.k.store.putService(strings.ToLower(o.Namespace), strings.ToLower(o.Name), nil)
+	}
+}
+
+func (w *watcher) putSlice(obj runtime.Object, epoch uint32) {
+	o, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok || !w.k.namespaceAllowed(o.Namespace) {
+		return
+	}
+	sl := w.k.toSlice(o, epoch)
+	changed, prev := w.k.store.putSlice(strings.ToLower(o.Namespace), o.Name, sl)
+	if changed && sl != nil && sl.trigger != 0 && sl.trigger != prev && w.k.synced.Load() {
+		programmingLatency.Observe(durationSince(time.Unix(0, sl.trigger)).Seconds())
+	}
+}
+
+func (w *watcher) delSlice(obj runtime.Object) {
+	if o, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		w.k.store.putSlice(strings.ToLower(o.Namespace), o.Name, nil)
+	}
+}
+
+func (w *watcher) putNamespace(obj runtime.Object, epoch uint32) {
+	if o, ok := obj.(*corev1.Namespace); ok && w.k.namespaceAllowed(o.Name) {
+		w.k.store.putNamespace(strings.ToLower(o.Name), true, epoch)
+	}
+}
+
+func (w *watcher) delNamespace(obj runtime.Object) {
+	if o, ok := obj.(*corev1.Namespace); ok {
+		w.k.store.putNamespace(strings.ToLower(o.Name), false, 0)
+	}
+}
+
+func (w *watcher) putPod(obj runtime.Object, epoch uint32) {
+	o, ok := obj.(*corev1.Pod)
+	if !ok || !w.k.namespaceAllowed(o.Namespace) {
+		return
+	}
+	w.k.store.putPod(strings.ToLower(o.Namespace), o.Name, toPod(o, w.k.podIndexWanted.Load(), epoch))
+}
+
+func (w *watcher) delPod(obj runtime.Object) {
+	if o, ok := obj.(*corev1.Pod); ok {
+		w.k.store.putPod(strings.ToLower(o.Namespace), o.Name, nil)
+	}
 }
 
 func triggerTime(s *discoveryv1.EndpointSlice) (time.Time, bool) {
@@ -146,130 +461,23 @@ func triggerTime(s *discoveryv1.EndpointSlice) (time.Time, bool) {
 	return t, err == nil
 }
 
-// run starts the informers and the worker; it returns once they are started.
-func (w *watcher) run(stop <-chan struct{}) {
-	for _, f := range w.factories {
-		f.Start(stop)
-	}
-	go w.work()
-	go func() {
-		synced := make([]cache.InformerSynced, 0, len(w.registrations))
-		for _, r := range w.registrations {
-			synced = append(synced, r.HasSynced)
-		}
-		if !cache.WaitForCacheSync(stop, synced...) {
-			return
-		}
-		// Every initial object is queued before this marker; the worker marks the index synced when it gets there.
-		w.queue.Add(syncMarker)
-	}()
-	go func() {
-		<-stop
-		w.queue.ShutDown()
-	}()
-	go w.reportObjects(stop)
-}
-
-func (w *watcher) work() {
-	for {
-		key, quit := w.queue.Get()
-		if quit {
-			return
-		}
-		w.process(key)
-		w.queue.Done(key)
-	}
-}
-
-func (w *watcher) process(key string) {
-	if key == syncMarker {
-		if !w.k.synced.Swap(true) {
-			syncState.Set(1)
-			names, addrs := w.k.index.stats()
-			log.Infof("synced with the API server: %d names, %d reverse addresses indexed", names, addrs)
-		}
-		return
-	}
-	kind, nsName, _ := strings.Cut(key, "/")
-	var c *contribution
-	var err error
-	switch kind {
-	case "svc":
-		c, err = w.serviceRecords(nsName)
-	case "ns":
-		if _, exists, _ := w.namespaces.GetStore().GetByKey(strings.TrimPrefix(nsName, "/")); exists {
-			c = namespaceContribution(strings.ToLower(strings.TrimPrefix(nsName, "/")), w.k.cfg.podMode != podsDisabled)
-		}
-	case "pod":
-		if obj, exists, _ := w.pods.GetStore().GetByKey(nsName); exists {
-			c = podContribution(obj.(*corev1.Pod), w.k.cfg.ttl)
-		}
-	}
-	if err != nil {
-		log.Warningf("skip %s: %v", key, err)
-	}
-	w.k.index.apply(key, c)
-	if kind == "svc" {
-		w.mu.Lock()
-		t, ok := w.triggers[key]
-		delete(w.triggers, key)
-		w.mu.Unlock()
-		if ok {
-			programmingLatency.Observe(durationSince(t).Seconds())
-		}
-	}
-}
-
-func (w *watcher) serviceRecords(nsName string) (*contribution, error) {
-	obj, exists, err := w.services.GetStore().GetByKey(nsName)
-	if err != nil || !exists {
-		return nil, err
-	}
-	svc, ok := obj.(*corev1.Service)
-	if !ok {
-		return nil, fmt.Errorf("unexpected object %T", obj)
-	}
-	items, err := w.slices.GetIndexer().ByIndex(slicesByService, nsName)
-	if err != nil {
-		return nil, err
-	}
-	eps := make([]*discoveryv1.EndpointSlice, 0, len(items))
-	for _, it := range items {
-		if s, ok := it.(*discoveryv1.EndpointSlice); ok {
-			eps = append(eps, s)
-		}
-	}
-	return w.k.serviceContribution(svc, eps)
-}
-
-// reportObjects refreshes the objects_indexed gauges now and then; counting on every event would cost O(n).
-func (w *watcher) reportObjects(stop <-chan struct{}) {
+// reportObjects refreshes the objects_indexed gauges now and then.
+func (w *watcher) reportObjects(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		objectsIndexed.WithLabelValues("services").Set(float64(len(w.services.GetStore().ListKeys())))
-		objectsIndexed.WithLabelValues("endpointslices").Set(float64(len(w.slices.GetStore().ListKeys())))
-		objectsIndexed.WithLabelValues("namespaces").Set(float64(len(w.namespaces.GetStore().ListKeys())))
-		if w.pods != nil {
-			objectsIndexed.WithLabelValues("pods").Set(float64(len(w.pods.GetStore().ListKeys())))
-		}
-		names, addrs := w.k.index.stats()
-		objectsIndexed.WithLabelValues("names").Set(float64(names))
+		svcs, slices, nss, pods, addrs := w.k.store.stats()
+		objectsIndexed.WithLabelValues("services").Set(float64(svcs))
+		objectsIndexed.WithLabelValues("endpointslices").Set(float64(slices))
+		objectsIndexed.WithLabelValues("namespaces").Set(float64(nss))
+		objectsIndexed.WithLabelValues("pods").Set(float64(pods))
 		objectsIndexed.WithLabelValues("reverse_addresses").Set(float64(addrs))
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
-}
-
-func meta(obj any) (metav1.Object, error) {
-	m, ok := obj.(metav1.Object)
-	if !ok {
-		return nil, fmt.Errorf("object of type %T has no metadata", obj)
-	}
-	return m, nil
 }
 
 // start connects to the source of objects and waits briefly for the first sync, so that a fresh
@@ -280,6 +488,7 @@ func (k *K8sDiscovery) start() error {
 		return err
 	}
 	w := newWatcher(k, client)
+	w.streaming = k.cfg.manifests == "" // a fake clientset (manifests) cannot stream lists
 	w.run(k.stopCh)
 	deadline := time.Now().Add(startupSyncTimeout)
 	for !k.synced.Load() && time.Now().Before(deadline) {
@@ -299,82 +508,38 @@ func (k *K8sDiscovery) namespaceAllowed(ns string) bool {
 	return len(k.cfg.namespaces) == 0 || k.cfg.namespaces[ns]
 }
 
-// trimObject keeps only the fields DNS needs, before the informer stores the object.
-func trimObject(obj any) (any, error) {
-	switch o := obj.(type) {
-	case *corev1.Service:
-		ports := make([]corev1.ServicePort, len(o.Spec.Ports))
-		for i, p := range o.Spec.Ports {
-			ports[i] = corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port}
-		}
-		return &corev1.Service{
-			ObjectMeta: trimMeta(o.ObjectMeta, nil, nil),
-			Spec: corev1.ServiceSpec{
-				Type: o.Spec.Type, ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs,
-				Ports: ports, ExternalName: o.Spec.ExternalName,
-			},
-		}, nil
-	case *discoveryv1.EndpointSlice:
-		eps := make([]discoveryv1.Endpoint, len(o.Endpoints))
-		for i, e := range o.Endpoints {
-			eps[i] = discoveryv1.Endpoint{Addresses: e.Addresses, Conditions: e.Conditions, Hostname: e.Hostname}
-			if e.TargetRef != nil {
-				eps[i].TargetRef = &corev1.ObjectReference{Kind: e.TargetRef.Kind, Name: e.TargetRef.Name}
-			}
-		}
-		return &discoveryv1.EndpointSlice{
-			ObjectMeta:  trimMeta(o.ObjectMeta, o.Labels, o.Annotations, serviceNameLabel, triggerTimeKey),
-			AddressType: o.AddressType,
-			Endpoints:   eps,
-			Ports:       o.Ports,
-		}, nil
-	case *corev1.Namespace:
-		return &corev1.Namespace{ObjectMeta: trimMeta(o.ObjectMeta, nil, nil)}, nil
-	case *corev1.Pod:
-		return &corev1.Pod{
-			ObjectMeta: trimMeta(o.ObjectMeta, nil, nil),
-			Spec: corev1.PodSpec{
-				NodeName: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork,
-				DNSPolicy: o.Spec.DNSPolicy, DNSConfig: o.Spec.DNSConfig,
-			},
-			Status: corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs},
-		}, nil
+// trimPod keeps the fields searchpath reads of a pod.
+func trimPod(o *corev1.Pod) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, DeletionTimestamp: o.DeletionTimestamp},
+		Spec: corev1.PodSpec{
+			NodeName: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork,
+			DNSPolicy: o.Spec.DNSPolicy, DNSConfig: o.Spec.DNSConfig,
+		},
+		Status: corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs},
 	}
-	return obj, nil
 }
 
-// trimMeta keeps identity and the given label and annotation keys.
-func trimMeta(m metav1.ObjectMeta, labels, annotations map[string]string, keep ...string) metav1.ObjectMeta {
-	out := metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion, UID: m.UID,
-		DeletionTimestamp: m.DeletionTimestamp,
-	}
-	for _, key := range keep {
-		if v, ok := labels[key]; ok {
-			if out.Labels == nil {
-				out.Labels = map[string]string{}
-			}
-			out.Labels[key] = v
-		}
-		if v, ok := annotations[key]; ok {
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
-			}
-			out.Annotations[key] = v
-		}
-	}
-	return out
-}
+func podSpecEqual(a, b *corev1.Pod) bool { return reflect.DeepEqual(a, b) }
 
 // WatchPods makes the plugin watch pods for a client index even when pod records do not need
 // them (searchpath asks for it). It takes effect when called before the plugin starts.
 func (k *K8sDiscovery) WatchPods() { k.podIndexWanted.Store(true) }
 
-// PodsByIP returns the pods that hold ip, trimmed to DNS fields; nil when pods are not watched.
+// PodsByIP returns the live pods that hold ip, trimmed to DNS fields; nil when pods are not
+// watched for a client index.
 func (k *K8sDiscovery) PodsByIP(ip string) []*corev1.Pod {
-	inf := k.podIndexer.Load()
-	if inf == nil {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
 		return nil
 	}
-	return kube.PodsByIP(*inf, ip)
+	k.store.mu.RLock()
+	defer k.store.mu.RUnlock()
+	var out []*corev1.Pod
+	k.store.podIPs.each(addr.Unmap(), func(p *podData) {
+		if p.spec != nil {
+			out = append(out, p.spec)
+		}
+	})
+	return out
 }
