@@ -78,7 +78,7 @@ func (f *flight) deadline() time.Time {
 func (f *flight) resolve(fs *flights, order []*endpoint, lastAnswer []byte, lastErr error) (*answer, error) {
 	ctx, cancel := context.WithDeadline(context.Background(), f.deadline())
 	defer cancel()
-	raw, err := f.nc.upstreams.resolveFrom(ctx, f.query, f.q, order, lastAnswer, lastErr)
+	raw, err := f.nc.upstreams.resolveFrom(ctx, f.query, order, lastAnswer, lastErr)
 	return f.finish(fs, raw, err)
 }
 

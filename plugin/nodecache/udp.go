@@ -15,7 +15,7 @@ var udpBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); ret
 
 // exchangeUDP asks addr over a fresh UDP socket with a random ID and source port, and waits
 // for an answer with that ID and question; anything else arriving on the socket is dropped.
-func exchangeUDP(ctx context.Context, addr string, q []byte, want dns.Question) ([]byte, error) {
+func exchangeUDP(ctx context.Context, addr string, q []byte) ([]byte, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", addr)
 	if err != nil {
@@ -49,7 +49,7 @@ func exchangeUDP(ctx context.Context, addr string, q []byte, want dns.Question) 
 			}
 			return nil, err
 		}
-		if n < 12 || binary.BigEndian.Uint16(buf) != id || !answers(buf[:n], want) {
+		if n < 12 || binary.BigEndian.Uint16(buf) != id || !answers(buf[:n], out) {
 			continue
 		}
 		return append([]byte(nil), buf[:n]...), nil

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,13 +42,13 @@ func newEndpoint(addr, transport string, timeout time.Duration) *endpoint {
 
 func (e *endpoint) healthy() bool { return e.fails.Load() < maxFails }
 
-// exchange sends q (packed, any ID) and returns the answer in wire form, checked to be a
-// response to want.
-func (e *endpoint) exchange(ctx context.Context, q []byte, want dns.Question) ([]byte, error) {
+// exchange sends q (packed, any ID) and returns the answer in wire form, checked to answer q's
+// question.
+func (e *endpoint) exchange(ctx context.Context, q []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	start := time.Now()
-	raw, err := e.exchangeOnce(ctx, q, want)
+	raw, err := e.exchangeOnce(ctx, q)
 	e.record(start, err)
 	if err != nil {
 		return nil, err
@@ -69,9 +68,9 @@ func (e *endpoint) record(start time.Time, err error) {
 	e.reached.Store(true)
 }
 
-func (e *endpoint) exchangeOnce(ctx context.Context, q []byte, want dns.Question) ([]byte, error) {
+func (e *endpoint) exchangeOnce(ctx context.Context, q []byte) ([]byte, error) {
 	if e.transport == "udp" {
-		raw, err := exchangeUDP(ctx, e.addr, q, want)
+		raw, err := exchangeUDP(ctx, e.addr, q)
 		if err != nil || binary.BigEndian.Uint16(raw[2:])&flagTC == 0 {
 			return raw, err
 		}
@@ -80,20 +79,23 @@ func (e *endpoint) exchangeOnce(ctx context.Context, q []byte, want dns.Question
 	if err != nil {
 		return nil, err
 	}
-	if !answers(raw, want) {
+	if !answers(raw, q) {
 		return nil, fmt.Errorf("answer from %s: %w", e.addr, errNotAnswer)
 	}
 	return raw, nil
 }
 
-// answers reports whether raw is a response to the question want.
-func answers(raw []byte, want dns.Question) bool {
+// answers reports whether raw is a response to the query q (both in wire form): QR set, one
+// question, and q's name (ASCII case ignored), type and class.
+func answers(raw, q []byte) bool {
 	if len(raw) < 12 || binary.BigEndian.Uint16(raw[2:])&flagQR == 0 || binary.BigEndian.Uint16(raw[4:]) != 1 {
 		return false
 	}
-	name, off, err := dns.UnpackDomainName(raw, 12)
-	return err == nil && off+4 <= len(raw) && strings.EqualFold(name, want.Name) &&
-		binary.BigEndian.Uint16(raw[off:]) == want.Qtype && binary.BigEndian.Uint16(raw[off+2:]) == want.Qclass
+	end, err := skipName(q, 12)
+	if err != nil || end+4 > len(q) {
+		return false
+	}
+	return questionIs(raw, q[12:end], binary.BigEndian.Uint16(q[end:]), binary.BigEndian.Uint16(q[end+2:]))
 }
 
 // rcodeOf is the header rcode of a message in wire form.
@@ -173,15 +175,15 @@ func (g *upstreamGroup) resolve(ctx context.Context, q dns.Question, do, cd bool
 	if err != nil {
 		return nil, err
 	}
-	return g.resolveFrom(ctx, upstreamQuery(name[:end], q.Qtype, q.Qclass, do, cd), q, g.order(), nil, nil)
+	return g.resolveFrom(ctx, upstreamQuery(name[:end], q.Qtype, q.Qclass, do, cd), g.order(), nil, nil)
 }
 
 // resolveFrom asks the packed query of the endpoints in order until one answers; lastAnswer and
 // lastErr are what earlier endpoints of the same order gave. An upstream's SERVFAIL or REFUSED
 // counts as a failure while another upstream is left to ask.
-func (g *upstreamGroup) resolveFrom(ctx context.Context, packed []byte, q dns.Question, order []*endpoint, lastAnswer []byte, lastErr error) ([]byte, error) {
+func (g *upstreamGroup) resolveFrom(ctx context.Context, packed []byte, order []*endpoint, lastAnswer []byte, lastErr error) ([]byte, error) {
 	for i, e := range order {
-		m, err := e.exchange(ctx, packed, q)
+		m, err := e.exchange(ctx, packed)
 		if err != nil {
 			lastErr = fmt.Errorf("%s %s: %w", e.transport, e.addr, err)
 			if ctx.Err() != nil {
@@ -260,7 +262,7 @@ func (g *upstreamGroup) healthCheck(every time.Duration) {
 			wg.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), every)
 				defer cancel()
-				e.exchange(ctx, packed, probe.Question[0])
+				e.exchange(ctx, packed)
 				upstreamHealthy.WithLabelValues(e.addr, e.transport).Set(boolGauge(e.healthy()))
 			})
 		}
