@@ -60,10 +60,18 @@ func (r *rrset) addExtra(target string, addrs ...netip.Addr) {
 
 // sort gives every answer a stable order, each record once.
 func (r *rrset) sort() *rrset {
-	slices.SortFunc(r.a, netip.Addr.Compare)
+	if !slices.IsSortedFunc(r.a, netip.Addr.Compare) {
+		slices.SortFunc(r.a, netip.Addr.Compare)
+	}
 	r.a = slices.Compact(r.a)
 	slices.SortFunc(r.aaaa, netip.Addr.Compare)
 	r.aaaa = slices.Compact(r.aaaa)
+	return r.sortSRV()
+}
+
+// sortSRV orders the SRV records and their targets' addresses only (the addresses may be a
+// Service's own, shared with other queries).
+func (r *rrset) sortSRV() *rrset {
 	slices.SortFunc(r.srv, func(x, y srvRecord) int {
 		if c := strings.Compare(x.target, y.target); c != 0 {
 			return c
@@ -124,6 +132,14 @@ func (k *K8sDiscovery) toService(svc *corev1.Service, epoch uint32) (*service, e
 				return out, fmt.Errorf("cluster IP %q: %w", s, err)
 			}
 			out.ips = appendUnique(out.ips, ip.Unmap())
+		}
+	}
+	slices.SortFunc(out.ips, netip.Addr.Compare)
+	for _, ip := range out.ips {
+		if ip.Is4() {
+			out.a = append(out.a, ip)
+		} else {
+			out.aaaa = append(out.aaaa, ip)
 		}
 	}
 	for _, p := range svc.Spec.Ports {
@@ -221,7 +237,11 @@ func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
 	if rel == "" {
 		return &rrset{}, true
 	}
-	l := strings.Split(rel, ".")
+	var buf [5]string
+	l, fits := splitLabels(rel, &buf)
+	if !fits {
+		return nil, false
+	}
 	last := l[len(l)-1]
 	switch len(l) {
 	case 1:
@@ -273,7 +293,7 @@ func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
 		r.addAddr(ip)
 		return r, true
 	}
-	if last != "svc" || len(l) > 5 {
+	if last != "svc" {
 		return nil, false
 	}
 	svcLabel, nsLabel := l[len(l)-3], l[len(l)-2]
@@ -322,6 +342,11 @@ func (k *K8sDiscovery) serviceRecords(e *svcEntry, withSRV bool) *rrset {
 	case kindHeadless:
 		r := &rrset{ttl: k.cfg.headlessTTL}
 		if !withSRV {
+			n := 0
+			for _, sl := range e.slices {
+				n += len(sl.eps)
+			}
+			r.a = make([]netip.Addr, 0, n)
 			for _, sl := range e.slices {
 				for i := range sl.eps {
 					r.addAddr(sl.eps[i].addr)
@@ -339,10 +364,7 @@ func (k *K8sDiscovery) serviceRecords(e *svcEntry, withSRV bool) *rrset {
 		})
 		return r.sort()
 	}
-	r := &rrset{ttl: k.cfg.ttl}
-	for _, ip := range svc.ips {
-		r.addAddr(ip)
-	}
+	r := &rrset{ttl: k.cfg.ttl, a: svc.a, aaaa: svc.aaaa}
 	if withSRV {
 		for _, p := range svc.ports {
 			r.addSRV(p.port, svc.base)
@@ -351,7 +373,7 @@ func (k *K8sDiscovery) serviceRecords(e *svcEntry, withSRV bool) *rrset {
 			r.addExtra(svc.base, svc.ips...)
 		}
 	}
-	return r.sort()
+	return r.sortSRV()
 }
 
 // namedSRV is _<port>._<proto>.<svc>.<ns>.svc (name "" with anyName: every named port of the protocol).
@@ -416,6 +438,24 @@ func (k *K8sDiscovery) eachEndpointPort(e *svcEntry, fn func(ep *endpoint, p por
 	}
 }
 
+// splitLabels splits a relative name into buf; fits is false for more than len(buf) labels
+// (no name we serve has more).
+func splitLabels(rel string, buf *[5]string) (l []string, fits bool) {
+	n := 0
+	for {
+		if n == len(buf) {
+			return nil, false
+		}
+		i := strings.IndexByte(rel, '.')
+		if i < 0 {
+			buf[n] = rel
+			return buf[:n+1], true
+		}
+		buf[n], rel = rel[:i], rel[i+1:]
+		n++
+	}
+}
+
 // canonicalDashedIP reads a label written as dashedIP writes an address, and only that spelling.
 func canonicalDashedIP(label string) (netip.Addr, bool) {
 	ip, ok := parseDashedIP(label)
@@ -459,4 +499,3 @@ func parseDashedIP(label string) (netip.Addr, bool) {
 	ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
 	return ip, err == nil && ip.Is6() && !ip.Is4In6() && ip.Zone() == ""
 }
-

@@ -41,7 +41,9 @@ type service struct {
 	name   string // lower case
 	base   string // "<name>.<ns>.svc", relative to the zone
 	kind   svcKind
-	ips    []netip.Addr // cluster IPs, or the ExternalName address
+	ips    []netip.Addr // cluster IPs (sorted), or the ExternalName address
+	a      []netip.Addr // the IPv4 and IPv6 ones among ips, shared by answers: never modified
+	aaaa   []netip.Addr
 	ports  []port
 	target string // ExternalName, fully qualified, lower case
 	epoch  uint32
@@ -85,7 +87,7 @@ type nsData struct {
 	nsEpoch  uint32
 	services map[string]*svcEntry
 	slices   map[string]*endpointSlice // by slice name
-	pods     map[string]*podData           // by pod name
+	pods     map[string]*podData       // by pod name
 }
 
 // addrIndex maps an address to the values that hold it. Most addresses have one holder, kept in

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -16,7 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 )
@@ -42,10 +43,10 @@ const (
 // resource is one kind of API object the plugin lists and watches.
 type resource struct {
 	name  string
-	list  func(ctx context.Context, opts metav1.ListOptions) (items []runtime.Object, meta metav1.ListMeta, err error)
+	list  func(ctx context.Context, opts metav1.ListOptions) (items []kruntime.Object, meta metav1.ListMeta, err error)
 	watch func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
-	put   func(obj runtime.Object, epoch uint32) // an object added or changed
-	del   func(obj runtime.Object)               // an object deleted
+	put   func(obj kruntime.Object, epoch uint32) // an object added or changed
+	del   func(obj kruntime.Object)               // an object deleted
 }
 
 // watcher keeps the store up to date. Each resource has one goroutine: it lists page by page,
@@ -74,7 +75,7 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 	w.resources = []*resource{
 		{
 			name: resServices,
-			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+			list: func(ctx context.Context, o metav1.ListOptions) ([]kruntime.Object, metav1.ListMeta, error) {
 				o.LabelSelector = k.cfg.labelSelector
 				l, err := core.Services("").List(ctx, o)
 				if err != nil {
@@ -91,7 +92,7 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 		},
 		{
 			name: resSlices,
-			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+			list: func(ctx context.Context, o metav1.ListOptions) ([]kruntime.Object, metav1.ListMeta, error) {
 				l, err := disc.EndpointSlices("").List(ctx, o)
 				if err != nil {
 					return nil, metav1.ListMeta{}, err
@@ -106,7 +107,7 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 		},
 		{
 			name: resNamespaces,
-			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+			list: func(ctx context.Context, o metav1.ListOptions) ([]kruntime.Object, metav1.ListMeta, error) {
 				l, err := core.Namespaces().List(ctx, o)
 				if err != nil {
 					return nil, metav1.ListMeta{}, err
@@ -123,7 +124,7 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 	if k.cfg.podMode == podsVerified || k.podIndexWanted.Load() {
 		w.resources = append(w.resources, &resource{
 			name: resPods,
-			list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, metav1.ListMeta, error) {
+			list: func(ctx context.Context, o metav1.ListOptions) ([]kruntime.Object, metav1.ListMeta, error) {
 				l, err := core.Pods("").List(ctx, o)
 				if err != nil {
 					return nil, metav1.ListMeta{}, err
@@ -144,9 +145,9 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 // items points into a list's items without copying them.
 func items[T any, P interface {
 	*T
-	runtime.Object
-}](list []T) []runtime.Object {
-	out := make([]runtime.Object, len(list))
+	kruntime.Object
+}](list []T) []kruntime.Object {
+	out := make([]kruntime.Object, len(list))
 	for i := range list {
 		out[i] = P(&list[i])
 	}
@@ -364,6 +365,9 @@ func endListGC() {
 	listGC.Lock()
 	defer listGC.Unlock()
 	if listGC.running--; listGC.running == 0 {
+		// Collect the list's garbage now: at the restored target the next collection would
+		// wait until the heap doubled, and the pages would stay in it until then.
+		runtime.GC()
 		debug.SetGCPercent(listGC.prev)
 	}
 }
@@ -386,7 +390,7 @@ func (w *watcher) listed() {
 	}
 }
 
-func (w *watcher) putService(obj runtime.Object, epoch uint32) {
+func (w *watcher) putService(obj kruntime.Object, epoch uint32) {
 	o, ok := obj.(*corev1.Service)
 	if !ok || !w.k.namespaceAllowed(o.Namespace) {
 		return
@@ -402,13 +406,13 @@ func (w *watcher) putService(obj runtime.Object, epoch uint32) {
 	w.k.store.putService(strings.ToLower(o.Namespace), svc.name, svc)
 }
 
-func (w *watcher) delService(obj runtime.Object) {
+func (w *watcher) delService(obj kruntime.Object) {
 	if o, ok := obj.(*corev1.Service); ok {
 		w.k.store.putService(strings.ToLower(o.Namespace), strings.ToLower(o.Name), nil)
 	}
 }
 
-func (w *watcher) putSlice(obj runtime.Object, epoch uint32) {
+func (w *watcher) putSlice(obj kruntime.Object, epoch uint32) {
 	o, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok || !w.k.namespaceAllowed(o.Namespace) {
 		return
@@ -420,25 +424,25 @@ func (w *watcher) putSlice(obj runtime.Object, epoch uint32) {
 	}
 }
 
-func (w *watcher) delSlice(obj runtime.Object) {
+func (w *watcher) delSlice(obj kruntime.Object) {
 	if o, ok := obj.(*discoveryv1.EndpointSlice); ok {
 		w.k.store.putSlice(strings.ToLower(o.Namespace), o.Name, nil)
 	}
 }
 
-func (w *watcher) putNamespace(obj runtime.Object, epoch uint32) {
+func (w *watcher) putNamespace(obj kruntime.Object, epoch uint32) {
 	if o, ok := obj.(*corev1.Namespace); ok && w.k.namespaceAllowed(o.Name) {
 		w.k.store.putNamespace(strings.ToLower(o.Name), true, epoch)
 	}
 }
 
-func (w *watcher) delNamespace(obj runtime.Object) {
+func (w *watcher) delNamespace(obj kruntime.Object) {
 	if o, ok := obj.(*corev1.Namespace); ok {
 		w.k.store.putNamespace(strings.ToLower(o.Name), false, 0)
 	}
 }
 
-func (w *watcher) putPod(obj runtime.Object, epoch uint32) {
+func (w *watcher) putPod(obj kruntime.Object, epoch uint32) {
 	o, ok := obj.(*corev1.Pod)
 	if !ok || !w.k.namespaceAllowed(o.Namespace) {
 		return
@@ -446,7 +450,7 @@ func (w *watcher) putPod(obj runtime.Object, epoch uint32) {
 	w.k.store.putPod(strings.ToLower(o.Namespace), o.Name, toPod(o, w.k.podIndexWanted.Load(), epoch))
 }
 
-func (w *watcher) delPod(obj runtime.Object) {
+func (w *watcher) delPod(obj kruntime.Object) {
 	if o, ok := obj.(*corev1.Pod); ok {
 		w.k.store.putPod(strings.ToLower(o.Namespace), o.Name, nil)
 	}
