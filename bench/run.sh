@@ -19,7 +19,7 @@
 #
 # Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
 # INDEX_SERVICES (1000), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
-# RELIST_WATCH (60 s), SKIP_BUILD=1, SERVER_CPU (0), LOAD_CPU (1), BENCH_OUT and BENCH_RESULTS (where
+# RELIST_WATCH (60 s), SKIP_BUILD=1, BENCH_LINK, BENCH_NET, SERVER_CPU (0), LOAD_CPU (1), BENCH_OUT and BENCH_RESULTS (where
 # the working files and the table go).
 #
 #   bench/run.sh          a run (what ./build.sh bench does)
@@ -48,11 +48,13 @@ RELIST_WATCH=${RELIST_WATCH:-60}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
-BENCH_LINK=dnsbench0
-ADDR_SERVER=169.254.77.1   # the server under test, port 53
-ADDR_STUB=169.254.77.2     # the cluster DNS behind a cache (a template zone), port 53
-ADDR_UPSTREAM=169.254.77.3 # the resolver behind the central DNS in the search scenario
-ADDR_POD=169.254.77.9      # the pod asking in the search scenario
+# BENCH_NET (169.254.77) and BENCH_LINK (dnsbench0) may be set so that two runs do not share them.
+BENCH_LINK=${BENCH_LINK:-dnsbench0}
+BENCH_NET=${BENCH_NET:-169.254.77}
+ADDR_SERVER=$BENCH_NET.1   # the server under test, port 53
+ADDR_STUB=$BENCH_NET.2     # the cluster DNS behind a cache (a template zone), port 53
+ADDR_UPSTREAM=$BENCH_NET.3 # the resolver behind the central DNS in the search scenario
+ADDR_POD=$BENCH_NET.9      # the pod asking in the search scenario
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
