@@ -56,8 +56,16 @@ type fastWaiter struct {
 func (w *fastWaiter) answer(a *answer, err error) {
 	w.zone.inFlight.Dec()
 	if err == nil && a.rcode == dns.RcodeNameError && w.zone.nxdomainSlow {
-		w.fl.slow.handOff(w.pkt, w.addr)
-		w.fl.node.inFlight.Add(-1)
+		// The asker's count in the node's in-flight passes to the queued datagram. Never block
+		// the connection's reader on a full hand-off queue.
+		select {
+		case w.fl.slow.in <- slowPacket{b: w.pkt, addr: w.addr}:
+		default:
+			go func() {
+				w.fl.slow.handOff(w.pkt, w.addr)
+				w.fl.node.inFlight.Add(-1)
+			}()
+		}
 		return
 	}
 	bp := answerBufs.Get().(*[]byte)

@@ -89,6 +89,17 @@ func ask(t *testing.T, addr string, q []byte) []byte {
 	return b[:n]
 }
 
+// checkDrained fails unless every query the node counted in flight (what a shutdown drains) is
+// done: answered, or handed to the chain and answered there.
+func checkDrained(t *testing.T, nc *NodeCache) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for nc.node.inFlight.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	check(t, "queries in flight once all are answered", nc.node.inFlight.Load(), int64(0))
+}
+
 func pack(t *testing.T, m *dns.Msg) []byte {
 	t.Helper()
 	p, err := m.Pack()
@@ -180,6 +191,7 @@ func TestFastMissSingleFlight(t *testing.T) {
 	wg.Wait()
 	check(t, "upstream queries", up.queries.Load(), int32(1))
 	check(t, "answers", len(answers), askers)
+	checkDrained(t, nc)
 }
 
 // Upstream failures on the fast path end as on the slow path: failover to the next upstream,
@@ -233,6 +245,7 @@ func TestFastMissUpstreamFails(t *testing.T) {
 					}
 				}
 			}
+			checkDrained(t, nc)
 		})
 	}
 }
@@ -295,6 +308,7 @@ func TestFastMissNXDOMAINThroughChain(t *testing.T) {
 		check(t, tc.name, m.Answer[0].(*dns.A).A.String(), tc.wantIP)
 	}
 	check(t, "upstream queries", up.queries.Load(), int32(2))
+	checkDrained(t, nc)
 }
 
 // An answer larger than the client's UDP size is cut to TC on the fast path too; the whole
