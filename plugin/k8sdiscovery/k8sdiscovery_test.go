@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -13,7 +14,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func namespace(name string) *corev1.Namespace {
@@ -498,5 +501,77 @@ func TestStoreReverseOwners(t *testing.T) {
 	k.store.putService("ns2", "b", nil)
 	if n := len(k.store.namespaces); n != 0 {
 		t.Errorf("%d namespaces held by an empty store", n)
+	}
+}
+
+// A watch that cannot resume (410, as after an API server restart over a compacted etcd) makes
+// the resource listed again in place: what changed while nobody watched is applied, and what the
+// new list does not name is removed.
+func TestRelistAfterExpiredWatch(t *testing.T) {
+	client := fakeClient(namespace("ns1"), clusterIPService("ns1", "a", "10.96.0.1"), clusterIPService("ns1", "b", "10.96.0.2"))
+	blind := watch.NewFakeWithChanSize(1, false)
+	var mu sync.Mutex
+	first := true
+	client.PrependWatchReactor("services", func(k8stesting.Action) (bool, watch.Interface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if first { // the first watch sees nothing of what follows
+			first = false
+			return true, blind, nil
+		}
+		return false, nil, nil
+	})
+	k := newK8sDiscovery(conformanceConfig())
+	startWithClient(t, k, client)
+	eventually(t, k, "b.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.2")
+	changes := k.store.changeCount()
+
+	if err := client.Tracker().Delete(gvrServices, "ns1", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Tracker().Add(clusterIPService("ns1", "c", "10.96.0.3")); err != nil {
+		t.Fatal(err)
+	}
+	blind.Error(&metav1.Status{Status: metav1.StatusFailure, Code: 410, Reason: metav1.StatusReasonExpired, Message: "too old resource version"})
+
+	eventually(t, k, "b.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "c.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.3")
+	eventually(t, k, "a.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.1")
+	eventually(t, k, "2.0.96.10.in-addr.arpa.", dns.TypePTR, "NXDOMAIN")
+	// a, listed again unchanged, is not a change; b's removal and c's arrival are
+	if got := k.store.changeCount() - changes; got != 2 {
+		t.Errorf("%d DNS changes from the relist, want 2", got)
+	}
+	// and the watch that follows works
+	if _, err := client.CoreV1().Services("ns1").Create(context.Background(), clusterIPService("ns1", "d", "10.96.0.4"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, k, "d.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.4")
+}
+
+func TestStoreSweep(t *testing.T) {
+	k := newK8sDiscovery(defaultConfig())
+	for i, name := range []string{"a", "b", "c"} {
+		svc, _ := k.toService(clusterIPService("ns1", name, fmt.Sprintf("10.96.0.%d", i+1)), 1)
+		k.store.putService("ns1", name, svc)
+		k.store.putSlice("ns1", name+"-x", k.toSlice(slice("ns1", name, name+"-x", 80, ep{ip: fmt.Sprintf("10.1.0.%d", i+1)}), 1))
+	}
+	// the next list names a and c only, and only a's slice
+	for i, name := range []string{"a", "c"} {
+		svc, _ := k.toService(clusterIPService("ns1", name, fmt.Sprintf("10.96.0.%d", 2*i+1)), 2)
+		if k.store.putService("ns1", name, svc) {
+			t.Errorf("unchanged service %s reported as a change", name)
+		}
+	}
+	k.store.putSlice("ns1", "a-x", k.toSlice(slice("ns1", "a", "a-x", 80, ep{ip: "10.1.0.1"}), 2))
+	if n := k.store.sweep(resServices, 2); n != 1 {
+		t.Errorf("swept %d services, want 1", n)
+	}
+	if n := k.store.sweep(resSlices, 2); n != 2 {
+		t.Errorf("swept %d slices, want 2", n)
+	}
+	svcs, slices, _, _, addrs := k.store.stats()
+	if svcs != 2 || slices != 1 || addrs != 3 { // 2 cluster IPs + a's endpoint
+		t.Errorf("after the sweep: %d services, %d slices, %d reverse addresses; want 2, 1, 3", svcs, slices, addrs)
 	}
 }
