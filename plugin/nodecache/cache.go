@@ -195,9 +195,9 @@ func (s *cacheShard) remove(k cacheKey, e *entry) {
 }
 
 // evict drops entries until the shard is within its bounds, never the one just stored (keep).
-// Each victim is the soonest to expire of a few entries sampled at random from the kinds over
-// their bound (both when bytes are), and an entry past its stale window goes at once: constant
-// work per insert, no scan of the shard, no bookkeeping on the hit path.
+// Each victim is the soonest to expire of a few neighbouring entries from a random place in the
+// lists of the kinds over their bound (both when bytes are), and an entry past its stale window
+// goes at once: constant work per insert, no scan of the shard, no bookkeeping on the hit path.
 func (s *cacheShard) evict(lim *cacheLimits, keep *entry, now time.Time) {
 	const sample = 8
 	for {
@@ -213,8 +213,12 @@ func (s *cacheShard) evict(lim *cacheLimits, keep *entry, now time.Time) {
 			if !over || len(list) == 0 {
 				continue
 			}
-			for range sample {
-				l := &list[rand.IntN(len(list))]
+			// A run of neighbours from a random start: a few cache lines, not one per sample. Slots
+			// are refilled at random (a removal moves the last entry into the hole), so
+			// neighbours are of any age.
+			start := rand.IntN(len(list))
+			for i := range min(sample, len(list)) {
+				l := &list[(start+i)%len(list)]
 				if l.e == keep {
 					continue
 				}
