@@ -2,7 +2,11 @@
 // answers every query with one fixed A record (TTL 30), no plugin chain, no cache. What it
 // reaches on one core is about what any Go server built on miekg/dns's per-packet loop can.
 //
-//	goceiling -listen 127.0.0.1:1053
+// With -tcp it answers over TCP on the same address too, which makes it the benchmarks' stub
+// behind the caches: cheaper per query than a CoreDNS server, so that the servers under test,
+// not the stub, set the rate.
+//
+//	goceiling -listen 127.0.0.1:1053 [-tcp]
 package main
 
 import (
@@ -19,6 +23,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:1053", "UDP address to serve")
 	addr := flag.String("a", "10.96.0.42", "the address every A answer carries")
+	withTCP := flag.Bool("tcp", false, "serve TCP on the same address as well")
 	flag.Parse()
 	ip := net.ParseIP(*addr).To4()
 	if ip == nil {
@@ -37,10 +42,21 @@ func main() {
 		w.WriteMsg(m)
 	})
 	srv := &dns.Server{Addr: *listen, Net: "udp", Handler: handler}
+	tcp := &dns.Server{Addr: *listen, Net: "tcp", Handler: handler}
+	if *withTCP {
+		go func() {
+			if err := tcp.ListenAndServe(); err != nil {
+				log.Fatalf("goceiling: tcp: %v", err)
+			}
+		}()
+	}
 	go func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 		<-sig
+		if *withTCP {
+			tcp.Shutdown()
+		}
 		srv.Shutdown()
 	}()
 	if err := srv.ListenAndServe(); err != nil {
