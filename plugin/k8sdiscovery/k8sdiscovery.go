@@ -43,7 +43,7 @@ type K8sDiscovery struct {
 }
 
 func newK8sDiscovery(cfg config) *K8sDiscovery {
-	k := &K8sDiscovery{cfg: cfg, zones: cfg.zones, store: newStore(cfg.ptrHostnameOnly), stopCh: make(chan struct{})}
+	k := &K8sDiscovery{cfg: cfg, zones: cfg.zones, store: newStore(cfg.ptrHostnameOnly, cfg.podMode == podsVerified), stopCh: make(chan struct{})}
 	for _, z := range cfg.zones {
 		if !isReverseZone(z) {
 			k.primary = z

@@ -277,11 +277,13 @@ func TestPodModes(t *testing.T) {
 		{podsInsecure, "10-9-9-9.ns1.pod.cluster.local.", dns.TypeA, "NOERROR", []string{"10.9.9.9"}},
 		{podsInsecure, "10-9-9-9.ns1.pod.cluster.local.", dns.TypeAAAA, "NOERROR", nil},
 		{podsInsecure, "fd00--9.ns1.pod.cluster.local.", dns.TypeAAAA, "NOERROR", []string{"fd00::9"}},
+		{podsInsecure, "fd00-0-0-0-0-0-0-9.ns1.pod.cluster.local.", dns.TypeAAAA, "NOERROR", []string{"fd00::9"}},
 		{podsInsecure, "10-9-9-9.nons.pod.cluster.local.", dns.TypeA, "NXDOMAIN", nil},
 		{podsInsecure, "not-an-ip.ns1.pod.cluster.local.", dns.TypeA, "NXDOMAIN", nil},
 		{podsInsecure, "10-9-9-999.ns1.pod.cluster.local.", dns.TypeA, "NXDOMAIN", nil},
 		{podsVerified, "10-1-0-50.ns1.pod.cluster.local.", dns.TypeA, "NOERROR", []string{"10.1.0.50"}},
 		{podsVerified, "10-9-9-9.ns1.pod.cluster.local.", dns.TypeA, "NXDOMAIN", nil},
+		{podsVerified, "10-1-0-050.ns1.pod.cluster.local.", dns.TypeA, "NXDOMAIN", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.mode+" "+tc.qname+" "+dns.TypeToString[tc.qtype], func(t *testing.T) {
@@ -359,8 +361,12 @@ func TestTTLs(t *testing.T) {
 func TestManifestsReload(t *testing.T) {
 	manifestPoll = 20 * 1e6 // 20ms
 	dir := t.TempDir()
-	write := func(name, body string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+	write := func(name, body string) { // whole, by rename: the poller must not read a half-written file
+		tmp := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -573,5 +579,53 @@ func TestStoreSweep(t *testing.T) {
 	svcs, slices, _, _, addrs := k.store.stats()
 	if svcs != 2 || slices != 1 || addrs != 3 { // 2 cluster IPs + a's endpoint
 		t.Errorf("after the sweep: %d services, %d slices, %d reverse addresses; want 2, 1, 3", svcs, slices, addrs)
+	}
+}
+
+// Pods watched only for searchpath's client index are not DNS data: they do not bump the serial,
+// and they are kept in every namespace even with a namespaces filter.
+func TestPodsForTheClientIndex(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.podMode = podsInsecure
+	cfg.namespaces = map[string]bool{"ns1": true}
+	client := fakeClient(namespace("ns1"), namespace("kube-system"), pod("kube-system", "a", "10.1.0.50", corev1.PodRunning))
+	cfg.zones = []string{"cluster.local.", "in-addr.arpa."}
+	k := newK8sDiscovery(cfg)
+	k.WatchPods()
+	startWithClient(t, k, client)
+	if got := k.PodsByIP("10.1.0.50"); len(got) != 1 || got[0].Namespace != "kube-system" {
+		t.Fatalf("PodsByIP = %v, want the kube-system pod", got)
+	}
+	eventually(t, k, "10-1-0-50.kube-system.pod.cluster.local.", dns.TypeA, "NXDOMAIN") // filtered namespace
+	serial, changes := k.store.soaSerial(), k.store.changeCount()
+	if _, err := client.CoreV1().Pods("ns1").Create(context.Background(), pod("ns1", "b", "10.1.0.51", corev1.PodRunning), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new pod in the client index", func() bool { return len(k.PodsByIP("10.1.0.51")) == 1 })
+	if k.store.changeCount() != changes || k.store.soaSerial() != serial {
+		t.Fatal("a pod that no record names bumped the serial")
+	}
+}
+
+// The additional section of a headless SRV answer has every address of each target, also from
+// a slice without the port asked for.
+func TestSRVAdditionalHasEveryTargetAddress(t *testing.T) {
+	a := slice("ns1", "db", "db-a", 5432, ep{ip: "10.1.0.7", hostname: "db-0"})
+	b := slice("ns1", "db", "db-b", 9999, ep{ip: "10.1.0.8", hostname: "db-0"})
+	other := "metrics"
+	b.Ports[0].Name = &other
+	k, _ := startFake(t, defaultConfig(), namespace("ns1"), headlessService("ns1", "db"), a, b)
+	m := ask(k, "_http._tcp.db.ns1.svc.cluster.local.", dns.TypeSRV)
+	if len(m.Answer) != 1 {
+		t.Fatalf("answer %v, want one SRV", m.Answer)
+	}
+	var extra []string
+	for _, rr := range m.Extra {
+		if a, ok := rr.(*dns.A); ok {
+			extra = append(extra, a.Hdr.Name+" "+a.A.String())
+		}
+	}
+	if want := "[db-0.db.ns1.svc.cluster.local. 10.1.0.7 db-0.db.ns1.svc.cluster.local. 10.1.0.8]"; fmt.Sprint(extra) != want {
+		t.Fatalf("additional %v, want %s", extra, want)
 	}
 }

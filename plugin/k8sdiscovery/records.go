@@ -282,7 +282,12 @@ func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
 			return nil, false
 		}
 		n := s.namespaces[l[1]]
+		// verified: the spelling dashedIP writes, as the records were named; insecure: any
+		// spelling of the address (fd00-0-0-0-0-0-0-7 as fd00--7), as CoreDNS reads it.
 		ip, isIP := canonicalDashedIP(l[0])
+		if k.cfg.podMode == podsInsecure {
+			ip, isIP = parseDashedIP(l[0])
+		}
 		if n == nil || !isIP || !k.podNamespaceExists(n) {
 			return nil, false
 		}
@@ -325,7 +330,7 @@ func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
 
 // podNamespaceExists: <ns>.pod exists for a Namespace object, and with pods verified while a pod lives there.
 func (k *K8sDiscovery) podNamespaceExists(n *nsData) bool {
-	return n.exists || (k.cfg.podMode == podsVerified && len(n.pods) > 0)
+	return k.namespaceAllowed(n.name) && (n.exists || (k.cfg.podMode == podsVerified && len(n.pods) > 0))
 }
 
 // serviceRecords is <svc>.<ns>.svc: cluster IPs, or a headless Service's endpoints, and (when
@@ -357,11 +362,10 @@ func (k *K8sDiscovery) serviceRecords(e *svcEntry, withSRV bool) *rrset {
 		k.eachEndpointPort(e, func(ep *endpoint, p port, label string) {
 			r.addAddr(ep.addr)
 			if p.port != 0 {
-				target := label + "." + svc.base
-				r.addSRV(p.port, target)
-				r.addExtra(target, ep.addr)
+				r.addSRV(p.port, label+"."+svc.base)
 			}
 		})
+		addTargetAddrs(e, r)
 		return r.sort()
 	}
 	r := &rrset{ttl: k.cfg.ttl, a: svc.a, aaaa: svc.aaaa}
@@ -385,11 +389,10 @@ func (k *K8sDiscovery) namedSRV(e *svcEntry, name, proto string, anyName bool) *
 		r := &rrset{ttl: k.cfg.headlessTTL}
 		k.eachEndpointPort(e, func(ep *endpoint, p port, label string) {
 			if match(p) {
-				target := label + "." + svc.base
-				r.addSRV(p.port, target)
-				r.addExtra(target, ep.addr)
+				r.addSRV(p.port, label+"."+svc.base)
 			}
 		})
+		addTargetAddrs(e, r)
 		return r.sort()
 	case kindClusterIP:
 		r := &rrset{ttl: k.cfg.ttl}
@@ -419,6 +422,26 @@ func (k *K8sDiscovery) endpointRecords(e *svcEntry, label string) *rrset {
 		}
 	}
 	return r.sort()
+}
+
+// addTargetAddrs adds, for the additional section, every ready address published under each SRV
+// target of a headless Service (an endpoint name may have addresses in slices without that port).
+func addTargetAddrs(e *svcEntry, r *rrset) {
+	if len(r.srv) == 0 {
+		return
+	}
+	suffix := "." + e.svc.base
+	targets := make(map[string]string, len(r.srv)) // label → target
+	for _, s := range r.srv {
+		targets[strings.TrimSuffix(s.target, suffix)] = s.target
+	}
+	for _, sl := range e.slices {
+		for i := range sl.eps {
+			if t, ok := targets[sl.eps[i].label()]; ok {
+				r.addExtra(t, sl.eps[i].addr)
+			}
+		}
+	}
 }
 
 // eachEndpointPort calls fn for every ready endpoint with each port of its slice (with a zero

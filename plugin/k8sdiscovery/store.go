@@ -160,15 +160,17 @@ type store struct {
 	changes    uint64 // writes that changed DNS data (each bumped the serial)
 
 	ptrHostnameOnly bool
+	podRecords      bool // pods verified: a pod's addresses are DNS data
 }
 
-func newStore(ptrHostnameOnly bool) *store {
+func newStore(ptrHostnameOnly, podRecords bool) *store {
 	return &store{
 		namespaces:      map[string]*nsData{},
 		ptrs:            newAddrIndex[*svcEntry](),
 		podIPs:          newAddrIndex[*podData](),
 		serial:          uint32(time.Now().Unix()),
 		ptrHostnameOnly: ptrHostnameOnly,
+		podRecords:      podRecords,
 	}
 }
 
@@ -352,7 +354,8 @@ func (s *store) putNamespace(name string, exists bool, epoch uint32) bool {
 	return true
 }
 
-// putPod stores a live pod with addresses (nil p: deleted, finished or without an address).
+// putPod stores a live pod with addresses (nil p: deleted, finished or without an address). It
+// reports whether pod records changed (never without pods verified).
 func (s *store) putPod(ns, name string, p *podData) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -382,6 +385,10 @@ func (s *store) putPod(ns, name string, p *podData) bool {
 		s.counts.pods++
 	}
 	s.gc(n)
+	// Only pod records are DNS data: the details searchpath reads are not.
+	if !s.podRecords || (old != nil && p != nil && slices.Equal(old.ips, p.ips)) {
+		return false
+	}
 	s.changed()
 	return true
 }

@@ -2,6 +2,7 @@ package k8sdiscovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -170,11 +171,12 @@ func (w *watcher) run(stop <-chan struct{}) {
 // loop lists and watches one resource until ctx ends.
 func (w *watcher) loop(ctx context.Context, r *resource) {
 	var (
-		rv      string // where the next watch starts; "" asks for a list
-		epoch   uint32
-		listed  bool
-		stream  = w.streaming
-		backoff time.Duration
+		rv         string // where the next watch starts; "" asks for a list
+		epoch      uint32
+		listed     bool
+		stream     = w.streaming
+		backoff    time.Duration
+		incomplete int // streaming lists that ended before their last object
 	)
 	wait := func(err error) bool {
 		backoff = min(max(2*backoff, time.Second), maxBackoff)
@@ -228,6 +230,15 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 			if !complete {
 				endListGC()
 				rv = "" // the stream ended before every object came: start again
+				if err == nil && ctx.Err() == nil {
+					// Not at once: a proxy that cuts long streams would otherwise make a tight
+					// loop of whole lists. After a few, list in pages instead.
+					if incomplete++; incomplete >= 3 {
+						log.Infof("%s: %d streaming lists ended early: listing in pages", r.name, incomplete)
+						stream = false
+					}
+					err = errors.New("the streaming list ended before every object came")
+				}
 			}
 			switch {
 			case err == nil:
@@ -444,7 +455,8 @@ func (w *watcher) delNamespace(obj kruntime.Object) {
 
 func (w *watcher) putPod(obj kruntime.Object, epoch uint32) {
 	o, ok := obj.(*corev1.Pod)
-	if !ok || !w.k.namespaceAllowed(o.Namespace) {
+	// searchpath's client index needs the pods of every namespace; pod records check the filter.
+	if !ok || (!w.k.podIndexWanted.Load() && !w.k.namespaceAllowed(o.Namespace)) {
 		return
 	}
 	w.k.store.putPod(strings.ToLower(o.Namespace), o.Name, toPod(o, w.k.podIndexWanted.Load(), epoch))
