@@ -3,13 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"net"
@@ -19,10 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/controlplane"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 func freePort([]string) error {
@@ -41,27 +35,14 @@ func secrets(args []string) error {
 		return fmt.Errorf("usage: secrets DIR")
 	}
 	dir := args[0]
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	token, err := controlplane.NewToken()
+	if err != nil {
 		return err
 	}
-	token := hex.EncodeToString(b)
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token), 0o600); err != nil {
 		return err
 	}
-	line := fmt.Sprintf("%s,bench-admin,bench-admin-uid,\"system:masters\"\n", token)
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(line), 0o600); err != nil {
-		return err
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "sa.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return controlplane.WriteSecrets(dir, "bench-admin", token)
 }
 
 // kubeconfig -out FILE -server URL -ca FILE -token-file FILE: waits for the CA file (the
@@ -90,15 +71,12 @@ func kubeconfig(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["bench"] = &clientcmdapi.Cluster{Server: *server, CertificateAuthority: *ca}
-	cfg.AuthInfos["bench-admin"] = &clientcmdapi.AuthInfo{Token: strings.TrimSpace(string(token))}
-	cfg.Contexts["bench"] = &clientcmdapi.Context{Cluster: "bench", AuthInfo: "bench-admin"}
-	cfg.CurrentContext = "bench"
-	return clientcmd.WriteToFile(*cfg, *out)
+	return controlplane.WriteKubeconfig(*out, "bench", "bench-admin", *server, *ca, strings.TrimSpace(string(token)))
 }
 
-func restConfig(path string) (*rest.Config, error) {
+// newClient is a clientset for the kubeconfig at path: protobuf, no client-side rate limit, and
+// the given request timeout.
+func newClient(path string, timeout time.Duration) (kubernetes.Interface, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", path)
 	if err != nil {
 		return nil, err
@@ -106,8 +84,8 @@ func restConfig(path string) (*rest.Config, error) {
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.QPS, cfg.Burst = 100000, 100000
-	cfg.Timeout = 60 * time.Second
-	return cfg, nil
+	cfg.Timeout = timeout
+	return kubernetes.NewForConfig(cfg)
 }
 
 // ready -kubeconfig FILE -timeout D: polls /readyz until it says ok; prints the seconds waited.
@@ -118,12 +96,7 @@ func ready(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := restConfig(*kc)
-	if err != nil {
-		return err
-	}
-	cfg.Timeout = 2 * time.Second
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := newClient(*kc, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -197,11 +170,7 @@ func apiRequests(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := restConfig(*kc)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := newClient(*kc, 60*time.Second)
 	if err != nil {
 		return err
 	}

@@ -61,11 +61,7 @@ func load(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := restConfig(*kc)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := newClient(*kc, 60*time.Second)
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,10 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/controlplane"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // serviceCIDRs makes the cluster dual-stack, IPv4 first.
@@ -62,11 +57,9 @@ func newControlPlane(binDir, dir string) (*controlPlane, error) {
 			return nil, err
 		}
 	}
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	if cp.token, err = controlplane.NewToken(); err != nil {
 		return nil, err
 	}
-	cp.token = hex.EncodeToString(b)
 	return cp, nil
 }
 
@@ -123,20 +116,7 @@ func (cp *controlPlane) startEtcd() error {
 
 // writeSecrets writes the token file (one admin in system:masters) and the service-account key.
 func (cp *controlPlane) writeSecrets() error {
-	tokens := fmt.Sprintf("%s,e2e-admin,e2e-admin-uid,\"system:masters\"\n", cp.token)
-	if err := os.WriteFile(filepath.Join(cp.dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
-		return err
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	return os.WriteFile(filepath.Join(cp.dir, "sa.key"), pemKey, 0o600)
+	return controlplane.WriteSecrets(cp.dir, "e2e-admin", cp.token)
 }
 
 func (cp *controlPlane) startAPIServer() error {
@@ -177,12 +157,7 @@ func (cp *controlPlane) writeKubeconfig() error {
 }
 
 func writeKubeconfig(path, server, caFile, token string) error {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: caFile}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: token}
-	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "admin"}
-	cfg.CurrentContext = "e2e"
-	return clientcmd.WriteToFile(*cfg, path)
+	return controlplane.WriteKubeconfig(path, "e2e", "admin", server, caFile, token)
 }
 
 func (cp *controlPlane) restConfig() (*rest.Config, error) {
