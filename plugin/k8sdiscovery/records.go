@@ -284,10 +284,11 @@ func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
 		n := s.namespaces[l[1]]
 		// verified: the spelling dashedIP writes, as the records were named; insecure: any
 		// spelling of the address (fd00-0-0-0-0-0-0-7 as fd00--7), as CoreDNS reads it.
-		ip, isIP := canonicalDashedIP(l[0])
+		parse := canonicalDashedIP
 		if k.cfg.podMode == podsInsecure {
-			ip, isIP = parseDashedIP(l[0])
+			parse = parseDashedIP
 		}
+		ip, isIP := parse(l[0])
 		if n == nil || !isIP || !k.podNamespaceExists(n) {
 			return nil, false
 		}

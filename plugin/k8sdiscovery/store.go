@@ -307,7 +307,7 @@ func (s *store) putSlice(ns, name string, sl *endpointSlice) (changed bool, prev
 	if old != nil {
 		prevTrigger = old.trigger
 	}
-	if sl != nil && old != nil && old.service == sl.service && old.equal(sl) {
+	if sl != nil && old != nil && old.equal(sl) {
 		old.epoch, old.trigger = sl.epoch, sl.trigger
 		return false, prevTrigger
 	}
@@ -455,7 +455,7 @@ func (a *podData) equal(b *podData) bool {
 
 // ---- lookups (the caller holds mu for reading)
 
-// nsExists: <ns>.svc and <ns>.pod exist for a Namespace object, and while anything lives below.
+// svcExists: <ns>.svc exists for a Namespace object, and while a published Service lives below.
 func (n *nsData) svcExists() bool {
 	if n.exists {
 		return true
@@ -466,10 +466,6 @@ func (n *nsData) svcExists() bool {
 		}
 	}
 	return false
-}
-
-func (n *nsData) podExists() bool {
-	return n.exists || len(n.pods) > 0
 }
 
 // published: the Service's name exists (a headless Service only while it has a ready endpoint).
@@ -495,9 +491,7 @@ func (e *svcEntry) hasEndpoints() bool {
 	return false
 }
 
-func (e *svcEntry) headless() bool { return e.svc.kind == kindHeadless }
-
-// endpointName is the label an endpoint is published under.
+// label is the name an endpoint is published under, relative to its Service.
 func (ep *endpoint) label() string {
 	if ep.name != "" {
 		return ep.name
