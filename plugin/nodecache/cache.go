@@ -2,7 +2,6 @@ package nodecache
 
 import (
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,23 +18,24 @@ type cacheKey struct {
 	do, cd bool
 }
 
-func newCacheKey(qname string, qtype, qclass uint16, do, cd bool) cacheKey {
-	// FNV-1a over the ASCII-lowered name: no allocation on the hit path.
+// newCacheKey is the key of a question whose name is lower case, in presentation form.
+func newCacheKey(lower []byte, qtype, qclass uint16, do, cd bool) cacheKey {
+	return cacheKey{hash: nameHash(lower), qtype: qtype, qclass: qclass, do: do, cd: cd}
+}
+
+// nameHash is FNV-1a over the lower-case name: no allocation on the hit path.
+func nameHash(lower []byte) uint64 {
 	h := uint64(14695981039346656037)
-	for i := 0; i < len(qname); i++ {
-		c := qname[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
+	for _, c := range lower {
 		h ^= uint64(c)
 		h *= 1099511628211
 	}
-	return cacheKey{hash: h, qtype: qtype, qclass: qclass, do: do, cd: cd}
+	return h
 }
 
 // entry is one cached answer with its clock.
 type entry struct {
-	qname      string // as first asked; compared case-insensitively against hash collisions
+	qname      string // lower case, presentation form; compared against hash collisions
 	answer     *answer
 	stored     time.Time
 	expires    time.Time // end of the TTL
@@ -100,13 +100,14 @@ func (c *cache) setLimits(successCap, denialCap int, maxMemory int64) {
 
 func (c *cache) shard(k cacheKey) *cacheShard { return &c.shards[k.hash%cacheShards] }
 
-// get returns the entry for the question if it is fresh or within its stale window.
-func (c *cache) get(k cacheKey, qname string, now time.Time) *entry {
+// get returns the entry for the question (its name lower case, presentation form) if it is
+// fresh or within its stale window; an entry past that window is dropped.
+func (c *cache) get(k cacheKey, lower []byte, now time.Time) *entry {
 	s := c.shard(k)
 	s.mu.RLock()
 	e := s.items[k]
 	s.mu.RUnlock()
-	if e == nil || len(e.qname) != len(qname) || !strings.EqualFold(e.qname, qname) {
+	if e == nil || e.qname != string(lower) {
 		return nil
 	}
 	if now.After(e.staleUntil) {
@@ -115,19 +116,6 @@ func (c *cache) get(k cacheKey, qname string, now time.Time) *entry {
 			s.remove(k, e)
 		}
 		s.mu.Unlock()
-		return nil
-	}
-	return e
-}
-
-// getFast is get for the fast path: the name is lower case in presentation form, and an entry
-// past its stale window is left for the slow path to remove.
-func (c *cache) getFast(k cacheKey, lower []byte) *entry {
-	s := c.shard(k)
-	s.mu.RLock()
-	e := s.items[k]
-	s.mu.RUnlock()
-	if e == nil || !equalFoldName(e.qname, lower) {
 		return nil
 	}
 	return e

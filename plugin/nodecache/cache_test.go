@@ -60,7 +60,7 @@ func TestCacheLifetime(t *testing.T) {
 	now := time.Now()
 	a, ttl, _ := cacheable(msgFor("web.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, "web.default.svc.cluster.local. 10 IN A 10.0.0.1"), 30*time.Second, 5*time.Second)
 	c := newCache(100, 100, 1<<20)
-	k := newCacheKey("web.default.svc.cluster.local.", dns.TypeA, dns.ClassINET, false, false)
+	k := newCacheKey([]byte("web.default.svc.cluster.local."), dns.TypeA, dns.ClassINET, false, false)
 	c.put(k, "web.default.svc.cluster.local.", a, ttl, time.Minute, now)
 
 	tests := []struct {
@@ -78,8 +78,9 @@ func TestCacheLifetime(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			k := newCacheKey(tc.qname, dns.TypeA, dns.ClassINET, false, false)
-			e := c.get(k, tc.qname, now.Add(tc.at))
+			lower := []byte(dns.CanonicalName(tc.qname))
+			k := newCacheKey(lower, dns.TypeA, dns.ClassINET, false, false)
+			e := c.get(k, lower, now.Add(tc.at))
 			check(t, "found", e != nil, tc.found)
 			if e != nil {
 				check(t, "remaining", e.remaining(now.Add(tc.at)), tc.remaining)
@@ -112,7 +113,7 @@ func TestCacheBounds(t *testing.T) {
 					m = msgFor(name, dns.TypeA, dns.RcodeNameError, "cluster.local. 5 IN SOA ns. host. 1 2 3 4 5")
 				}
 				a, ttl, _ := cacheable(m, 30*time.Second, 5*time.Second)
-				c.put(newCacheKey(name, dns.TypeA, dns.ClassINET, false, false), name, a, ttl, 0, now)
+				c.put(newCacheKey([]byte(name), dns.TypeA, dns.ClassINET, false, false), name, a, ttl, 0, now)
 			}
 			success, denial, bytes := c.counts()
 			check(t, "success within bound", success <= tc.wantMaxEntries, true)
@@ -228,7 +229,7 @@ func BenchmarkCachePutFull(b *testing.B) {
 		n := names[i%len(names)]
 		i++
 		// TTLs spread over 1-30 s: the victim should be among the soonest to expire.
-		c.put(newCacheKey(n, dns.TypeA, dns.ClassINET, false, false), n, a, uint32(1+i%30), 0, now)
+		c.put(newCacheKey([]byte(n), dns.TypeA, dns.ClassINET, false, false), n, a, uint32(1+i%30), 0, now)
 	}
 	var sum, cnt float64
 	for s := range c.shards {

@@ -2,11 +2,12 @@ package nodecache
 
 import (
 	"encoding/binary"
+	"github.com/clusterdns/clusterdns/internal/dnswire"
 
 	"github.com/miekg/dns"
 )
 
-// fastQuery is a UDP query read straight from the wire by the fast path, when its shape is
+// fastQuery is a UDP query read straight from the wire by the packet door, when its shape is
 // plain enough to be answered from the cache without a dns.Msg: one question of class IN with a
 // name of letters, digits, '-' and '_', no answer or authority records, and at most one OPT
 // record of version 0 without options. Anything else goes to the normal CoreDNS path.
@@ -22,11 +23,11 @@ type fastQuery struct {
 	hash       uint64 // newCacheKey's hash of the name
 }
 
-// Header bits of a query the fast path leaves to the slow path: a response, an opcode other than
+// Header bits of a query the packet door hands to CoreDNS's server: a response, an opcode other than
 // QUERY (bits 11-14), AA, TC, the reserved Z bit and a non-zero RCODE.
-const fastRejectBits = flagQR | 0xF<<11 | flagAA | flagTC | 1<<6 | 0xF
+const fastRejectBits = dnswire.FlagQR | 0xF<<11 | dnswire.FlagAA | dnswire.FlagTC | 1<<6 | 0xF
 
-// parseFastQuery fills q from the datagram p and reports whether the fast path may answer it.
+// parseFastQuery fills q from the datagram p and reports whether the packet door may answer it.
 func parseFastQuery(p []byte, q *fastQuery) bool {
 	if len(p) < 12+1+4 || len(p) > dns.MinMsgSize {
 		return false
@@ -41,7 +42,7 @@ func parseFastQuery(p []byte, q *fastQuery) bool {
 		return false
 	}
 	q.id = binary.BigEndian.Uint16(p)
-	q.rd, q.cd, q.ad = flags&flagRD != 0, flags&flagCD != 0, flags&flagAD != 0
+	q.rd, q.cd, q.ad = flags&dnswire.FlagRD != 0, flags&dnswire.FlagCD != 0, flags&dnswire.FlagAD != 0
 
 	// The name: uncompressed labels of plain characters, not the root.
 	off, n := 12, 0
@@ -119,23 +120,6 @@ func (q *fastQuery) name() []byte { return q.lower[:q.lowerLen] }
 // reply is what render needs to answer q, the same as ServeDNS derives from the dns.Msg.
 func (q *fastQuery) reply() reply {
 	return reply{id: q.id, qwire: q.qname, rd: q.rd, cd: q.cd, ad: q.ad, edns: q.edns, do: q.do, maxSize: q.size}
-}
-
-// equalFoldName compares a name kept as a string with a lower-case name, ignoring ASCII case.
-func equalFoldName(s string, lower []byte) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // inZone reports whether the lower-case name is zone (lower case, fully qualified) or below it.

@@ -1,6 +1,8 @@
 package nodecache
 
 import (
+	"sync"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -39,21 +41,31 @@ var (
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "cache_bytes",
 		Help: "Approximate bytes held by the process-wide cache (bounded by max_memory).",
 	})
-	upstreamDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "upstream_request_duration_seconds",
-		Buckets: plugin.TimeBuckets,
-		Help:    "Time an upstream took to answer (or fail), by upstream and transport.",
-	}, []string{"upstream", "transport"})
-	upstreamErrors = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "upstream_errors_total",
-		Help: "Upstream exchanges that failed, by upstream, transport and kind (timeout, backoff, closed, other).",
-	}, []string{"upstream", "transport", "kind"})
-	upstreamHealthy = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "upstream_healthy",
-		Help: "1 while the upstream answers health checks, else 0.",
-	}, []string{"upstream", "transport"})
-	setupErrors = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "setup_errors_total",
-		Help: "Failures setting up or tearing down the node (stage: lock, link, filter, teardown).",
-	}, []string{"stage"})
 )
+
+// serverMetrics are the per-server counters of the query path, looked up once per server label.
+type serverMetrics struct {
+	hitSuccess, hitDenial prometheus.Counter
+	misses, stale         prometheus.Counter
+	prefetch, truncated   prometheus.Counter
+	inFlight              prometheus.Gauge
+}
+
+var serverMetricsByLabel sync.Map // server label → *serverMetrics
+
+func metricsFor(server string) *serverMetrics {
+	if m, ok := serverMetricsByLabel.Load(server); ok {
+		return m.(*serverMetrics)
+	}
+	m := &serverMetrics{
+		hitSuccess: cacheHits.WithLabelValues(server, "success"),
+		hitDenial:  cacheHits.WithLabelValues(server, "denial"),
+		misses:     cacheMisses.WithLabelValues(server),
+		stale:      staleServed.WithLabelValues(server),
+		prefetch:   prefetches.WithLabelValues(server),
+		truncated:  truncated.WithLabelValues(server),
+		inFlight:   inFlight.WithLabelValues(server),
+	}
+	actual, _ := serverMetricsByLabel.LoadOrStore(server, m)
+	return actual.(*serverMetrics)
+}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdns/clusterdns/plugin/nodecache/nodesetup"
+	"github.com/clusterdns/clusterdns/plugin/nodecache/transport"
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
@@ -19,20 +21,7 @@ const pluginName = "nodecache"
 
 var log = clog.NewWithPlugin(pluginName)
 
-func init() {
-	plugin.Register(pluginName, setup)
-	// The listen sockets exist once the servers started; size their buffers then.
-	caddy.RegisterEventHook(pluginName, func(ev caddy.EventName, _ any) error {
-		if ev == caddy.InstanceStartupEvent {
-			if n := runningNode(); n != nil {
-				n.mu.Lock()
-				raiseReceiveBuffers(n.listens)
-				n.mu.Unlock()
-			}
-		}
-		return nil
-	})
-}
+func init() { plugin.Register(pluginName, setup) }
 
 func setup(c *caddy.Controller) error {
 	cfg, err := parseStanza(c)
@@ -47,13 +36,13 @@ func setup(c *caddy.Controller) error {
 	// The node cache owns the listen addresses of its server block, as the bind plugin does.
 	srv.ListenHosts = cfg.listen
 
-	n := &NodeCache{config: cfg, node: theNode(cfg), upstreams: newUpstreamGroup(cfg.upstreams, cfg.timeout)}
+	n := &NodeCache{config: cfg, node: theNode(cfg), upstreams: transport.NewGroup(cfg.upstreams, cfg.transport())}
 	reloading := false
 	c.OnStartup(func() error {
 		if err := n.node.prepare(cfg, uint16(port)); err != nil {
 			return plugin.Error(pluginName, err)
 		}
-		go n.upstreams.healthCheck(cfg.healthCheck)
+		n.upstreams.Start()
 		return nil
 	})
 	c.OnRestart(func() error { reloading = true; return nil })
@@ -61,25 +50,27 @@ func setup(c *caddy.Controller) error {
 	c.OnShutdown(func() error {
 		// On reload the new instance already serves and keeps the node as it is; on a real stop
 		// the process first hands over or drains (once, whichever block gets here first).
+		n.closing.Store(true)
 		if !reloading {
 			n.node.exit()
 		}
-		n.upstreams.close()
+		n.upstreams.Close() // its connections close once the queries in flight are answered
 		return nil
 	})
-	// The fast path: CoreDNS's server hands itself over as it starts serving UDP.
+	// The packet door: CoreDNS's server hands itself over (an exported hook of its config) as
+	// it starts serving UDP.
 	instance := c.Context()
-	n.node.addFastBlock(instance, &fastBlock{nc: n, cfg: srv, zones: blockZones(c.ServerBlockKeys), listen: listenKeys(cfg.listen, srv.Port)})
+	n.node.addBlock(instance, &doorBlock{nc: n, cfg: srv, zones: blockZones(c.ServerBlockKeys), listen: listenKeys(cfg.listen, srv.Port)})
 	prev := srv.UDPDecorateWriterFunc
 	srv.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
 		var dw dns.DecorateWriter
 		if prev != nil {
 			dw = prev(s)
 		}
-		n.node.serverStarting(instance, s, dw)
+		n.node.serverStarting(instance, s, srv, dw)
 		return dw
 	}
-	c.OnShutdown(func() error { n.node.dropFastBlocks(instance); return nil })
+	c.OnShutdown(func() error { n.node.dropBlocks(instance); return nil })
 	srv.AddPlugin(func(next plugin.Handler) plugin.Handler {
 		n.Next = next
 		return n
@@ -107,26 +98,13 @@ func listenKeys(listen []string, port string) map[string]bool {
 	return keys
 }
 
-// Packet-filter modes for the rules that keep DNS to the listen addresses out of conntrack.
-const (
-	filterNftables = "nftables"
-	filterIptables = "iptables"
-	filterNone     = "none"
-)
-
-// upstream is one destination for cache misses.
-type upstream struct {
-	transport string // "tcp" or "udp"
-	addrs     []string
-}
-
 // config is the parsed nodecache stanza.
 type config struct {
 	listen       []string
 	iface        string
 	packetFilter string
 	keepOnExit   bool
-	upstreams    []upstream
+	upstreams    []transport.Line
 
 	successCap, denialCap int
 	successTTL, denialTTL time.Duration
@@ -137,8 +115,16 @@ type config struct {
 	serveStale       time.Duration
 	maxMemory        int64 // bytes, for the whole process
 
-	timeout     time.Duration // one upstream attempt
-	healthCheck time.Duration // interval between upstream health checks
+	timeout       time.Duration // one upstream attempt
+	healthCheck   time.Duration // interval between upstream health checks
+	maxConcurrent int           // TCP connections (queries in flight) per upstream
+	maxAge        time.Duration // a TCP connection to an upstream older than this is not reused
+}
+
+// transport is the configuration of the block's upstream group.
+func (c config) transport() transport.Config {
+	return transport.Config{Timeout: c.timeout, HealthEvery: c.healthCheck, MaxConcurrent: c.maxConcurrent,
+		MaxAge: c.maxAge, IdleTimeout: min(transport.DefaultIdleTimeout, c.maxAge)}
 }
 
 // defaultMaxMemory bounds the cache when no block says max_memory.
@@ -154,11 +140,12 @@ func (c config) memoryBound() int64 {
 func defaultConfig() config {
 	return config{
 		iface:        "nodelocaldns",
-		packetFilter: filterNftables,
+		packetFilter: nodesetup.FilterNftables,
 		successCap:   9984, successTTL: 30 * time.Second,
 		denialCap: 9984, denialTTL: 5 * time.Second,
 		prefetchDuration: time.Minute, prefetchPercent: 10,
-		timeout: defaultTimeout, healthCheck: defaultHealthEvery,
+		timeout: transport.DefaultTimeout, healthCheck: transport.DefaultHealthEvery,
+		maxConcurrent: transport.DefaultMaxConcurrent, maxAge: transport.DefaultMaxAge,
 	}
 }
 
@@ -198,7 +185,7 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				return cfg, c.Errf("packet_filter: want nftables, iptables or none")
 			}
 			switch m := c.Val(); m {
-			case filterNftables, filterIptables, filterNone:
+			case nodesetup.FilterNftables, nodesetup.FilterIptables, nodesetup.FilterNone:
 				cfg.packetFilter = m
 			default:
 				return cfg, c.Errf("packet_filter: want nftables, iptables or none, got %q", m)
@@ -240,7 +227,17 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				return cfg, err
 			}
 			cfg.serveStale = d
-		case "timeout", "health_check":
+		case "max_concurrent":
+			args := c.RemainingArgs()
+			if len(args) != 1 {
+				return cfg, c.Errf("max_concurrent: want one positive integer")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return cfg, c.Errf("max_concurrent: %q is not a positive integer", args[0])
+			}
+			cfg.maxConcurrent = n
+		case "timeout", "health_check", "max_age":
 			d, err := oneDuration(c, opt)
 			if err != nil {
 				return cfg, err
@@ -248,10 +245,13 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			if d <= 0 {
 				return cfg, c.Errf("%s: want a positive duration", opt)
 			}
-			if opt == "timeout" {
+			switch opt {
+			case "timeout":
 				cfg.timeout = d
-			} else {
+			case "health_check":
 				cfg.healthCheck = d
+			default:
+				cfg.maxAge = d
 			}
 		case "max_memory":
 			if !c.NextArg() {
@@ -263,7 +263,7 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			}
 			cfg.maxMemory = n
 		default:
-			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale, max_memory, timeout or health_check)", opt)
+			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale, max_memory, timeout, health_check, max_concurrent or max_age)", opt)
 		}
 	}
 	if len(cfg.listen) == 0 {
@@ -276,11 +276,11 @@ func parseStanza(c *caddy.Controller) (config, error) {
 }
 
 // parseUpstream reads `upstream [tcp|udp] ADDR...`; an address may be a resolv.conf path.
-func parseUpstream(c *caddy.Controller) (upstream, error) {
+func parseUpstream(c *caddy.Controller) (transport.Line, error) {
 	args := c.RemainingArgs()
-	u := upstream{transport: "tcp"}
+	u := transport.Line{Proto: "tcp"}
 	if len(args) > 0 && (args[0] == "tcp" || args[0] == "udp") {
-		u.transport, args = args[0], args[1:]
+		u.Proto, args = args[0], args[1:]
 	}
 	if len(args) == 0 {
 		return u, c.Errf("upstream: want [tcp|udp] ADDRESS... (host[:port] or a resolv.conf path)")
@@ -289,7 +289,7 @@ func parseUpstream(c *caddy.Controller) (upstream, error) {
 	if err != nil {
 		return u, c.Errf("upstream: %v", err)
 	}
-	u.addrs = addrs
+	u.Addrs = addrs
 	return u, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/plugin/nodecache/nodesetup"
+	"github.com/clusterdns/clusterdns/plugin/nodecache/transport"
 	"github.com/coredns/caddy"
 )
 
@@ -28,16 +30,17 @@ func TestParseStanza(t *testing.T) {
 		{"defaults", "nodecache {\n listen 169.254.20.10\n upstream 10.96.0.10\n}", func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10"})
 			check(t, "iface", cfg.iface, "nodelocaldns")
-			check(t, "filter", cfg.packetFilter, filterNftables)
-			check(t, "upstreams", cfg.upstreams, []upstream{{transport: "tcp", addrs: []string{"10.96.0.10:53"}}})
+			check(t, "filter", cfg.packetFilter, nodesetup.FilterNftables)
+			check(t, "upstreams", cfg.upstreams, []transport.Line{{Proto: "tcp", Addrs: []string{"10.96.0.10:53"}}})
 			check(t, "success", []any{cfg.successCap, cfg.successTTL}, []any{9984, 30 * time.Second})
 			check(t, "denial", []any{cfg.denialCap, cfg.denialTTL}, []any{9984, 5 * time.Second})
-			check(t, "timeout", cfg.timeout, defaultTimeout)
+			check(t, "timeout", cfg.timeout, transport.DefaultTimeout)
+			check(t, "pool", []any{cfg.maxConcurrent, cfg.maxAge}, []any{transport.DefaultMaxConcurrent, transport.DefaultMaxAge})
 			check(t, "memory", cfg.memoryBound(), int64(defaultMaxMemory))
 		}},
 		{"v4 and v6 in one token", "nodecache {\n listen \"169.254.20.10 fd00::a9fe:140a\"\n upstream udp 1.1.1.1 8.8.8.8:5353\n}", func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a9fe:140a"})
-			check(t, "upstreams", cfg.upstreams, []upstream{{transport: "udp", addrs: []string{"1.1.1.1:53", "8.8.8.8:5353"}}})
+			check(t, "upstreams", cfg.upstreams, []transport.Line{{Proto: "udp", Addrs: []string{"1.1.1.1:53", "8.8.8.8:5353"}}})
 		}},
 		{"everything", `nodecache {
 			listen 169.254.20.10,fd00::a
@@ -53,9 +56,11 @@ func TestParseStanza(t *testing.T) {
 			max_memory 16MiB
 			timeout 500ms
 			health_check 250ms
+			max_concurrent 64
+			max_age 10s
 		}`, func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a"})
-			check(t, "iface/filter/keep", []any{cfg.iface, cfg.packetFilter, cfg.keepOnExit}, []any{"lo", filterIptables, true})
+			check(t, "iface/filter/keep", []any{cfg.iface, cfg.packetFilter, cfg.keepOnExit}, []any{"lo", nodesetup.FilterIptables, true})
 			check(t, "upstream lines", len(cfg.upstreams), 2)
 			check(t, "success", []any{cfg.successCap, cfg.successTTL}, []any{100, 10 * time.Second})
 			check(t, "denial", []any{cfg.denialCap, cfg.denialTTL}, []any{50, 2 * time.Second})
@@ -63,6 +68,7 @@ func TestParseStanza(t *testing.T) {
 			check(t, "serve_stale", cfg.serveStale, time.Hour)
 			check(t, "max_memory", cfg.maxMemory, int64(16<<20))
 			check(t, "timeouts", []any{cfg.timeout, cfg.healthCheck}, []any{500 * time.Millisecond, 250 * time.Millisecond})
+			check(t, "pool", []any{cfg.maxConcurrent, cfg.maxAge}, []any{64, 10 * time.Second})
 		}},
 	}
 	for _, tc := range tests {
@@ -93,6 +99,8 @@ func TestSetupErrors(t *testing.T) {
 		{"bad memory", "nodecache {\n listen 127.0.0.1\n max_memory lots\n}", "Testfile:3", "size"},
 		{"bad timeout", "nodecache {\n listen 127.0.0.1\n timeout 0s\n}", "Testfile:3", "positive"},
 		{"empty upstream", "nodecache {\n listen 127.0.0.1\n upstream tcp\n}", "Testfile:3", "ADDRESS"},
+		{"bad max_concurrent", "nodecache {\n listen 127.0.0.1\n max_concurrent 0\n}", "Testfile:3", "positive integer"},
+		{"bad max_age", "nodecache {\n listen 127.0.0.1\n max_age -1s\n}", "Testfile:3", "duration"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

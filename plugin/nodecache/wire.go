@@ -3,6 +3,7 @@ package nodecache
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/clusterdns/clusterdns/internal/dnswire"
 	"math"
 	"time"
 
@@ -20,21 +21,10 @@ type answer struct {
 	ttl      uint32 // seconds, the smallest record TTL after the cap
 }
 
-// Header flag bits in the second 16-bit word of a DNS header.
-const (
-	flagQR = 1 << 15
-	flagAA = 1 << 10
-	flagTC = 1 << 9
-	flagRD = 1 << 8
-	flagRA = 1 << 7
-	flagAD = 1 << 5
-	flagCD = 1 << 4
-)
-
 const optLen = 11 // root name, type, class, TTL, RDLENGTH 0
 
 var (
-	errBadWire   = errors.New("malformed message")
+	errBadWire   = dnswire.ErrMalformed
 	errNotAnswer = errors.New("not an answer to the question asked")
 )
 
@@ -59,13 +49,13 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 		return nil, 0, errBadWire
 	}
 	flags := binary.BigEndian.Uint16(raw[2:])
-	if flags&flagQR == 0 || binary.BigEndian.Uint16(raw[4:]) != 1 {
+	if flags&dnswire.FlagQR == 0 || binary.BigEndian.Uint16(raw[4:]) != 1 {
 		return nil, 0, errNotAnswer
 	}
 	if 12+len(qname)+4 > len(raw) {
 		return nil, 0, errBadWire
 	}
-	if !questionIs(raw, qname, qtype, qclass) {
+	if !dnswire.QuestionIs(raw, qname, qtype, qclass) {
 		return nil, 0, errNotAnswer
 	}
 	off := 12 + len(qname)
@@ -79,7 +69,7 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 	optStart, optEnd := -1, -1
 	for i := range rrs {
 		start := off
-		if off, err = skipName(raw, off); err != nil {
+		if off, err = dnswire.SkipName(raw, off); err != nil {
 			return nil, 0, err
 		}
 		if off+10 > len(raw) || off+4 > math.MaxUint16 {
@@ -114,7 +104,7 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 	}
 	binary.BigEndian.PutUint16(a.wire, 0)
 
-	if flags&flagTC != 0 || extended || (a.rcode != dns.RcodeSuccess && a.rcode != dns.RcodeNameError) {
+	if flags&dnswire.FlagTC != 0 || extended || (a.rcode != dns.RcodeSuccess && a.rcode != dns.RcodeNameError) {
 		return a, 0, nil
 	}
 	a.denial = a.rcode == dns.RcodeNameError || an == 0
@@ -150,52 +140,11 @@ func reparse(raw, qname []byte, qtype, qclass uint16, successTTL, denialTTL time
 	return parseAnswerWire(b, qname, qtype, qclass, successTTL, denialTTL)
 }
 
-// questionIs reports whether the message's question (the first after the header) is qname
-// (wire form, compared without regard to ASCII case), qtype and qclass.
-func questionIs(raw, qname []byte, qtype, qclass uint16) bool {
-	end := 12 + len(qname)
-	if end+4 > len(raw) {
-		return false
-	}
-	for i, c := range raw[12:end] {
-		w := qname[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= w && w <= 'Z' {
-			w += 'a' - 'A'
-		}
-		if c != w {
-			return false
-		}
-	}
-	return binary.BigEndian.Uint16(raw[end:]) == qtype && binary.BigEndian.Uint16(raw[end+2:]) == qclass
-}
-
-// skipName returns the offset just past the (possibly compressed) name at off.
-func skipName(w []byte, off int) (int, error) {
-	for {
-		if off >= len(w) {
-			return 0, errBadWire
-		}
-		l := int(w[off])
-		switch {
-		case l == 0:
-			return off + 1, nil
-		case l&0xC0 == 0xC0:
-			return off + 2, nil
-		case l&0xC0 != 0:
-			return 0, errBadWire
-		}
-		off += l + 1
-	}
-}
-
 // reply is what a client asked, reduced to what shapes the bytes of its answer.
 type reply struct {
 	id      uint16
 	qname   string
-	qwire   []byte // the name as asked in wire form, when known (the fast path); else qname
+	qwire   []byte // the name as asked in wire form, when known (the packet door); else qname
 	rd, cd  bool
 	ad      bool // client set AD: it understands it
 	edns    bool
@@ -233,19 +182,19 @@ func (a *answer) render(buf []byte, c reply, ttl uint32) ([]byte, bool) {
 	}
 	binary.BigEndian.PutUint16(out, c.id)
 	flags := binary.BigEndian.Uint16(out[2:])
-	flags &^= flagAA | flagTC | flagRD | flagCD | flagAD
-	flags |= flagQR | flagRA
+	flags &^= dnswire.FlagAA | dnswire.FlagTC | dnswire.FlagRD | dnswire.FlagCD | dnswire.FlagAD
+	flags |= dnswire.FlagQR | dnswire.FlagRA
 	if c.rd {
-		flags |= flagRD
+		flags |= dnswire.FlagRD
 	}
 	if c.cd {
-		flags |= flagCD
+		flags |= dnswire.FlagCD
 	}
 	if truncated {
-		flags |= flagTC
+		flags |= dnswire.FlagTC
 	}
-	if (c.do || c.ad) && binary.BigEndian.Uint16(a.wire[2:])&flagAD != 0 {
-		flags |= flagAD
+	if (c.do || c.ad) && binary.BigEndian.Uint16(a.wire[2:])&dnswire.FlagAD != 0 {
+		flags |= dnswire.FlagAD
 	}
 	binary.BigEndian.PutUint16(out[2:], flags)
 	// The asker's spelling of the name goes back to the asker (same length: keys fold case).

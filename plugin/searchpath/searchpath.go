@@ -37,7 +37,7 @@ type SearchPath struct {
 // Name implements plugin.Handler.
 func (s *SearchPath) Name() string { return pluginName }
 
-// RewritesOnlyNXDOMAIN tells nodecache's fast path that searchpath changes an answer only when
+// RewritesOnlyNXDOMAIN tells nodecache's packet door that searchpath changes an answer only when
 // the asked name is NXDOMAIN: otherwise the first candidate (the asked name) answers as it is.
 // So every other cache hit may be answered before searchpath runs.
 func (s *SearchPath) RewritesOnlyNXDOMAIN() bool { return true }

@@ -1,4 +1,4 @@
-package nodecache
+package nodesetup
 
 import (
 	"errors"
@@ -32,9 +32,9 @@ type packetFilter interface {
 
 func newPacketFilter(mode string, keep bool) (packetFilter, error) {
 	switch mode {
-	case filterNftables:
+	case FilterNftables:
 		return newNftFilter(keep)
-	case filterIptables:
+	case FilterIptables:
 		return &iptFilter{keep: keep}, nil
 	default:
 		return noFilter{}, nil
