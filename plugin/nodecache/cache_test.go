@@ -143,6 +143,17 @@ func TestRender(t *testing.T) {
 	}
 	small := msgFor("web.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, "web.default.svc.cluster.local. 30 IN A 10.0.0.1")
 	small.Authoritative = true
+	// Three SRV records whose glue (every address of each target) does not fit in 512 bytes.
+	srv := msgFor("_http._tcp.db.default.svc.cluster.local.", dns.TypeSRV, dns.RcodeSuccess)
+	for i := range 3 {
+		target := fmt.Sprintf("db-%d.db.default.svc.cluster.local.", i)
+		rr, _ := dns.NewRR(fmt.Sprintf("_http._tcp.db.default.svc.cluster.local. 30 IN SRV 0 33 80 %s", target))
+		srv.Answer = append(srv.Answer, rr)
+		for j := range 12 {
+			glue, _ := dns.NewRR(fmt.Sprintf("%s 30 IN AAAA fd00::%d:%d", target, i, j))
+			srv.Extra = append(srv.Extra, glue)
+		}
+	}
 
 	tests := []struct {
 		name    string
@@ -155,7 +166,10 @@ func TestRender(t *testing.T) {
 	}{
 		{"ID, case and TTL patched", small, reply{id: 4242, qname: "Web.DEFAULT.svc.cluster.local.", rd: true, maxSize: 512}, 17, false, 1, false},
 		{"EDNS client gets an OPT", small, reply{id: 1, qname: "web.default.svc.cluster.local.", edns: true, maxSize: 1232}, 30, false, 1, true},
-		{"too big for 512 bytes: TC", big, reply{id: 7, qname: "big.cluster.local.", maxSize: 512}, 30, true, 0, false},
+		// RFC 2181 9: the whole records that fit, TC because answer records were dropped.
+		{"too big for 512 bytes: the addresses that fit, TC", big, reply{id: 7, qname: "big.cluster.local.", maxSize: 512}, 30, true, 29, false},
+		{"glue that does not fit is dropped, no TC", srv, reply{id: 7, qname: "_http._tcp.db.default.svc.cluster.local.", maxSize: 512}, 30, false, 3, false},
+		{"EDNS 600 bytes: answers kept, no TC", srv, reply{id: 7, qname: "_http._tcp.db.default.svc.cluster.local.", edns: true, maxSize: 600}, 30, false, 3, true},
 		{"fits the EDNS size", big, reply{id: 7, qname: "big.cluster.local.", edns: true, maxSize: 1232}, 30, false, 40, true},
 		{"TCP takes it all", big, reply{id: 7, qname: "big.cluster.local.", maxSize: dns.MaxMsgSize}, 30, false, 40, false},
 	}
@@ -178,6 +192,9 @@ func TestRender(t *testing.T) {
 			check(t, "answers", len(m.Answer), tc.answers)
 			check(t, "OPT", m.IsEdns0() != nil, tc.edns)
 			check(t, "size within the client's", len(out) <= tc.client.maxSize, true)
+			if tc.answers == len(tc.msg.Answer) && len(out) < len(a.wire) {
+				check(t, "additional records dropped when they do not fit", len(m.Extra) < len(tc.msg.Extra)+1, true)
+			}
 			for _, rr := range m.Answer {
 				check(t, "ttl", rr.Header().Ttl, tc.ttl)
 			}
@@ -239,4 +256,30 @@ func BenchmarkCachePutFull(b *testing.B) {
 		}
 	}
 	b.ReportMetric(sum/cnt, "mean-ttl-left-s")
+}
+
+// A UDP answer is at most the client's EDNS size and never more than 1232 bytes; 512 without EDNS.
+func TestUDPSize(t *testing.T) {
+	for _, tc := range []struct{ asked, want int }{{0, 512}, {512, 512}, {700, 700}, {1232, 1232}, {4096, 1232}, {65535, 1232}} {
+		check(t, fmt.Sprintf("client size %d", tc.asked), udpSize(tc.asked), tc.want)
+	}
+	big := msgFor("big.cluster.local.", dns.TypeA, dns.RcodeSuccess)
+	for i := range 200 {
+		rr, _ := dns.NewRR(fmt.Sprintf("big.cluster.local. 30 IN A 10.0.%d.%d", i/250, i%250))
+		big.Answer = append(big.Answer, rr)
+	}
+	a, _, err := cacheable(big, 30*time.Second, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("big.cluster.local.", dns.TypeA)
+	q.SetEdns0(4096, false)
+	b, _ := q.Pack()
+	var fq fastQuery
+	if !parseFastQuery(b, &fq) {
+		t.Fatal("a plain EDNS query not taken by the door")
+	}
+	out, _ := a.render(nil, fq.reply(), 30)
+	check(t, "answer for a client advertising 4096 bytes", len(out) <= 1232, true)
 }

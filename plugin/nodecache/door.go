@@ -161,7 +161,7 @@ func (d *packetDoor) handle(s *packetio.Socket, p []byte, from net.Addr, buf []b
 	if !ok {
 		return servfail(buf, p)
 	}
-	if dnswire.Flags(out)&dnswire.FlagTC != 0 && len(f.a.wire) > len(out) {
+	if dnswire.Flags(out)&dnswire.FlagTC != 0 {
 		rt.m.truncated.Inc()
 	}
 	return out
@@ -199,7 +199,7 @@ func (w *doorAsker) answered(a *answer, ttl uint32, err error) {
 	}
 	if !ok {
 		out = servfail(*bp, w.pkt)
-	} else if dnswire.Flags(out)&dnswire.FlagTC != 0 && len(a.wire) > len(out) {
+	} else if dnswire.Flags(out)&dnswire.FlagTC != 0 {
 		w.m.truncated.Inc()
 	}
 	*bp = out

@@ -2,6 +2,7 @@ package nodecache
 
 import (
 	"encoding/binary"
+
 	"github.com/clusterdns/clusterdns/internal/dnswire"
 
 	"github.com/miekg/dns"
@@ -15,7 +16,7 @@ type fastQuery struct {
 	id         uint16
 	rd, cd, ad bool
 	edns, do   bool
-	size       int    // the client's UDP size as request.Size gives it: 512, or the OPT's if larger
+	size       int    // the largest answer for the client: udpSize of its OPT's size, 512 without
 	qname      []byte // the name as asked, in wire form (a slice of the packet)
 	qtype      uint16
 	lower      [254]byte // the name in presentation form, lower case (lower[:lowerLen])
@@ -108,7 +109,7 @@ func parseFastQuery(p []byte, q *fastQuery) bool {
 			return false // extended RCODE, a version other than 0, Z bits, or options
 		}
 		q.edns, q.do = true, ttl&(1<<15) != 0
-		q.size = max(int(binary.BigEndian.Uint16(p[off+3:])), dns.MinMsgSize)
+		q.size = udpSize(int(binary.BigEndian.Uint16(p[off+3:])))
 		off += 11
 	}
 	return off == len(p)

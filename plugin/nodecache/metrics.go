@@ -27,7 +27,7 @@ var (
 	}, []string{"server"})
 	truncated = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "truncated_total",
-		Help: "Answers cut to the header with TC set because they exceeded the client's UDP size.",
+		Help: "Answers that lost answer records to the client's UDP size (TC set).",
 	}, []string{"server"})
 	inFlight = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "in_flight",

@@ -19,6 +19,7 @@ import (
 	"github.com/clusterdns/clusterdns/plugin/nodecache/transport"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/metrics"
+	"github.com/coredns/coredns/plugin/pkg/nonwriter"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 )
@@ -54,7 +55,11 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 	state := request.Request{W: w, Req: r}
 	do := state.Do()
 	c := reply{id: r.Id, qname: q.Name, rd: r.RecursionDesired, cd: r.CheckingDisabled, ad: r.AuthenticatedData,
-		edns: r.IsEdns0() != nil, do: do, maxSize: state.Size()}
+		edns: r.IsEdns0() != nil, do: do, maxSize: dns.MaxMsgSize}
+	if _, lookup := w.(*nonwriter.Writer); !lookup && state.Proto() == "udp" {
+		// A plugin's lookup (searchpath's candidates) gets the whole answer; a UDP client what fits.
+		c.maxSize = udpSize(state.Size())
+	}
 	var name [256]byte
 	end, err := dns.PackDomainName(q.Name, name[:], 0, nil, false)
 	if err != nil {
@@ -100,7 +105,7 @@ func (n *NodeCache) write(w dns.ResponseWriter, m *serverMetrics, a *answer, c r
 		return dns.RcodeServerFailure, plugin.Error(pluginName, errors.New("cannot render cached answer"))
 	}
 	*bp = out[:0]
-	if dnswire.Flags(out)&dnswire.FlagTC != 0 && len(a.wire) > len(out) {
+	if dnswire.Flags(out)&dnswire.FlagTC != 0 {
 		m.truncated.Inc()
 	}
 	msg := new(dns.Msg)

@@ -3,9 +3,10 @@ package nodecache
 import (
 	"encoding/binary"
 	"errors"
-	"github.com/clusterdns/clusterdns/internal/dnswire"
 	"math"
 	"time"
+
+	"github.com/clusterdns/clusterdns/internal/dnswire"
 
 	"github.com/miekg/dns"
 )
@@ -16,6 +17,8 @@ type answer struct {
 	wire     []byte   // ID 0, no OPT record; question as first asked
 	qnameEnd int      // offset just past the question name
 	ttlAt    []uint16 // offsets of the TTL field of every record
+	ends     []uint16 // offset just past each record, in order (answer, authority, additional)
+	counts   [3]int   // records in the answer, authority and additional sections (no OPT)
 	rcode    int
 	denial   bool
 	ttl      uint32 // seconds, the smallest record TTL after the cap
@@ -58,6 +61,11 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 	if !dnswire.QuestionIs(raw, qname, qtype, qclass) {
 		return nil, 0, errNotAnswer
 	}
+	// Every name, pointer and record must unpack (a bad compression pointer in an owner or in
+	// rdata would be cached and rendered into answers no client can read). Misses only.
+	if err := new(dns.Msg).Unpack(raw); err != nil {
+		return nil, 0, errBadWire
+	}
 	off := 12 + len(qname)
 	a = &answer{wire: raw, qnameEnd: off, rcode: int(flags & 0xF)}
 	an := int(binary.BigEndian.Uint16(raw[6:]))
@@ -65,6 +73,8 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 	rrs := an + ns + int(binary.BigEndian.Uint16(raw[10:]))
 	off += 4
 	a.ttlAt = make([]uint16, 0, rrs)
+	a.ends = make([]uint16, 0, rrs)
+	a.counts = [3]int{an, ns, rrs - an - ns}
 	minTTL, soaTTL, haveSOA, extended := uint32(math.MaxUint32), uint32(0), false, false
 	optStart, optEnd := -1, -1
 	for i := range rrs {
@@ -82,11 +92,15 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 			return nil, 0, errBadWire
 		}
 		switch {
-		case typ == dns.TypeOPT:
+		case typ == dns.TypeOPT && i >= an+ns && optStart < 0:
 			optStart, optEnd = start, end
 			extended = rrTTL>>24 != 0
+			a.counts[2]--
+		case typ == dns.TypeOPT:
+			return nil, 0, errBadWire // outside the additional section, or a second one
 		default:
 			a.ttlAt = append(a.ttlAt, uint16(off+4))
+			a.ends = append(a.ends, uint16(end))
 			minTTL = min(minTTL, rrTTL)
 			if typ == dns.TypeSOA && i >= an && i < an+ns && end-off-10 >= 22 {
 				soaTTL, haveSOA = min(rrTTL, binary.BigEndian.Uint32(raw[end-4:])), true
@@ -94,6 +108,7 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 		}
 		off = end
 	}
+	a.wire = raw[:off] // bytes after the last record (tolerated by some parsers) are not ours to repeat
 	if optStart >= 0 {
 		if optEnd != off {
 			// OPT before other records: cutting it out would move them, so repack without it.
@@ -154,31 +169,28 @@ type reply struct {
 
 // render writes the answer for one client into buf (reused when large enough) and returns it.
 // ttl is the remaining TTL to put on every record. An answer larger than the client's size
-// is cut to the header and question with TC set (RFC 1035 4.2.1, RFC 6891 7).
+// keeps the whole records that fit (RFC 1035 4.2.1, RFC 2181 9): without the additional
+// section, then without the authority section, then without trailing answer records, and only
+// the last sets TC, so a client that never retries over TCP still gets addresses.
 func (a *answer) render(buf []byte, c reply, ttl uint32) ([]byte, bool) {
-	n := len(a.wire)
+	keep, counts, truncated := a.fit(c)
+	n := keep
 	if c.edns {
 		n += optLen
-	}
-	truncated := n > c.maxSize
-	if truncated {
-		n = a.qnameEnd + 4
-		if c.edns {
-			n += optLen
-		}
 	}
 	if cap(buf) < n {
 		buf = make([]byte, n)
 	}
 	out := buf[:n]
-	if truncated {
-		copy(out, a.wire[:a.qnameEnd+4])
-		clear(out[6:12])
-	} else {
-		copy(out, a.wire)
-		for _, at := range a.ttlAt {
-			binary.BigEndian.PutUint32(out[at:], ttl)
+	copy(out, a.wire[:keep])
+	for _, at := range a.ttlAt {
+		if int(at) >= keep {
+			break
 		}
+		binary.BigEndian.PutUint32(out[at:], ttl)
+	}
+	for i, count := range counts {
+		binary.BigEndian.PutUint16(out[6+2*i:], uint16(count))
 	}
 	binary.BigEndian.PutUint16(out, c.id)
 	flags := binary.BigEndian.Uint16(out[2:])
@@ -218,6 +230,42 @@ func (a *answer) render(buf []byte, c reply, ttl uint32) ([]byte, bool) {
 	}
 	return out, true
 }
+
+// fit works out how much of the answer goes to the client: the bytes of wire to keep, the
+// records kept per section, and whether answer records were dropped (TC). Compression pointers
+// point only backwards, so any prefix that ends on a record boundary stands on its own.
+func (a *answer) fit(c reply) (keep int, counts [3]int, truncated bool) {
+	limit := c.maxSize
+	if c.edns {
+		limit -= optLen
+	}
+	if len(a.wire) <= limit {
+		return len(a.wire), a.counts, false
+	}
+	end := func(records int) int {
+		if records == 0 {
+			return a.qnameEnd + 4
+		}
+		return int(a.ends[records-1])
+	}
+	an, ns := a.counts[0], a.counts[1]
+	switch {
+	case end(an+ns) <= limit:
+		return end(an + ns), [3]int{an, ns, 0}, false
+	case end(an) <= limit:
+		return end(an), [3]int{an, 0, 0}, false
+	}
+	k := an - 1
+	for k > 0 && end(k) > limit {
+		k--
+	}
+	return end(k), [3]int{k, 0, 0}, true
+}
+
+// udpSize is the largest UDP answer for a client that takes size bytes (512 without EDNS): never
+// more than ednsSize, which fits an IPv6 path's minimum MTU unfragmented (DNS Flag Day 2020,
+// RFC 6891 6.2.5).
+func udpSize(size int) int { return max(dns.MinMsgSize, min(size, ednsSize)) }
 
 // ednsSize is the UDP payload size we advertise, to clients and upstreams (DNS flag day 2020).
 const ednsSize = 1232
