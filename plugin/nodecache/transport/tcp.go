@@ -52,8 +52,9 @@ type tcpConn struct {
 	nc       net.Conn
 	born     time.Time
 	lastUsed time.Time
-	used     int // queries answered on it
-	buf      []byte
+	used     int    // queries answered on it
+	buf      []byte // the frame being written
+	rbuf     []byte // read, not yet taken
 }
 
 // exchange sends the packed query q (its ID is replaced) on a connection of its own and returns
@@ -222,13 +223,9 @@ func (c *tcpConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
 	if _, err := c.nc.Write(c.buf); err != nil {
 		return nil, connError(ctx, err)
 	}
-	var lenBuf [2]byte
 	for {
-		if _, err := io.ReadFull(c.nc, lenBuf[:]); err != nil {
-			return nil, connError(ctx, err)
-		}
-		resp := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(c.nc, resp); err != nil {
+		resp, err := c.readFrame()
+		if err != nil {
 			return nil, connError(ctx, err)
 		}
 		if len(resp) >= 12 && binary.BigEndian.Uint16(resp) == id {
@@ -236,6 +233,31 @@ func (c *tcpConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
 			return resp, nil
 		}
 		// Not ours (a server answering something we did not ask): keep reading.
+	}
+}
+
+// readFrame reads one length-prefixed message, most often with a single read (the answer
+// arrives whole): the connection's buffer keeps what came beyond it.
+func (c *tcpConn) readFrame() ([]byte, error) {
+	for {
+		if len(c.rbuf) >= 2 {
+			if n := 2 + int(binary.BigEndian.Uint16(c.rbuf)); len(c.rbuf) >= n {
+				msg := append([]byte(nil), c.rbuf[2:n]...)
+				c.rbuf = c.rbuf[:copy(c.rbuf, c.rbuf[n:])]
+				return msg, nil
+			}
+		}
+		if len(c.rbuf) == cap(c.rbuf) {
+			c.rbuf = append(make([]byte, 0, max(2*cap(c.rbuf), 2048)), c.rbuf...)
+		}
+		n, err := c.nc.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
+		c.rbuf = c.rbuf[:len(c.rbuf)+n]
+		if err != nil && n == 0 {
+			if errors.Is(err, io.EOF) && len(c.rbuf) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 }
 
