@@ -43,6 +43,7 @@ type doorZone struct {
 	name         string     // lower case, fully qualified
 	nc           *NodeCache // nil: through the server
 	nxdomainSlow bool       // NXDOMAIN goes through the chain (a nxdomainRewriter stands above)
+	report       bool       // the block has prometheus: door answers count in coredns_dns_*
 }
 
 // doorRoute is what the door knows of the CoreDNS server on its address.
@@ -50,7 +51,8 @@ type doorRoute struct {
 	srv      *dnsserver.Server
 	zones    []doorZone // longest first
 	decorate dns.DecorateWriter
-	m        *serverMetrics // under the server's label (dns://ip:port)
+	label    string         // the server's metrics label (dns://ip:port)
+	m        *serverMetrics // under that label
 }
 
 // zoneFor is the longest nodecache zone that holds the lower-case name.
@@ -131,6 +133,7 @@ func (d *packetDoor) close() {
 // through the chain.
 func (d *packetDoor) handle(s *packetio.Socket, p []byte, from net.Addr, buf []byte) []byte {
 	rt := d.route.Load()
+	rt.m.doorDatagrams.Inc()
 	var fq fastQuery
 	if !parseFastQuery(p, &fq) {
 		d.slow.handOff(p, from)
@@ -143,7 +146,8 @@ func (d *packetDoor) handle(s *packetio.Socket, p []byte, from net.Addr, buf []b
 	}
 	q := question{key: cacheKey{hash: fq.hash, qtype: fq.qtype, qclass: dns.ClassINET, do: fq.do, cd: fq.cd},
 		lower: fq.name(), qwire: fq.qname, qtype: fq.qtype, qclass: dns.ClassINET, nxdomainToChain: z.nxdomainSlow}
-	f := z.nc.lookup(&q, rt.m, time.Now())
+	now := time.Now()
+	f := z.nc.lookup(&q, rt.m, now)
 	switch f.v {
 	case verdictChain:
 		d.slow.handOff(p, from)
@@ -152,19 +156,30 @@ func (d *packetDoor) handle(s *packetio.Socket, p []byte, from net.Addr, buf []b
 		s.Hold()
 		rt.m.inFlight.Inc()
 		pkt := append([]byte(nil), p...)
-		w := &doorAsker{d: d, s: s, z: z, m: rt.m, pkt: pkt, addr: from, reply: fq.reply()}
+		w := &doorAsker{d: d, s: s, z: z, rt: rt, pkt: pkt, addr: from, reply: fq.reply(), start: now}
 		w.reply.qwire = pkt[12 : 12+len(fq.qname)]
 		z.nc.miss(&q, rt.m, f.stale, w)
 		return nil
 	}
 	out, ok := f.a.render(buf, fq.reply(), f.ttl)
 	if !ok {
-		return servfail(buf, p)
-	}
-	if dnswire.Flags(out)&dnswire.FlagTC != 0 {
+		out = servfail(buf, p)
+	} else if dnswire.Flags(out)&dnswire.FlagTC != 0 {
 		rt.m.truncated.Inc()
 	}
+	if z.report {
+		reportStandard(standardKey{server: rt.label, zone: z.name, fam: family(from), qtype: fq.qtype, rcode: dnswire.Rcode(out), do: fq.do},
+			len(p), len(out), now)
+	}
 	return out
+}
+
+// family is the address family of a client as the standard metrics label it: 1 IPv4, 2 IPv6.
+func family(a net.Addr) byte {
+	if u, ok := a.(*net.UDPAddr); ok && u.IP.To4() == nil {
+		return 2
+	}
+	return 1
 }
 
 // doorAsker is a door query waiting for its flight.
@@ -172,17 +187,18 @@ type doorAsker struct {
 	d     *packetDoor
 	s     *packetio.Socket
 	z     *doorZone
-	m     *serverMetrics
+	rt    *doorRoute
 	pkt   []byte // the query as it came
 	addr  net.Addr
 	reply reply // its qwire is in pkt
+	start time.Time
 }
 
 // answered writes the outcome to the asker as ServeDNS would: the answer, or the SERVFAIL
 // CoreDNS's server writes when no upstream answered. With a plugin above that rewrites NXDOMAIN,
 // an NXDOMAIN goes to the plugin chain instead, which finds it in the cache.
 func (w *doorAsker) answered(a *answer, ttl uint32, err error) {
-	w.m.inFlight.Dec()
+	w.rt.m.inFlight.Dec()
 	if err == nil && a.rcode == dns.RcodeNameError && w.z.nxdomainSlow {
 		// Never block the goroutine that ends the flight on a full hand-off queue.
 		if !w.d.slow.tryHandOff(w.pkt, w.addr) {
@@ -200,7 +216,11 @@ func (w *doorAsker) answered(a *answer, ttl uint32, err error) {
 	if !ok {
 		out = servfail(*bp, w.pkt)
 	} else if dnswire.Flags(out)&dnswire.FlagTC != 0 {
-		w.m.truncated.Inc()
+		w.rt.m.truncated.Inc()
+	}
+	if w.z.report {
+		reportStandard(standardKey{server: w.rt.label, zone: w.z.name, fam: family(w.addr), qtype: w.reply.qtype, rcode: dnswire.Rcode(out), do: w.reply.do},
+			len(w.pkt), len(out), w.start)
 	}
 	*bp = out
 	w.s.Send(bp, w.addr)
@@ -316,7 +336,7 @@ func handlersAllowDoor(handlers []plugin.Handler) (ok, nxdomainSlow bool, why st
 // buildRoute works out, for each zone of the nodecache blocks on the address, whether the door
 // answers it.
 func buildRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.DecorateWriter) (*doorRoute, []string) {
-	rt := &doorRoute{srv: s, decorate: dw, m: metricsFor(s.Addr)}
+	rt := &doorRoute{srv: s, decorate: dw, label: s.Addr, m: metricsFor(s.Addr)}
 	var notes []string
 	for _, b := range blocks {
 		if !b.listen[key] {
@@ -327,6 +347,7 @@ func buildRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.Dec
 			dz := doorZone{name: z}
 			if ok {
 				dz.nc, dz.nxdomainSlow = b.nc, nxdomainSlow
+				dz.report = b.cfg.Handler("prometheus") != nil
 			} else {
 				notes = append(notes, z+": "+why)
 			}

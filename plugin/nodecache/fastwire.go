@@ -120,7 +120,7 @@ func (q *fastQuery) name() []byte { return q.lower[:q.lowerLen] }
 
 // reply is what render needs to answer q, the same as ServeDNS derives from the dns.Msg.
 func (q *fastQuery) reply() reply {
-	return reply{id: q.id, qwire: q.qname, rd: q.rd, cd: q.cd, ad: q.ad, edns: q.edns, do: q.do, maxSize: q.size}
+	return reply{id: q.id, qwire: q.qname, qtype: q.qtype, rd: q.rd, cd: q.cd, ad: q.ad, edns: q.edns, do: q.do, maxSize: q.size}
 }
 
 // inZone reports whether the lower-case name is zone (lower case, fully qualified) or below it.

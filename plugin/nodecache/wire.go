@@ -160,6 +160,7 @@ type reply struct {
 	id      uint16
 	qname   string
 	qwire   []byte // the name as asked in wire form, when known (the packet door); else qname
+	qtype   uint16
 	rd, cd  bool
 	ad      bool // client set AD: it understands it
 	edns    bool

@@ -164,9 +164,15 @@ func TestCacheHitAfterOneTCPQuery(t *testing.T) {
 	t.Logf("coredns_nodecache_hits_total %v, misses_total %v (pid %d)", hits, misses, nc.pid)
 	expect(t, "packet door open for both addresses", strings.Contains(nc.output(), "packet door "+tp.v4()) && strings.Contains(nc.output(), "packet door "+tp.v6()), true)
 	// The door's sockets (SO_INCOMING_CPU) take every UDP datagram: none reached CoreDNS's own
-	// UDP socket, whose queries the prometheus plugin above would count.
-	expect(t, "UDP queries CoreDNS's own socket served", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_dns_requests_total{family="1",proto="udp"`)+
-		metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_dns_requests_total{family="2",proto="udp"`), 0)
+	// UDP socket. 35 UDP queries were sent: 3 A and 2 AAAA above, then 30 A.
+	const udpQueries = 35
+	expect(t, "UDP datagrams the packet door read", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_door_datagrams_total{"), udpQueries)
+	// Every answer, the door's included, counts in the standard metrics dashboards read.
+	udpRequests := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_dns_requests_total{family="1",proto="udp"`) +
+		metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_dns_requests_total{family="2",proto="udp"`)
+	expect(t, "coredns_dns_requests_total over UDP", udpRequests, udpQueries)
+	expect(t, "coredns_dns_responses_total NOERROR", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_dns_responses_total{plugin="nodecache",rcode="NOERROR"`), 34)
+	expect(t, "coredns_dns_responses_total NXDOMAIN", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_dns_responses_total{plugin="nodecache",rcode="NXDOMAIN"`), 2)
 	expect(t, "cache hits counted", hits, 34)
 	expect(t, "cache misses counted", misses, 2)
 }
