@@ -97,32 +97,48 @@ var (
 	processNode   *node
 )
 
-// theNode returns the process's node, creating it on first use; a block's capacities raise the
-// cache's bounds (the largest asked for wins, the smallest max_memory wins).
+// theNode returns the process's node, creating it on first use, with the cache bounds of every
+// block seen so far (combineLimits).
 func theNode(cfg config) *node {
 	processNodeMu.Lock()
 	defer processNodeMu.Unlock()
 	if processNode == nil {
-		processNode = &node{
-			cache:   newCache(cfg.successCap, cfg.denialCap, cfg.memoryBound()),
-			listens: map[string]bool{},
-		}
-		processNode.limits = limits{cfg.successCap, cfg.denialCap, cfg.memoryBound()}
+		processNode = &node{listens: map[string]bool{}}
+		processNode.limits = combineLimits(limits{}, cfg)
+		l := processNode.limits
+		processNode.cache = newCache(l.success, l.denial, l.memoryBound())
 		go processNode.reportCacheSize()
 		return processNode
 	}
 	n := processNode
-	l := limits{max(n.limits.success, cfg.successCap), max(n.limits.denial, cfg.denialCap), min(n.limits.memory, cfg.memoryBound())}
-	if l != n.limits {
+	if l := combineLimits(n.limits, cfg); l != n.limits {
 		n.limits = l
-		n.cache.setLimits(l.success, l.denial, l.memory)
+		n.cache.setLimits(l.success, l.denial, l.memoryBound())
 	}
 	return n
 }
 
+// limits are the cache bounds the blocks asked for.
 type limits struct {
 	success, denial int
-	memory          int64
+	memory          int64 // smallest max_memory a block set; 0 while none did
+}
+
+// combineLimits adds a block's bounds: the largest capacity wins, and the smallest max_memory
+// that a block sets (a block that does not set it changes nothing).
+func combineLimits(l limits, cfg config) limits {
+	l.success, l.denial = max(l.success, cfg.successCap), max(l.denial, cfg.denialCap)
+	if cfg.maxMemory > 0 && (l.memory == 0 || cfg.maxMemory < l.memory) {
+		l.memory = cfg.maxMemory
+	}
+	return l
+}
+
+func (l limits) memoryBound() int64 {
+	if l.memory > 0 {
+		return l.memory
+	}
+	return defaultMaxMemory
 }
 
 // prepare sets the node up for a block (idempotent: every block and every reload calls it).

@@ -131,10 +131,7 @@ func (c config) transport() transport.Config {
 const defaultMaxMemory = 64 << 20
 
 func (c config) memoryBound() int64 {
-	if c.maxMemory > 0 {
-		return c.maxMemory
-	}
-	return defaultMaxMemory
+	return combineLimits(limits{}, c).memoryBound()
 }
 
 func defaultConfig() config {

@@ -139,3 +139,26 @@ func TestCorefileNodelocalParses(t *testing.T) {
 	}
 	check(t, "nodecache stanzas in Corefile.nodelocal", stanzas, 2)
 }
+
+// The process cache takes the largest capacities and the smallest max_memory a block sets; a
+// block that does not set max_memory does not shrink another's.
+func TestCombineLimits(t *testing.T) {
+	cluster, dot := defaultConfig(), defaultConfig()
+	cluster.maxMemory = 256 << 20
+	for _, tc := range []struct {
+		name   string
+		blocks []config
+		want   int64
+	}{
+		{"cluster block first", []config{cluster, dot}, 256 << 20},
+		{"cluster block last", []config{dot, cluster}, 256 << 20},
+		{"none sets it", []config{dot, dot}, defaultMaxMemory},
+		{"two set it: the smaller", []config{cluster, func() config { c := cluster; c.maxMemory = 32 << 20; return c }()}, 32 << 20},
+	} {
+		var l limits
+		for _, b := range tc.blocks {
+			l = combineLimits(l, b)
+		}
+		check(t, tc.name, l.memoryBound(), tc.want)
+	}
+}
