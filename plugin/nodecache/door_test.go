@@ -396,3 +396,60 @@ func TestHandlersAllowDoor(t *testing.T) {
 		check(t, tc.name+" ("+why+")", []bool{ok, slow}, []bool{tc.ok, tc.nxdomainSlow})
 	}
 }
+
+// A flood of names nobody asked before (random subdomains) holds at most maxFlights questions
+// upstream: the rest get SERVFAIL at once, and cached names keep being answered meanwhile.
+func TestDoorShedsMissesPastTheBound(t *testing.T) {
+	release := make(chan struct{})
+	up := startTCPUpstream(t, time.Minute, -1, func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Question[0].Name != "cached.cluster.local." && r.Question[0].Name != "." {
+			<-release
+		}
+		answerA(w, r)
+	})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	nc := newTestNodeCache(t, up.addr)
+	nc.config.maxFlights = 5
+	nc.config.timeout = 3 * time.Second
+	addr := doorFor(t, nc, false)
+	ask(t, addr, pack(t, query("cached.cluster.local.", dns.TypeA, nil)))
+
+	const flood = 20
+	rcodes := make(chan int, flood)
+	var wg sync.WaitGroup
+	for i := range flood {
+		wg.Go(func() {
+			m := new(dns.Msg)
+			if err := m.Unpack(ask(t, addr, pack(t, query(fmt.Sprintf("r%d.cluster.local.", i), dns.TypeA, nil)))); err != nil {
+				t.Error(err)
+				return
+			}
+			rcodes <- m.Rcode
+		})
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(rcodes) < flood-5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	check(t, "answered at once (shed) while 5 wait upstream", len(rcodes), flood-5)
+	check(t, "questions upstream", nc.flightsOpen.Load(), int64(5))
+	m := new(dns.Msg)
+	if err := m.Unpack(ask(t, addr, pack(t, query("cached.cluster.local.", dns.TypeA, nil)))); err != nil || len(m.Answer) != 1 {
+		t.Fatalf("cached name during the flood: %v %v", m, err)
+	}
+	close(release)
+	wg.Wait()
+	close(rcodes)
+	counts := map[int]int{}
+	for rc := range rcodes {
+		counts[rc]++
+	}
+	check(t, "rcodes", counts, map[int]int{dns.RcodeSuccess: 5, dns.RcodeServerFailure: flood - 5})
+	checkDrained(t, nc)
+}

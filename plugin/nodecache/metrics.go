@@ -37,6 +37,10 @@ var (
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "in_flight",
 		Help: "Queries being answered right now.",
 	}, []string{"server"})
+	shedMisses = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "shed_total",
+		Help: "Misses answered at once with a failure because the block had its most questions in flight.",
+	}, []string{"server"})
 	doorDatagrams = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "door_datagrams_total",
 		Help: "UDP datagrams the packet door read (answered there or handed to CoreDNS's server).",
@@ -56,7 +60,7 @@ type serverMetrics struct {
 	hitSuccess, hitDenial prometheus.Counter
 	misses, stale         prometheus.Counter
 	prefetch, truncated   prometheus.Counter
-	doorDatagrams         prometheus.Counter
+	doorDatagrams, shed   prometheus.Counter
 	inFlight              prometheus.Gauge
 }
 
@@ -74,6 +78,7 @@ func metricsFor(server string) *serverMetrics {
 		prefetch:      prefetches.WithLabelValues(server),
 		truncated:     truncated.WithLabelValues(server),
 		doorDatagrams: doorDatagrams.WithLabelValues(server),
+		shed:          shedMisses.WithLabelValues(server),
 		inFlight:      inFlight.WithLabelValues(server),
 	}
 	actual, _ := serverMetricsByLabel.LoadOrStore(server, m)

@@ -32,6 +32,8 @@ type NodeCache struct {
 	node      *node // process-wide: cache, flights, in-flight count, link state
 	upstreams *transport.Group
 	closing   atomic.Bool // a reload replaced this instance: its flights take no new askers
+
+	flightsOpen atomic.Int64 // this block's questions on their way upstream (at most config.maxFlights)
 }
 
 var renderBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}

@@ -3,6 +3,7 @@ package nodecache
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"sync"
 	"time"
 
@@ -180,6 +181,12 @@ func (n *NodeCache) join(q *question, w waiter) {
 		fs.mu.Unlock()
 		return
 	}
+	if n.flightsOpen.Load() >= int64(n.config.maxFlights) {
+		fs.mu.Unlock()
+		n.shed(w)
+		return
+	}
+	n.flightsOpen.Add(1)
 	f = n.newFlight(q)
 	f.waiters = append(f.waiters, w)
 	if fs.m == nil {
@@ -196,6 +203,17 @@ func (n *NodeCache) newFlight(q *question) *flight {
 	qwire := append([]byte(nil), q.qwire...)
 	return &flight{key: q.key, name: string(q.lower), qwire: qwire, qtype: q.qtype, qcls: q.qclass, nc: n,
 		query: upstreamQuery(qwire, q.qtype, q.qclass, q.key.do, q.key.cd)}
+}
+
+// errShed is the answer to a miss while the block already has max flights in flight.
+var errShed = errors.New("too many misses in flight: shed")
+
+// shed answers a miss at once with a failure (SERVFAIL, or the stale entry): a flood of names
+// nobody asked before (random subdomains) must not hold a goroutine, a socket and a buffer per
+// query for the whole upstream timeout, or starve the names that are cached.
+func (n *NodeCache) shed(w waiter) {
+	w.m.shed.Inc()
+	w.done(nil, errShed)
 }
 
 // run asks the upstreams, failing over within the flight's deadline, and ends the flight.
@@ -222,6 +240,7 @@ func (f *flight) run(fs *flights) {
 	waiters := f.waiters
 	f.waiters = nil
 	fs.mu.Unlock()
+	f.nc.flightsOpen.Add(-1)
 	for _, w := range waiters {
 		w.done(a, err)
 	}

@@ -119,7 +119,12 @@ type config struct {
 	healthCheck   time.Duration // interval between upstream health checks
 	maxConcurrent int           // TCP connections (queries in flight) per upstream
 	maxAge        time.Duration // a TCP connection to an upstream older than this is not reused
+	maxFlights    int           // distinct questions of the block on their way upstream at once
 }
+
+// defaultMaxFlights bounds a block's misses in flight: each holds a goroutine and an upstream
+// socket (or TCP connection) until answered or timed out.
+const defaultMaxFlights = 4096
 
 // transport is the configuration of the block's upstream group.
 func (c config) transport() transport.Config {
@@ -143,6 +148,7 @@ func defaultConfig() config {
 		prefetchDuration: time.Minute, prefetchPercent: 10,
 		timeout: transport.DefaultTimeout, healthCheck: transport.DefaultHealthEvery,
 		maxConcurrent: transport.DefaultMaxConcurrent, maxAge: transport.DefaultMaxAge,
+		maxFlights: defaultMaxFlights,
 	}
 }
 
