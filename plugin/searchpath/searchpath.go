@@ -85,6 +85,13 @@ func (s *SearchPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 			}
 			continue
 		}
+		if i > 0 && !hasType(resp, state.QType()) {
+			// NODATA part-way (or a CNAME chain that ends without the type): glibc and Go walk
+			// on, musl stops without an address, and a CNAME with no data ends glibc's walk too.
+			// No single answer fits every library: let the client walk itself.
+			skipped.WithLabelValues(server, "nodata_candidate").Inc()
+			return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+		}
 		answeredAt.WithLabelValues(server, position).Inc()
 		w.WriteMsg(s.reply(r, resp, i == 0))
 		return dns.RcodeSuccess, nil
@@ -109,8 +116,19 @@ func (s *SearchPath) reply(r, resp *dns.Msg, asked bool) *dns.Msg {
 	ttl := cnameTTL(resp)
 	cname := &dns.CNAME{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: ttl}, Target: target}
 	m.Answer = append([]dns.RR{cname}, m.Answer...)
-	m.Authoritative = false
+	// The CNAME is ours and unsigned: the answer is neither authoritative nor authenticated.
+	m.Authoritative, m.AuthenticatedData = false, false
 	return m
+}
+
+// hasType reports whether the answer holds records of the asked type (any, for ANY).
+func hasType(m *dns.Msg, qtype uint16) bool {
+	for _, rr := range m.Answer {
+		if t := rr.Header().Rrtype; t == qtype || qtype == dns.TypeANY {
+			return true
+		}
+	}
+	return false
 }
 
 // clientSearchList finds the asking pod and its search list; reason says why there is none.
@@ -144,17 +162,14 @@ func (s *SearchPath) clientSearchList(state request.Request) ([]string, string) 
 	return searches, ""
 }
 
-// cnameTTL is the smallest TTL of the candidate's answer (or of its SOA for NODATA), so that the
-// CNAME never outlives what it points to.
+// cnameTTL is the smallest TTL of the candidate's answer (the chain to its records, zero
+// included), so that the CNAME never outlives what it points to.
 func cnameTTL(resp *dns.Msg) uint32 {
 	ttl := uint32(0)
-	for _, rr := range append(resp.Answer, resp.Ns...) {
-		if t := rr.Header().Ttl; ttl == 0 || t < ttl {
+	for i, rr := range resp.Answer {
+		if t := rr.Header().Ttl; i == 0 || t < ttl {
 			ttl = t
 		}
-	}
-	if ttl == 0 {
-		ttl = 5
 	}
 	return ttl
 }

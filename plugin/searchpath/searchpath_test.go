@@ -26,6 +26,7 @@ func (w *world) Lookup(_ context.Context, _ request.Request, name string, typ ui
 	w.asked = append(w.asked, name)
 	m := new(dns.Msg)
 	m.SetQuestion(name, typ)
+	m.AuthenticatedData = true // as a validating upstream would say; a synthesized answer must not
 	key := strings.ToLower(name)
 	if w.failing[key] {
 		m.Rcode = dns.RcodeServerFailure
@@ -99,6 +100,9 @@ func newWorld() *world {
 		"db.custom.example.":                 {"db.custom.example. 60 IN A 192.0.2.20"},
 		"api.team.example.":                  {"api.team.example. 60 IN A 192.0.2.30"},
 		"nodata.ns1.svc.cluster.local.":      {"nodata.ns1.svc.cluster.local. 5 IN A 10.96.0.11"},
+		"vault.svc.cluster.local.":           {"vault.svc.cluster.local. 5 IN TXT namespace"}, // a namespace: NODATA for A
+		"vault.corp.example.":                {"vault.corp.example. 60 IN A 192.0.2.40"},
+		"zero.corp.example.":                 {"zero.corp.example. 0 IN A 192.0.2.41"},
 	}, failing: map[string]bool{"broken.ns1.svc.cluster.local.": true}}
 }
 
@@ -121,6 +125,7 @@ func TestServeDNS(t *testing.T) {
 		rcode   int
 		want    []string // answer records' type and data, in order; "next" when the query passed on
 		asked   int      // candidates resolved
+		ttl0    bool     // every answer record has TTL 0
 	}{
 		{name: "asked name exists: plain answer", clients: pods{clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
 			qname: "web.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"A 10.96.0.10"}, asked: 1},
@@ -141,6 +146,10 @@ func TestServeDNS(t *testing.T) {
 			want: []string{"CNAME example.org.svc.cluster.local.", "A 10.96.0.77"}, asked: 2},
 		{name: "existing name with another type stops the walk (NODATA)", clients: pods{clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
 			qname: "nodata.ns1.svc.cluster.local.", qtype: dns.TypeAAAA, want: nil, asked: 1},
+		{name: "NODATA part-way: the client walks itself (never a CNAME to a name without the type)", clients: pods{clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
+			qname: "vault.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}, asked: 2},
+		{name: "CNAME TTL is the target's, zero included", clients: pods{clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
+			qname: "zero.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"CNAME zero.corp.example.", "A 192.0.2.41"}, asked: 4, ttl0: true},
 		{name: "every candidate NXDOMAIN: the plain NXDOMAIN", clients: pods{clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
 			qname: "nothing.ns1.svc.cluster.local.", qtype: dns.TypeA, rcode: dns.RcodeNameError, want: nil, asked: 5},
 		{name: "custom dnsConfig searches are walked", clients: pods{clientPod("ns1", "10.1.0.50", customSearch)}, from: "10.1.0.50",
@@ -204,6 +213,14 @@ func TestServeDNS(t *testing.T) {
 				if rr.Header().Rrtype == dns.TypeCNAME && rr.Header().Name != tc.qname {
 					t.Errorf("CNAME owner %s, want the asked name %s", rr.Header().Name, tc.qname)
 				}
+			}
+			for _, rr := range got.Answer {
+				if tc.ttl0 && rr.Header().Ttl != 0 {
+					t.Errorf("TTL %d on %s, want 0 (the target's)", rr.Header().Ttl, rr.Header().Name)
+				}
+			}
+			if got.AuthenticatedData && len(got.Answer) > 0 && got.Answer[0].Header().Rrtype == dns.TypeCNAME {
+				t.Errorf("AD set on a synthesized CNAME answer")
 			}
 			if fmt.Sprint(data) != fmt.Sprint(tc.want) {
 				t.Errorf("answer %v, want %v", data, tc.want)
