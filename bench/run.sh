@@ -10,15 +10,18 @@
 # Scenarios (SCENARIOS, default all, in this order):
 #   index   cluster names from the index: k8sdiscovery vs upstream kubernetes, the same objects
 #           (INDEX_SERVICES Services, half headless, with EndpointSlices) in a real kube-apiserver
-#   hit     node-cache hits over UDP: nodecache vs CoreDNS cache vs Unbound vs a bare miekg/dns server
-#   miss    cluster-zone misses, upstream over TCP: nodecache vs cache + forward { force_tcp }
+#   hit     node-cache hits over UDP: nodecache vs CoreDNS cache vs Unbound vs a bare miekg/dns server,
+#           a bare miekg/dns stub (bench/goceiling) behind the caches
+#   miss    cluster-zone misses, upstream over TCP: nodecache vs cache + forward { force_tcp }, behind
+#           them the real central role: ./coredns with k8sdiscovery on a real kube-apiserver
+#           (MISS_SERVICES Services), asked only names it has never seen (NXDOMAIN)
 #   search  an external lookup from a pod with ndots:5, with and without searchpath
 #   memory  MEM_SERVICES Services and MEM_PODS Pods with EndpointSlices in the apiserver: heap and
 #           RSS, the peak during a forced relist, time to first sync; k8sdiscovery vs kubernetes,
 #           with and without `pods verified`
 #
 # Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
-# INDEX_SERVICES (1000), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
+# INDEX_SERVICES (1000), MISS_SERVICES (100), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
 # RELIST_WATCH (60 s), SKIP_BUILD=1, BENCH_LINK, BENCH_NET, SERVER_CPU (0), LOAD_CPU (1), BENCH_OUT and BENCH_RESULTS (where
 # the working files and the table go).
 #
@@ -41,6 +44,7 @@ RUN_SECONDS=${RUN_SECONDS:-10}
 OUTSTANDING=${OUTSTANDING:-100}
 LATENCY_SECONDS=${LATENCY_SECONDS:-5}
 INDEX_SERVICES=${INDEX_SERVICES:-1000}
+MISS_SERVICES=${MISS_SERVICES:-100}
 MEM_SERVICES=${MEM_SERVICES:-10000}
 MEM_PODS=${MEM_PODS:-150000}
 MEM_SETTLE=${MEM_SETTLE:-20}
@@ -52,7 +56,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 BENCH_LINK=${BENCH_LINK:-dnsbench0}
 BENCH_NET=${BENCH_NET:-169.254.77}
 ADDR_SERVER=$BENCH_NET.1   # the server under test, port 53
-ADDR_STUB=$BENCH_NET.2     # the cluster DNS behind a cache (bench/goceiling, UDP and TCP), port 53
+ADDR_STUB=$BENCH_NET.2     # the cluster DNS behind a cache, port 53: bench/goceiling (hit), ./coredns with k8sdiscovery (miss)
 ADDR_UPSTREAM=$BENCH_NET.3 # the resolver behind the central DNS in the search scenario
 ADDR_POD=$BENCH_NET.9      # the pod asking in the search scenario
 
@@ -146,9 +150,9 @@ section_index() {
 
 # ---- scenarios 2 and 3: the node cache (Corefiles as in bench/nodecache/bench.sh)
 
-# The stub behind every cache: bench/goceiling over UDP and TCP on CPU $LOAD_CPU. A CoreDNS
-# server there (a template zone) cost 51-73 µs of CPU per query, shared with dnsperf, and capped
-# the miss scenario below what the servers under test could do.
+# The stub behind the caches in the hit scenario: bench/goceiling over UDP and TCP on CPU
+# $LOAD_CPU (a hit never reaches it but for the warm-up; a CoreDNS template zone there cost
+# 51-73 µs of CPU per query, shared with dnsperf).
 start_stub() {
 	CURRENT=stub start_server stub "$LOAD_CPU" "$OUT/goceiling" -listen "$ADDR_STUB:53" -tcp
 	STUB_PID=$SERVER_PID
@@ -156,6 +160,8 @@ start_stub() {
 	wait_answer "$ADDR_STUB:53" "$OUT/cache.probes"
 }
 
+# start_nodecache [PROBES], start_cache [PROBES]: the caches in front of $ADDR_STUB, ready once
+# they answer PROBES (default: the stub's name of the hit scenario).
 start_nodecache() {
 	cat >"$OUT/Corefile.nodecache" <<EOF
 cluster.local:53 {
@@ -169,7 +175,7 @@ $(pprof_line)
 }
 EOF
 	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.nodecache"
-	wait_answer "$ADDR_SERVER:53" "$OUT/cache.probes"
+	wait_answer "$ADDR_SERVER:53" "${1:-$OUT/cache.probes}"
 }
 
 start_cache() {
@@ -187,7 +193,7 @@ $(pprof_line)
 }
 EOF
 	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.cache"
-	wait_answer "$ADDR_SERVER:53" "$OUT/cache.probes"
+	wait_answer "$ADDR_SERVER:53" "${1:-$OUT/cache.probes}"
 }
 
 # Unbound as NodeLocal DNSCache's fastest rival: one thread, a cache in front of the same stub,
@@ -228,18 +234,27 @@ start_hit_ours() { start_nodecache; }
 start_hit_cache() { start_cache; }
 start_hit_unbound() { start_unbound; }
 start_hit_goceiling() { start_goceiling; }
-start_miss_ours() { start_nodecache; }
-start_miss_forward() { start_cache; }
+start_miss_ours() { start_nodecache "$OUT/miss.probes"; }
+start_miss_forward() { start_cache "$OUT/miss.probes"; }
 
 query_file_hit() {
 	[ -s "$OUT/hit.txt" ] || for i in $(seq 1 100); do echo "web-$i.default.svc.cluster.local A"; done >"$OUT/hit.txt"
 	echo "$OUT/hit.txt"
 }
 
-# Every miss run gets names never asked before (more than a run can send).
+# Every miss run gets names never asked before (more than a run can send), each NXDOMAIN in
+# k8sdiscovery, alternately an unknown Service of a namespace that exists
+# (m<N>-<run>.bench-<k>.svc.cluster.local) and an unknown endpoint of a headless Service
+# (m<N>-<run>.svc-<odd>.bench-<k>.svc.cluster.local), over the MISS_SERVICES Services loaded.
 query_file_miss() {
 	local f=$OUT/miss.$1.$2.txt
-	awk -v p="$1-$2" 'BEGIN { for (i = 1; i <= 2000000; i++) printf "m%d-%s.bench.svc.cluster.local A\n", i, p }' >"$f"
+	awk -v p="$1-$2" -v n="$MISS_SERVICES" 'BEGIN {
+		for (i = 1; i <= 2000000; i++) {
+			s = i % n
+			if (s % 2) printf "m%d-%s.svc-%d.bench-%d.svc.cluster.local A\n", i, p, s, int(s / 100)
+			else printf "m%d-%s.bench-%d.svc.cluster.local A\n", i, p, int(s / 100)
+		}
+	}' >"$f"
 	echo "$f"
 }
 
@@ -269,24 +284,54 @@ section_hit() {
 	} >"$OUT/section.hit.md"
 }
 
+# The central role behind the caches in the miss scenario, as the caches meet it in a cluster:
+# ./coredns with k8sdiscovery (no cache) on the scenario's apiserver, on CPU $LOAD_CPU with dnsperf.
+start_central() {
+	cat >"$OUT/Corefile.central" <<EOF
+.:53 {
+    bind $ADDR_STUB
+    k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_BENCH
+        ttl 30
+    }
+}
+EOF
+	CURRENT=central start_server central "$LOAD_CPU" "$BIN" -conf "$OUT/Corefile.central"
+	CENTRAL_PID=$SERVER_PID
+	wait_answer "$ADDR_STUB:53" "$OUT/miss.probes"
+}
+
 scenario_miss() {
-	log "scenario miss: cluster-zone misses over TCP"
-	start_stub
+	log "scenario miss: cluster-zone misses over TCP to k8sdiscovery ($MISS_SERVICES services in a local kube-apiserver)"
+	cp_start "$OUT/cp-miss"
+	"$BENCHCTL" load -kubeconfig "$KUBECONFIG_BENCH" -services "$MISS_SERVICES" -endpoints-per-service 5 \
+		-probes "$OUT/miss.probes" | tee "$OUT/miss.load" >&2
+	start_central
 	ab_rounds miss ours forward
 	CURRENT=miss.profile.ours profile_cpu miss.ours start_miss_ours "$(query_file_miss profile 1)"
-	stop_pid "$STUB_PID"
+	stop_pid "$CENTRAL_PID"
+	cp_stop
 	rm -f "$OUT"/miss.*.txt
 	section_miss
 }
 
 section_miss() {
+	local ns=$(( (MISS_SERVICES + 99) / 100 ))
 	{
 		echo "### 3. Cluster-zone misses, upstream over TCP"
 		echo
-		echo "Every query a name never asked before (m<N>.bench.svc.cluster.local), so every query goes to the stub"
-		echo "(bench/goceiling -tcp, a bare miekg/dns server, on CPU $LOAD_CPU) over TCP: nodecache's pooled, pipelined connections"
-		echo "vs \`cache\` + \`forward { force_tcp }\`."
-		echo "Corefiles as in bench/nodecache/bench.sh, on this run's own addresses."
+		echo "Behind the caches the real central role: ./coredns with \`k8sdiscovery\` (no cache, ttl 30) on a real kube-apiserver v1.37.1"
+		echo "on loopback, holding $MISS_SERVICES Services in $ns namespace$([ "$ns" = 1 ] || echo s), half of them headless, each with one EndpointSlice"
+		echo "of 5 ready endpoints; it runs on CPU $LOAD_CPU, shared with dnsperf. Loading: $(grep -h '^loaded' "$OUT/miss.load")."
+		echo "Every query is a name never asked before, alternately an unknown Service of an existing namespace"
+		echo "(m<N>-<run>.bench-<k>.svc.cluster.local) and an unknown endpoint of a headless Service (m<N>-<run>.svc-<odd>.bench-<k>.svc.cluster.local),"
+		echo "so every query is a miss in the cache under test and goes to k8sdiscovery over TCP, which answers NXDOMAIN with the"
+		echo "zone's SOA: what a miss costs. nodecache (\`upstream tcp\`, default \`max_concurrent\`) vs \`cache\` + \`forward { force_tcp }\`."
+		echo "CoreDNS serves a TCP connection's queries one at a time, so the node cache keeps one outstanding query per TCP"
+		echo "connection (up to \`max_concurrent\`, 256, per upstream) instead of pipelining; \`forward\` also sends one query at a time"
+		echo "on each of its connections. The central role's CPU is taken from dnsperf's core, so it bounds the QPS of both; CPU per"
+		echo "query is that of the cache under test alone."
+		echo "Cache Corefiles as in bench/nodecache/bench.sh, on this run's own addresses."
 		echo
 		table_header miss
 		table_row miss ours "nodecache" ours
@@ -649,7 +694,7 @@ prepare() {
 
 	setup_link
 
-	if wants index || wants memory; then
+	if wants index || wants miss || wants memory; then
 		test/e2e/controlplane/build.sh >&2
 		CONTROLPLANE_BIN=$(test/e2e/controlplane/build.sh dir)
 	fi
@@ -658,7 +703,7 @@ prepare() {
 # The run's settings and circumstances, for `bench/run.sh report`.
 save_meta() {
 	{
-		declare -p SCENARIOS ROUNDS RUN_SECONDS OUTSTANDING LATENCY_SECONDS INDEX_SERVICES MEM_SERVICES MEM_PODS MEM_SETTLE \
+		declare -p SCENARIOS ROUNDS RUN_SECONDS OUTSTANDING LATENCY_SECONDS INDEX_SERVICES MISS_SERVICES MEM_SERVICES MEM_PODS MEM_SETTLE \
 			RELIST_WATCH SERVER_CPU LOAD_CPU RUN_DATE RUN_COMMIT LOAD_START
 		if [ -n "${RUN_MINUTES:-}" ]; then declare -p RUN_MINUTES LOAD_END; fi
 	} >"$OUT/meta"
