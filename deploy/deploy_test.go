@@ -502,13 +502,13 @@ func TestNodeDaemonSet(t *testing.T) {
 		if dir == "node-kube-dns-ip" && len(strings.Fields(env["LOCAL_IPS"].Value)) != 2 {
 			t.Errorf("%s: LOCAL_IPS %q should add the kube-dns address", dir, env["LOCAL_IPS"].Value)
 		}
-		// CLUSTER_DNS: the kube-dns-upstream Service, through the variable kubelet sets for it.
-		up := r.services["kube-dns-upstream"]
+		// CLUSTER_DNS: the clusterdns-upstream Service, through the variable kubelet sets for it.
+		up := r.services["clusterdns-upstream"]
 		if up == nil {
-			t.Fatalf("%s: no kube-dns-upstream Service", dir)
+			t.Fatalf("%s: no clusterdns-upstream Service", dir)
 		}
-		if env["CLUSTER_DNS"].Value != "$(KUBE_DNS_UPSTREAM_SERVICE_HOST)" || spec.EnableServiceLinks == nil || !*spec.EnableServiceLinks {
-			t.Errorf("%s: CLUSTER_DNS %q, want $(KUBE_DNS_UPSTREAM_SERVICE_HOST) with service links on", dir, env["CLUSTER_DNS"].Value)
+		if env["CLUSTER_DNS"].Value != "$(CLUSTERDNS_UPSTREAM_SERVICE_HOST)" || spec.EnableServiceLinks == nil || !*spec.EnableServiceLinks {
+			t.Errorf("%s: CLUSTER_DNS %q, want $(CLUSTERDNS_UPSTREAM_SERVICE_HOST) with service links on", dir, env["CLUSTER_DNS"].Value)
 		}
 		checkEnvCoversCorefile(t, dir, corefile, c, "KUBECONFIG")
 		checkMemory(t, dir, c)
@@ -541,18 +541,18 @@ func TestNodeDaemonSet(t *testing.T) {
 
 func TestUpstreamService(t *testing.T) {
 	cluster, node := render(t, "cluster"), render(t, "node")
-	svc := node.services["kube-dns-upstream"]
+	svc := node.services["clusterdns-upstream"]
 	if svc == nil {
-		t.Fatal("no kube-dns-upstream")
+		t.Fatal("no clusterdns-upstream")
 	}
 	pods := cluster.deployments[0].Spec.Template.Labels
 	for k, v := range svc.Spec.Selector {
 		if pods[k] != v {
-			t.Errorf("kube-dns-upstream selects %v, which the central role's pods (%v) do not carry", svc.Spec.Selector, pods)
+			t.Errorf("clusterdns-upstream selects %v, which the central role's pods (%v) do not carry", svc.Spec.Selector, pods)
 		}
 	}
 	if len(svc.Spec.Selector) == 0 || svc.Spec.Selector["k8s-app"] != "kube-dns" {
-		t.Errorf("kube-dns-upstream selector %v, want kube-dns's (k8s-app=kube-dns)", svc.Spec.Selector)
+		t.Errorf("clusterdns-upstream selector %v, want kube-dns's (k8s-app=kube-dns)", svc.Spec.Selector)
 	}
 	var udp, tcp bool
 	for _, p := range svc.Spec.Ports {
@@ -560,7 +560,7 @@ func TestUpstreamService(t *testing.T) {
 		tcp = tcp || p.Port == 53 && p.Protocol == corev1.ProtocolTCP && p.TargetPort.IntValue() == 53
 	}
 	if !udp || !tcp {
-		t.Errorf("kube-dns-upstream ports %v, want 53/UDP and 53/TCP", svc.Spec.Ports)
+		t.Errorf("clusterdns-upstream ports %v, want 53/UDP and 53/TCP", svc.Spec.Ports)
 	}
 }
 

@@ -141,7 +141,7 @@ func (c config) memoryBound() int64 {
 
 func defaultConfig() config {
 	return config{
-		iface:        "nodelocaldns",
+		iface:        "clusterdns0",
 		packetFilter: nodesetup.FilterNftables,
 		successCap:   9984, successTTL: 30 * time.Second,
 		denialCap: 9984, denialTTL: 5 * time.Second,

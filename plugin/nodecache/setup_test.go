@@ -29,7 +29,7 @@ func TestParseStanza(t *testing.T) {
 	}{
 		{"defaults", "nodecache {\n listen 169.254.20.10\n upstream 10.96.0.10\n}", func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10"})
-			check(t, "iface", cfg.iface, "nodelocaldns")
+			check(t, "iface", cfg.iface, "clusterdns0")
 			check(t, "filter", cfg.packetFilter, nodesetup.FilterNftables)
 			check(t, "upstreams", cfg.upstreams, []transport.Line{{Proto: "tcp", Addrs: []string{"10.96.0.10:53"}}})
 			check(t, "success", []any{cfg.successCap, cfg.successTTL}, []any{9984, 30 * time.Second})

@@ -216,3 +216,48 @@ func TestAnswersOnlyOnListenAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrationFromNodeLocalDNSCache: a NodeLocal DNSCache-like cache serves the listen addresses
+// on its interface `nodelocaldns` (here: our binary with that interface, a bridge that already
+// carries the addresses, as node-cache leaves it). The node role starts beside it on its own
+// interface, and must put the addresses there too. Then the old cache exits and its interface is
+// deleted, addresses and all, as node-cache does: the node role keeps answering.
+func TestMigrationFromNodeLocalDNSCache(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	for _, step := range [][]string{
+		{"ip", "link", "add", "nodelocaldns", "type", "bridge"},
+		{"ip", "link", "set", "nodelocaldns", "up"},
+		{"ip", "addr", "add", tp.listen4 + "/32", "dev", "nodelocaldns"},
+		{"ip", "addr", "add", tp.listen6 + "/128", "dev", "nodelocaldns", "nodad"},
+	} {
+		nsRun(t, tp.node, step...)
+	}
+	old := start(t, tp.node, "node-local-dns", strings.Replace(nodeCorefile(tp, "        keep_on_exit", ""), "interface clusterdns0", "interface nodelocaldns", 1), nil)
+	ours := start(t, tp.node, "clusterdns-node", nodeCorefile(tp, "", ""), nil)
+	_ = ours
+	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0")
+	expect(t, "listen addresses on clusterdns0 too", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
+
+	l := &loadLoop{}
+	l.setPhase("both serving")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { l.run(tp, []string{"web.default.svc.cluster.local."}, 100, stop); close(done) }()
+	time.Sleep(2 * time.Second)
+	l.setPhase("old cache gone")
+	old.signal(t, syscall.SIGTERM)
+	old.wait(t, 10*time.Second)
+	nsRun(t, tp.node, "ip", "link", "del", "nodelocaldns") // what node-cache's teardown does
+	time.Sleep(3 * time.Second)
+	close(stop)
+	<-done
+
+	both := l.report(t, "both serving")
+	after := l.report(t, "old cache gone")
+	expect(t, "wrong answers", both[2]+after[2], 0)
+	expect(t, "lost while both served", both[3], 0)
+	expect(t, "lost after the old cache and its interface went", after[3], 0)
+	expect(t, "answered after the old cache went", after[1] > 0, true)
+}

@@ -46,7 +46,7 @@ func nsRun(t *testing.T, ns string, args ...string) string {
 
 // topology is a client, a node and an upstream namespace:
 //
-//	client (10.231.0.2, fd31::2) ── veth ── node (10.231.0.1, fd31::1; bridge nodelocaldns with
+//	client (10.231.0.2, fd31::2) ── veth ── node (10.231.0.1, fd31::1; bridge clusterdns0 with
 //	the listen addresses) ── veth ── upstream (10.231.1.2)
 type topology struct {
 	client, node, upstream string
@@ -84,7 +84,7 @@ func newTopology(t *testing.T) *topology {
 		{tp.node, "ip", "addr", "add", "10.231.1.1/24", "dev", nu + "a"},
 		{tp.node, "ip", "link", "set", nu + "a", "up"},
 		// No dummy driver on this kernel: the listen interface is a bridge the plugin adopts.
-		{tp.node, "ip", "link", "add", "nodelocaldns", "type", "bridge"},
+		{tp.node, "ip", "link", "add", "clusterdns0", "type", "bridge"},
 		{tp.upstream, "ip", "addr", "add", tp.upstreamIP + "/24", "dev", nu + "b"},
 		{tp.upstream, "ip", "link", "set", nu + "b", "up"},
 	}

@@ -97,7 +97,7 @@ func nodeCorefile(tp *topology, extra, server string) string {
 	return fmt.Sprintf(`cluster.local:53 {
     nodecache {
         listen %s %s
-        interface nodelocaldns
+        interface clusterdns0
         upstream tcp %s:53
         health_check 200ms
         timeout 500ms
@@ -325,14 +325,14 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 	tables := nsRun(t, tp.node, "nft", "list", "tables")
 	expect(t, "A's table gone", strings.Contains(tables, "inet "+tableA+"\n"), false)
 	expect(t, "B's table still there", strings.Contains(tables, "inet "+tableB+"\n"), true)
-	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
-	expect(t, "listen addresses still on nodelocaldns", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
+	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0")
+	expect(t, "listen addresses still on clusterdns0", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 	expect(t, "B answers after A left", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 
 	// The last instance leaving removes what the instances added.
 	b.signal(t, syscall.SIGTERM)
 	b.wait(t, 10*time.Second)
-	addrs = nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
+	addrs = nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0")
 	expect(t, "addresses removed by the last instance", strings.Contains(addrs, tp.listen4) || strings.Contains(addrs, tp.listen6), false)
 	expect(t, "no nodecache table left", strings.Contains(nsRun(t, tp.node, "nft", "list", "tables"), "nodecache"), false)
 }
@@ -368,7 +368,7 @@ func TestKeepOnExit(t *testing.T) {
 	tables := nsRun(t, tp.node, "nft", "list", "tables")
 	t.Logf("nft list tables (after SIGTERM with keep_on_exit):\n%s", tables)
 	expect(t, "shared table kept", strings.Contains(tables, "table inet nodecache\n"), true)
-	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "nodelocaldns")
+	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0")
 	expect(t, "addresses kept", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 }
 

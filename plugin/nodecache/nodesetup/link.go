@@ -10,8 +10,10 @@ import (
 )
 
 // ensureLink makes the interface carry the listen addresses: it creates a dummy interface of
-// that name or adopts an existing one, brings it up and adds the addresses no interface of the
-// host has yet. It reports whether it created the interface and which addresses it added.
+// that name or adopts an existing one, brings it up and adds the addresses it does not carry
+// yet, even when another interface has them too: NodeLocal DNSCache's node-cache deletes its
+// interface (and with it the address) when it exits, which must not take the address from us
+// during a migration. It reports whether it created the interface and which addresses it added.
 func ensureLink(name string, ips []net.IP) (created bool, added []net.IP, err error) {
 	link, err := netlink.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
@@ -30,7 +32,7 @@ func ensureLink(name string, ips []net.IP) (created bool, added []net.IP, err er
 		return created, nil, fmt.Errorf("bring interface %s up: %w", name, err)
 	}
 	for _, ip := range ips {
-		if present, err := addressPresent(ip); err != nil {
+		if present, err := addressOn(link, ip); err != nil {
 			return created, added, err
 		} else if present {
 			continue
@@ -48,13 +50,13 @@ func ensureLink(name string, ips []net.IP) (created bool, added []net.IP, err er
 	return created, added, nil
 }
 
-// addressPresent reports whether any interface of this network namespace has ip.
-func addressPresent(ip net.IP) (bool, error) {
+// addressOn reports whether the interface carries ip.
+func addressOn(link netlink.Link, ip net.IP) (bool, error) {
 	family := netlink.FAMILY_V6
 	if ip.To4() != nil {
 		family = netlink.FAMILY_V4
 	}
-	addrs, err := netlink.AddrList(nil, family)
+	addrs, err := netlink.AddrList(link, family)
 	if err != nil {
 		return false, fmt.Errorf("list addresses: %w", err)
 	}
