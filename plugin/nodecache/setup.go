@@ -129,7 +129,7 @@ const defaultMaxFlights = 4096
 // transport is the configuration of the block's upstream group.
 func (c config) transport() transport.Config {
 	return transport.Config{Timeout: c.timeout, HealthEvery: c.healthCheck, MaxConcurrent: c.maxConcurrent,
-		MaxAge: c.maxAge, IdleTimeout: min(transport.DefaultIdleTimeout, c.maxAge)}
+		MaxAge: c.maxAge, IdleTimeout: min(transport.DefaultIdleTimeout, c.maxAge), CloseGrace: transport.DefaultCloseGrace}
 }
 
 // defaultMaxMemory bounds the cache when no block says max_memory.

@@ -20,14 +20,14 @@ type Group struct {
 
 	inFlight sync.WaitGroup
 	mu       sync.Mutex
-	closed   bool
+	stopping bool // Close was called
+	closed   bool // and its grace is over
 	stop     chan struct{}
-	stopped  chan struct{}
 }
 
 // NewGroup makes the endpoints of the lines; nothing is dialled before the first query.
 func NewGroup(lines []Line, cfg Config) *Group {
-	g := &Group{cfg: cfg, stop: make(chan struct{}), stopped: make(chan struct{})}
+	g := &Group{cfg: cfg, stop: make(chan struct{})}
 	for _, l := range lines {
 		var line []*Endpoint
 		for _, a := range l.Addrs {
@@ -130,7 +130,6 @@ func (g *Group) Start() { go g.healthCheck() }
 
 // healthCheck asks every endpoint `. IN NS` (no recursion) every interval; any answer means up.
 func (g *Group) healthCheck() {
-	defer close(g.stopped)
 	probe := new(dns.Msg)
 	probe.SetQuestion(".", dns.TypeNS)
 	probe.RecursionDesired = false
@@ -164,21 +163,25 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-// Close stops the health checks and takes no new queries; the connections close once the
-// queries in flight have their answers (a reload loses none of them).
+// Close stops the health checks; after Config.CloseGrace it takes no new queries, and the
+// connections close once the queries in flight have their answers. The grace covers a reload:
+// the old instance may still be handed a query until the new one has taken over its sockets.
 func (g *Group) Close() {
 	g.mu.Lock()
-	if g.closed {
+	if g.stopping {
 		g.mu.Unlock()
 		return
 	}
-	g.closed = true
+	g.stopping = true
 	close(g.stop)
 	g.mu.Unlock()
-	go func() {
+	time.AfterFunc(g.cfg.CloseGrace, func() {
+		g.mu.Lock()
+		g.closed = true
+		g.mu.Unlock()
 		g.inFlight.Wait()
 		for _, e := range g.Endpoints() {
 			e.close()
 		}
-	}()
+	})
 }

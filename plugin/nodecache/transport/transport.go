@@ -26,6 +26,7 @@ type Config struct {
 	MaxConcurrent int           // TCP connections (queries in flight) per upstream
 	MaxAge        time.Duration // a TCP connection older than this is not reused
 	IdleTimeout   time.Duration // a TCP connection idle this long is closed
+	CloseGrace    time.Duration // after Close, queries are still taken this long
 }
 
 // Defaults of Config.
@@ -35,6 +36,7 @@ const (
 	DefaultMaxConcurrent = 256
 	DefaultMaxAge        = 30 * time.Second
 	DefaultIdleTimeout   = 5 * time.Second
+	DefaultCloseGrace    = 5 * time.Second
 )
 
 // Line is one `upstream` line of the stanza: servers reached over one protocol, tried in
