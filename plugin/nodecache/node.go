@@ -25,7 +25,9 @@ type node struct {
 	listens map[string]bool // "ip:port" served by this process
 	limits  limits
 
-	exitOnce sync.Once
+	exitOnce   sync.Once
+	repairOnce sync.Once
+	exiting    chan struct{} // closed when the process starts to leave
 
 	doorMu sync.Mutex
 	doors  map[string]*packetDoor // by listen key, for the life of the process
@@ -103,7 +105,7 @@ func theNode(cfg config) *node {
 	processNodeMu.Lock()
 	defer processNodeMu.Unlock()
 	if processNode == nil {
-		processNode = &node{listens: map[string]bool{}}
+		processNode = &node{listens: map[string]bool{}, exiting: make(chan struct{})}
 		processNode.limits = combineLimits(limits{}, cfg)
 		l := processNode.limits
 		processNode.cache = newCache(l.success, l.denial, l.memoryBound())
@@ -155,7 +157,23 @@ func (n *node) prepare(cfg config, port uint16) error {
 		n.listens[net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))] = true
 	}
 	n.mu.Unlock()
+	n.repairOnce.Do(func() { go n.repair(cfg.repairEvery) })
 	return nil
+}
+
+// repair puts the interface and addresses back every interval if someone took them away (a
+// network manager flushing addresses, another node cache deleting its interface), until exit.
+func (n *node) repair(every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.exiting:
+			return
+		case <-tick.C:
+			n.setup.Repair()
+		}
+	}
 }
 
 func (n *node) isSetUp() bool { return n.setup.IsSetUp() }
@@ -165,6 +183,7 @@ func (n *node) isSetUp() bool { return n.setup.IsSetUp() }
 // another instance still serves them or keep_on_exit says to leave them.
 func (n *node) exit() {
 	n.exitOnce.Do(func() {
+		close(n.exiting)
 		if err := nodesetup.EnableTCPMigration(); err != nil {
 			log.Debugf("tcp_migrate_req: %v", err)
 		}

@@ -120,6 +120,7 @@ type config struct {
 	maxConcurrent int           // TCP connections (queries in flight) per upstream
 	maxAge        time.Duration // a TCP connection to an upstream older than this is not reused
 	maxFlights    int           // distinct questions of the block on their way upstream at once
+	repairEvery   time.Duration // how often the interface and addresses are checked and put back
 }
 
 // defaultMaxFlights bounds a block's misses in flight: each holds a goroutine and an upstream
@@ -148,7 +149,7 @@ func defaultConfig() config {
 		prefetchDuration: time.Minute, prefetchPercent: 10,
 		timeout: transport.DefaultTimeout, healthCheck: transport.DefaultHealthEvery,
 		maxConcurrent: transport.DefaultMaxConcurrent, maxAge: transport.DefaultMaxAge,
-		maxFlights: defaultMaxFlights,
+		maxFlights: defaultMaxFlights, repairEvery: nodesetup.RepairEvery,
 	}
 }
 
@@ -240,7 +241,7 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				return cfg, c.Errf("max_concurrent: %q is not a positive integer", args[0])
 			}
 			cfg.maxConcurrent = n
-		case "timeout", "health_check", "max_age":
+		case "timeout", "health_check", "max_age", "repair":
 			d, err := oneDuration(c, opt)
 			if err != nil {
 				return cfg, err
@@ -253,6 +254,8 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				cfg.timeout = d
 			case "health_check":
 				cfg.healthCheck = d
+			case "repair":
+				cfg.repairEvery = d
 			default:
 				cfg.maxAge = d
 			}
@@ -266,7 +269,7 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			}
 			cfg.maxMemory = n
 		default:
-			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale, max_memory, timeout, health_check, max_concurrent or max_age)", opt)
+			return cfg, c.Errf("unknown option %q (want listen, interface, packet_filter, keep_on_exit, upstream, success, denial, prefetch, serve_stale, max_memory, timeout, health_check, max_concurrent, max_age or repair)", opt)
 		}
 	}
 	if len(cfg.listen) == 0 {

@@ -58,6 +58,7 @@ func TestParseStanza(t *testing.T) {
 			health_check 250ms
 			max_concurrent 64
 			max_age 10s
+			repair 5s
 		}`, func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a"})
 			check(t, "iface/filter/keep", []any{cfg.iface, cfg.packetFilter, cfg.keepOnExit}, []any{"lo", nodesetup.FilterIptables, true})
@@ -69,6 +70,7 @@ func TestParseStanza(t *testing.T) {
 			check(t, "max_memory", cfg.maxMemory, int64(16<<20))
 			check(t, "timeouts", []any{cfg.timeout, cfg.healthCheck}, []any{500 * time.Millisecond, 250 * time.Millisecond})
 			check(t, "pool", []any{cfg.maxConcurrent, cfg.maxAge}, []any{64, 10 * time.Second})
+			check(t, "repair", cfg.repairEvery, 5*time.Second)
 		}},
 	}
 	for _, tc := range tests {

@@ -346,3 +346,24 @@ func TestReloadUnderLoad(t *testing.T) {
 	expect(t, "reloads seen", strings.Count(node.output(), "Reloading complete") >= 1 || strings.Count(node.output(), "Reloading") >= 1, true)
 	expect(t, "queries failed across reloads", len(failed), 0)
 }
+
+// TestRepairsAddresses: someone takes the listen addresses off the interface (a network manager
+// flushing a dummy interface it does not know); the node cache puts them back within its repair
+// interval, counts it, and answers again.
+func TestRepairsAddresses(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	start(t, tp.node, "nodecache", nodeCorefile(tp, "        repair 500ms", "    prometheus 127.0.0.1:9253"), nil)
+	name := "web.default.svc.cluster.local."
+	expect(t, "answers", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	nsRun(t, tp.node, "ip", "addr", "flush", "dev", "clusterdns0")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0"), tp.listen4) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0")
+	expect(t, "addresses back", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
+	expect(t, "answers after the repair", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	expect(t, "repairs counted", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_nodecache_repairs_total{what="address"}`), 2)
+}

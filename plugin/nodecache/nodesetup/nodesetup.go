@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
@@ -45,6 +46,7 @@ type Config struct {
 type Node struct {
 	mu     sync.Mutex
 	links  map[string]*instanceLock // by interface name
+	asked  map[string][]net.IP      // the addresses each interface must carry, for Repair
 	filter packetFilter
 	mode   string
 	keep   bool
@@ -100,6 +102,14 @@ func (n *Node) Prepare(cfg Config) error {
 		setupErrors.WithLabelValues("link").Inc()
 		return err
 	}
+	if n.asked == nil {
+		n.asked = map[string][]net.IP{}
+	}
+	for _, ip := range cfg.IPs {
+		if !slices.ContainsFunc(n.asked[cfg.Interface], ip.Equal) {
+			n.asked[cfg.Interface] = append(n.asked[cfg.Interface], ip)
+		}
+	}
 
 	if n.filter == nil {
 		f, err := newPacketFilter(cfg.Filter, cfg.Keep)
@@ -119,6 +129,53 @@ func (n *Node) Prepare(cfg Config) error {
 	}
 	n.setUp.Store(true)
 	return nil
+}
+
+// RepairEvery is how often Repair runs (NodeLocal DNSCache's node-cache checks every 60 s too).
+const RepairEvery = time.Minute
+
+var repairs = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: plugin.Namespace, Subsystem: "nodecache", Name: "repairs_total",
+	Help: "Times the node was found changed and set up again (what: interface, address).",
+}, []string{"what"})
+
+// Repair puts back what someone took away since Prepare: the interface (created again if it was
+// deleted) and the listen addresses on it. The process calls it every RepairEvery.
+func (n *Node) Repair() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for iface, ips := range n.asked {
+		l := n.links[iface]
+		if err := l.lockMutex(); err != nil {
+			log.Warningf("repair %s: %v", iface, err)
+			continue
+		}
+		created, added, err := ensureLink(iface, ips)
+		if created || len(added) > 0 {
+			st := l.readState()
+			st.Created = st.Created || created
+			for _, ip := range added {
+				if !slices.Contains(st.Added, ip.String()) {
+					st.Added = append(st.Added, ip.String())
+				}
+			}
+			l.writeState(st)
+		}
+		l.unlockMutex()
+		if err != nil {
+			setupErrors.WithLabelValues("link").Inc()
+			log.Errorf("repair %s: %v", iface, err)
+			continue
+		}
+		if created {
+			repairs.WithLabelValues("interface").Inc()
+			log.Warningf("interface %s was gone: created again", iface)
+		}
+		if len(added) > 0 {
+			repairs.WithLabelValues("address").Add(float64(len(added)))
+			log.Warningf("%s had lost %v: added again", iface, added)
+		}
+	}
 }
 
 // IsSetUp reports whether a Prepare succeeded.
