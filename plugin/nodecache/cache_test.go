@@ -141,6 +141,9 @@ func TestRender(t *testing.T) {
 		rr, _ := dns.NewRR(fmt.Sprintf("big.cluster.local. 30 IN A 10.0.%d.%d", i/250, i%250))
 		big.Answer = append(big.Answer, rr)
 	}
+	// The same answer as CoreDNS sends it over TCP: uncompressed.
+	bigPlain := big.Copy()
+	bigPlain.Compress = false
 	small := msgFor("web.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, "web.default.svc.cluster.local. 30 IN A 10.0.0.1")
 	small.Authoritative = true
 	// Three SRV records whose glue (every address of each target) does not fit in 512 bytes.
@@ -168,6 +171,8 @@ func TestRender(t *testing.T) {
 		{"EDNS client gets an OPT", small, reply{id: 1, qname: "web.default.svc.cluster.local.", edns: true, maxSize: 1232}, 30, false, 1, true},
 		// RFC 2181 9: the whole records that fit, TC because answer records were dropped.
 		{"too big for 512 bytes: the addresses that fit, TC", big, reply{id: 7, qname: "big.cluster.local.", maxSize: 512}, 30, true, 29, false},
+		{"an uncompressed upstream answer is kept compressed: as many addresses fit", bigPlain, reply{id: 7, qname: "big.cluster.local.", maxSize: 512}, 30, true, 29, false},
+		{"and the whole of it in 1232 bytes", bigPlain, reply{id: 7, qname: "big.cluster.local.", edns: true, maxSize: 1232}, 30, false, 40, true},
 		{"glue that does not fit is dropped, no TC", srv, reply{id: 7, qname: "_http._tcp.db.default.svc.cluster.local.", maxSize: 512}, 30, false, 3, false},
 		{"EDNS 600 bytes: answers kept, no TC", srv, reply{id: 7, qname: "_http._tcp.db.default.svc.cluster.local.", edns: true, maxSize: 600}, 30, false, 3, true},
 		{"fits the EDNS size", big, reply{id: 7, qname: "big.cluster.local.", edns: true, maxSize: 1232}, 30, false, 40, true},

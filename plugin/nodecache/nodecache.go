@@ -114,6 +114,7 @@ func (n *NodeCache) write(w dns.ResponseWriter, m *serverMetrics, a *answer, c r
 	if err := msg.Unpack(out); err != nil {
 		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
 	}
+	msg.Compress = true // as rendered: what fit the client compressed must fit it again
 	if err := w.WriteMsg(msg); err != nil {
 		return dns.RcodeServerFailure, plugin.Error(pluginName, err)
 	}

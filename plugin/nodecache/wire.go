@@ -63,8 +63,16 @@ func parseAnswerWire(raw, qname []byte, qtype, qclass uint16, successTTL, denial
 	}
 	// Every name, pointer and record must unpack (a bad compression pointer in an owner or in
 	// rdata would be cached and rendered into answers no client can read). Misses only.
-	if err := new(dns.Msg).Unpack(raw); err != nil {
+	m := new(dns.Msg)
+	if err := m.Unpack(raw); err != nil {
 		return nil, 0, errBadWire
+	}
+	// Kept compressed: CoreDNS does not compress an answer that fits its buffer (over TCP, all of
+	// them), and truncation for a UDP client keeps whole records of the bytes as kept, so an
+	// uncompressed 40-address answer would give a client without EDNS 11 addresses, not 29.
+	m.Compress = true
+	if b, err := m.Pack(); err == nil && len(b) < len(raw) {
+		raw = b
 	}
 	off := 12 + len(qname)
 	a = &answer{wire: raw, qnameEnd: off, rcode: int(flags & 0xF)}
