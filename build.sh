@@ -15,6 +15,7 @@ Commands:
   demo    build and serve the examples/ world on 127.0.0.1:1053 (no cluster needed)
   e2e     end-to-end tests against a real etcd + kube-apiserver on loopback
   bench   benchmarks side by side with upstream CoreDNS (writes bench/RESULTS.md)
+  fuzz [DURATION]  every fuzz target for DURATION (default 10m) each
   image   a static binary in an OCI image tarball, built without a Docker daemon
   help    this text
 USAGE
@@ -115,32 +116,56 @@ check_binary() {
 	echo "ok: ./coredns -plugins lists our plugins and no cloud-provider plugin"
 }
 
-# fuzz_smoke runs every fuzz target of the repository for a few seconds (FUZZTIME, default 5s);
-# longer runs: go test -run x -fuzz '^FuzzServeDNS$' -fuzztime 10m ./plugin/k8sdiscovery/
-fuzz_smoke() {
+# fuzz_targets lists "DIR TARGET" for every fuzz target of the repository.
+fuzz_targets() {
 	local dir target
 	for dir in $(grep -rl --include='*_test.go' --exclude-dir=.cache --exclude-dir=.git '^func Fuzz' . | xargs -n1 dirname | sort -u); do
 		for target in $(grep -h '^func Fuzz' "$dir"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
-			echo "fuzz: $dir $target for ${FUZZTIME:-5s}"
-			local try
-			for try in 1 2; do
-				go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-5s}" "$dir" >/tmp/clusterdns-fuzz.log 2>&1 && break
-				# Go's fuzzing engine sometimes ends a short run with "context deadline exceeded"
-				# and no failing input when the machine is loaded: that is the engine's own
-				# deadline, not a crasher (none is saved). Run it once more; a real failure
-				# saves its input and fails every time.
-				if [ "$try" = 1 ] && grep -q 'context deadline exceeded' /tmp/clusterdns-fuzz.log &&
-					! grep -q 'Failing input written' /tmp/clusterdns-fuzz.log; then
-					echo "fuzz: $target: the engine's deadline passed with no failing input; once more"
-					continue
-				fi
-				cat /tmp/clusterdns-fuzz.log >&2
-				echo "FAIL: fuzz target $target in $dir (a crasher is saved under $dir/testdata/fuzz/$target)" >&2
-				exit 1
-			done
-			grep -E '^fuzz: elapsed' /tmp/clusterdns-fuzz.log | tail -1
+			echo "$dir $target"
 		done
 	done
+}
+
+# fuzz_run DIR TARGET FUZZTIME runs one target; a failing input fails the build.
+fuzz_run() {
+	local dir=$1 target=$2 fuzztime=$3 try
+	echo "fuzz: $dir $target for $fuzztime"
+	for try in 1 2; do
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$dir" </dev/null >/tmp/clusterdns-fuzz.log 2>&1 && break
+		# Go's fuzzing engine sometimes ends a short run with "context deadline exceeded"
+		# and no failing input when the machine is loaded: that is the engine's own
+		# deadline, not a crasher (none is saved). Run it once more; a real failure
+		# saves its input and fails every time.
+		if [ "$try" = 1 ] && grep -q 'context deadline exceeded' /tmp/clusterdns-fuzz.log &&
+			! grep -q 'Failing input written' /tmp/clusterdns-fuzz.log; then
+			echo "fuzz: $target: the engine's deadline passed with no failing input; once more"
+			continue
+		fi
+		cat /tmp/clusterdns-fuzz.log >&2
+		echo "FAIL: fuzz target $target in $dir (a crasher is saved under $dir/testdata/fuzz/$target)" >&2
+		exit 1
+	done
+	grep -E '^fuzz: elapsed' /tmp/clusterdns-fuzz.log | tail -1
+}
+
+# fuzz_smoke runs every fuzz target until its baseline coverage is gathered (every input of its
+# seed and cached corpus, which count as executions) and FUZZ_EXECS (2000) new inputs more; a
+# time-boxed run could end before the baseline and fuzz nothing. FUZZTIME=5s sets a time instead.
+fuzz_smoke() {
+	local dir target corpus cache
+	cache=$(go env GOCACHE)/fuzz
+	while read -r dir target; do
+		corpus=$(( $( { find "$dir/testdata/fuzz/$target" "$cache/$(go list "$dir")/$target" -type f 2>/dev/null || true; } | wc -l) + 100 ))
+		fuzz_run "$dir" "$target" "${FUZZTIME:-$((corpus + ${FUZZ_EXECS:-2000}))x}"
+	done < <(fuzz_targets)
+}
+
+# fuzz_long runs every fuzz target for DURATION (default 10m): ./build.sh fuzz 20m
+fuzz_long() {
+	local dir target
+	while read -r dir target; do
+		fuzz_run "$dir" "$target" "${1:-10m}"
+	done < <(fuzz_targets)
 }
 
 test_all() {
@@ -173,6 +198,7 @@ case "${1:-build}" in
 	test) test_all ;;
 	demo) demo ;;
 	e2e) go test -count=1 -v -timeout 60m ./test/e2e/... ;;
+	fuzz) fuzz_long "${2:-10m}" ;;
 	bench) bench ;;
 	image) image ;;
 	help | -h | --help) usage ;;
