@@ -605,7 +605,7 @@ write_results() {
 				summary_row "2. node-cache hits" hit ours cache nodecache "CoreDNS cache" "" ""
 				summary_row "2. node-cache hits" hit ours goceiling nodecache "Go ceiling" "" ""
 			fi
-			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "≥ 2×" 2.0
+			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "" ""
 			echo
 		fi
 		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ]; then
