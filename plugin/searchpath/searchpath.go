@@ -5,14 +5,15 @@ package searchpath
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // resolver resolves a name through the whole server (upstream.Upstream), so that the server
@@ -67,6 +68,50 @@ func (s *SearchPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 
 	ctx = context.WithValue(ctx, expandingKey{}, true)
 	expanded.WithLabelValues(server).Inc()
+	// The walk runs on its own goroutine; past the budget the query goes on unexpanded (the
+	// candidate being asked still lands in the cache), so a client never times out waiting for
+	// candidates it would have walked quicker itself.
+	result := make(chan walkResult, 1)
+	go func() { result <- s.walk(ctx, state, base, searches) }()
+	timer := time.NewTimer(s.budget())
+	defer timer.Stop()
+	var res walkResult
+	select {
+	case res = <-result:
+	case <-timer.C:
+		skipped.WithLabelValues(server, "budget").Inc()
+		return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+	}
+	if res.skip != "" {
+		skipped.WithLabelValues(server, res.skip).Inc()
+		return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+	}
+	answeredAt.WithLabelValues(server, res.position).Inc()
+	w.WriteMsg(s.reply(r, res.resp, res.asked))
+	return res.resp.Rcode, nil
+}
+
+// walkResult is how an expansion ended: an answer from a candidate, or why the query goes on
+// unexpanded (skip).
+type walkResult struct {
+	resp     *dns.Msg
+	asked    bool   // the candidate is the asked name itself
+	position string // "0".."n", "bare", "none"
+	skip     string
+}
+
+// defaultBudget bounds an expansion: well inside the 5 s glibc and Go wait for an answer.
+const defaultBudget = 2 * time.Second
+
+func (s *SearchPath) budget() time.Duration {
+	if s.config.budget > 0 {
+		return s.config.budget
+	}
+	return defaultBudget
+}
+
+// walk resolves the candidates in the client's order, as its own walk would.
+func (s *SearchPath) walk(ctx context.Context, state request.Request, base string, searches []string) walkResult {
 	var asked *dns.Msg
 	for i := 0; i <= len(searches); i++ {
 		candidate, position := base+".", "bare"
@@ -76,8 +121,7 @@ func (s *SearchPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 		resp, err := s.resolver.Lookup(ctx, state, candidate, state.QType())
 		if err != nil || resp == nil || (resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError) {
 			// The client's walk would have stopped or retried here: let the plain query decide.
-			skipped.WithLabelValues(server, "candidate_failed").Inc()
-			return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+			return walkResult{skip: "candidate_failed"}
 		}
 		if resp.Rcode == dns.RcodeNameError {
 			if i == 0 {
@@ -89,17 +133,12 @@ func (s *SearchPath) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 			// NODATA part-way (or a CNAME chain that ends without the type): glibc and Go walk
 			// on, musl stops without an address, and a CNAME with no data ends glibc's walk too.
 			// No single answer fits every library: let the client walk itself.
-			skipped.WithLabelValues(server, "nodata_candidate").Inc()
-			return plugin.NextOrFailure(s.Name(), s.Next, ctx, w, r)
+			return walkResult{skip: "nodata_candidate"}
 		}
-		answeredAt.WithLabelValues(server, position).Inc()
-		w.WriteMsg(s.reply(r, resp, i == 0))
-		return dns.RcodeSuccess, nil
+		return walkResult{resp: resp, asked: i == 0, position: position}
 	}
 	// Every candidate is NXDOMAIN: the plain NXDOMAIN of the asked name, as the walk ends.
-	answeredAt.WithLabelValues(server, "none").Inc()
-	w.WriteMsg(s.reply(r, asked, true))
-	return dns.RcodeNameError, nil
+	return walkResult{resp: asked, asked: true, position: "none"}
 }
 
 // reply turns a candidate's answer into the answer to the asked name: the question kept, and a
@@ -140,24 +179,27 @@ func (s *SearchPath) clientSearchList(state request.Request) ([]string, string) 
 	if err != nil {
 		return nil, "unknown_client"
 	}
-	var client *corev1.Pod
+	var searches []string
+	found := false
 	for _, p := range s.pods.PodsByIP(ip.Unmap().String()) {
 		switch {
 		case p.Spec.HostNetwork:
 			return nil, "host_network" // the address is the node's: the asker may be anything on it
 		case !kube.PodLive(p):
 			continue // an address being released; a new pod may already hold it
-		case client != nil && client.Namespace != p.Namespace:
+		}
+		list, ok := searchList(p, s.config.clusterDomain, s.hostSearches)
+		if !ok || len(list) == 0 {
+			return nil, "no_search_list"
+		}
+		if found && !slices.Equal(list, searches) {
+			// Two live pods on one address that walk differently: either could be asking.
 			return nil, "ambiguous_client"
 		}
-		client = p
+		searches, found = list, true
 	}
-	if client == nil {
+	if !found {
 		return nil, "unknown_client"
-	}
-	searches, ok := searchList(client, s.config.clusterDomain, s.hostSearches)
-	if !ok || len(searches) == 0 {
-		return nil, "no_search_list"
 	}
 	return searches, ""
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
@@ -19,11 +21,16 @@ import (
 type world struct {
 	records map[string][]string // lower-case name → records in zone-file form
 	failing map[string]bool     // names that answer SERVFAIL
+	slow    time.Duration       // every lookup takes this long
+	mu      sync.Mutex
 	asked   []string
 }
 
 func (w *world) Lookup(_ context.Context, _ request.Request, name string, typ uint16) (*dns.Msg, error) {
+	time.Sleep(w.slow)
+	w.mu.Lock()
 	w.asked = append(w.asked, name)
+	w.mu.Unlock()
 	m := new(dns.Msg)
 	m.SetQuestion(name, typ)
 	m.AuthenticatedData = true // as a validating upstream would say; a synthesized answer must not
@@ -174,6 +181,13 @@ func TestServeDNS(t *testing.T) {
 			clients: pods{clientPod("ns1", "10.1.0.50", finished), clientPod("ns2", "10.1.0.50")}, from: "10.1.0.50",
 			qname: "web.ns1.ns2.svc.cluster.local.", qtype: dns.TypeA,
 			want: []string{"CNAME web.ns1.svc.cluster.local.", "A 10.96.0.10"}, asked: 2},
+		{name: "two live pods on one address with different search lists: no expansion",
+			clients: pods{clientPod("ns1", "10.1.0.50"), clientPod("ns1", "10.1.0.50", customSearch)}, from: "10.1.0.50",
+			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}},
+		{name: "two live pods on one address with the same search list: expanded",
+			clients: pods{clientPod("ns1", "10.1.0.50"), clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
+			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA,
+			want: []string{"CNAME web.ns1.svc.cluster.local.", "A 10.96.0.10"}, asked: 2},
 		{name: "name without the client's first search domain", clients: pods{clientPod("ns2", "10.1.0.50")}, from: "10.1.0.50",
 			qname: "web.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}},
 		{name: "the first search domain alone is not expanded", clients: pods{clientPod("ns1", "10.1.0.50")}, from: "10.1.0.50",
@@ -288,5 +302,28 @@ func TestSearchList(t *testing.T) {
 				t.Errorf("search line %d characters", n)
 			}
 		})
+	}
+}
+
+// Candidates that answer slowly: past the budget the query goes on unexpanded at once, instead
+// of keeping the client waiting past its own timeout.
+func TestExpansionBudget(t *testing.T) {
+	w := newWorld()
+	w.slow = 150 * time.Millisecond
+	s := &SearchPath{Next: nextHandler, config: config{zones: []string{"."}, clusterDomain: "cluster.local", budget: 200 * time.Millisecond},
+		hostSearches: []string{"corp.example"}, pods: pods{clientPod("ns1", "10.1.0.50")}, resolver: w}
+	r := new(dns.Msg)
+	r.SetQuestion("example.com.ns1.svc.cluster.local.", dns.TypeA) // five candidates: 750 ms
+	rec := dnstest.NewRecorder(&clientWriter{ip: "10.1.0.50"})
+	start := time.Now()
+	if _, err := s.ServeDNS(context.Background(), rec, r); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if len(rec.Msg.Answer) != 1 || rec.Msg.Answer[0].(*dns.TXT).Txt[0] != "next" {
+		t.Fatalf("answer %v, want the query passed on unexpanded", rec.Msg.Answer)
+	}
+	if took > 600*time.Millisecond {
+		t.Fatalf("answered after %v: the walk's 750 ms, not the 200 ms budget", took)
 	}
 }

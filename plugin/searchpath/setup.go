@@ -2,6 +2,7 @@ package searchpath
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/coredns/caddy"
@@ -32,6 +33,7 @@ type config struct {
 	kubeContext   string
 	resolvConf    string
 	clusterDomain string
+	budget        time.Duration // the longest an expansion may take before the query goes on unexpanded
 }
 
 func setup(c *caddy.Controller) error {
@@ -118,8 +120,17 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				return cfg, c.Errf("cluster_domain: want a domain such as cluster.local")
 			}
 			cfg.clusterDomain = c.Val()
+		case "budget":
+			if !c.NextArg() {
+				return cfg, c.Errf("budget: want a duration such as 2s")
+			}
+			d, err := time.ParseDuration(c.Val())
+			if err != nil || d <= 0 {
+				return cfg, c.Errf("budget: %q is not a positive duration such as 2s", c.Val())
+			}
+			cfg.budget = d
 		default:
-			return cfg, c.Errf("unknown option %q (want source, node_name, kubeconfig, resolv_conf or cluster_domain)", opt)
+			return cfg, c.Errf("unknown option %q (want source, node_name, kubeconfig, resolv_conf, cluster_domain or budget)", opt)
 		}
 		if c.NextArg() {
 			return cfg, c.Errf("%s: unexpected extra argument %q", opt, c.Val())
