@@ -29,7 +29,7 @@ const (
 )
 
 var setupErrors = promauto.NewCounterVec(prometheus.CounterOpts{
-	Namespace: plugin.Namespace, Subsystem: "nodecache", Name: "setup_errors_total",
+	Namespace: plugin.Namespace, Subsystem: "nodecache", Name: "setup_failures_total",
 	Help: "Failures setting up or tearing down the node (stage: lock, link, filter, teardown).",
 }, []string{"stage"})
 
