@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,4 +367,146 @@ func TestRepairsAddresses(t *testing.T) {
 	expect(t, "addresses back", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 	expect(t, "answers after the repair", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "repairs counted", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_nodecache_repairs_total{what="address"}`), 2)
+}
+
+// blackhole is a resolver in namespace ns that reads UDP queries and never answers: every miss
+// sent there holds its flight for the whole upstream timeout.
+func blackhole(t *testing.T, ns, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := inNetns(ns, func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// processFigures reads a process's resident memory (MiB) and open file descriptors.
+func processFigures(t *testing.T, pid int) (rssMiB int, fds int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(rest)[0])
+			rssMiB = kb / 1024
+		}
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rssMiB, len(ents)
+}
+
+// TestRandomSubdomainFlood: names nobody asked before (a random-subdomain attack) as fast as a
+// few senders can write them, with a resolver behind the `.` block that never answers. The node
+// cache holds at most its bound of questions upstream (4096 per block; past it SERVFAIL at once),
+// so goroutines, file descriptors and memory stay bounded, and a pod asking a cached cluster
+// name meanwhile loses nothing.
+func TestRandomSubdomainFlood(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	blackhole(t, tp.upstream, tp.upstreamIP+":5353")
+	const pprofAddr = "127.0.0.1:6061"
+	corefile := nodeCorefile(tp, "", "    pprof "+pprofAddr+"\n    prometheus 127.0.0.1:9253") + fmt.Sprintf(`. {
+    nodecache {
+        listen %s %s
+        interface clusterdns0
+        upstream udp %s:5353
+        timeout 2s
+    }
+}
+`, tp.listen4, tp.listen6, tp.upstreamIP)
+	node := start(t, tp.node, "nodecache", corefile, nil)
+	name := "web.default.svc.cluster.local."
+	expect(t, "warm", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	goBefore := goroutines(t, tp.node, pprofAddr)
+	rssBefore, fdsBefore := processFigures(t, node.pid)
+
+	// The flood: 4 senders, each on one socket, writing queries for fresh names without waiting
+	// for answers, 20,000 q/s in all (NODECACHE_FLOOD_RATE changes it; the rate that took the
+	// old node cache to 1.36 GiB and 20,000 file descriptors).
+	rate := 20000
+	if r, err := strconv.Atoi(os.Getenv("NODECACHE_FLOOD_RATE")); err == nil && r > 0 {
+		rate = r
+	}
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for s := range 4 {
+		var conn net.Conn
+		if err := inNetns(tp.client, func() (err error) { conn, err = net.Dial("udp", tp.v4()); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		wg.Go(func() {
+			go func() { // drain the SERVFAILs so the socket's buffer never fills
+				buf := make([]byte, 512)
+				for {
+					if _, err := conn.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+			m := new(dns.Msg)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			perTick := max(1, rate/4/1000)
+			for i := 0; ; {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				for range perTick {
+					m.SetQuestion(fmt.Sprintf("r%d-%d.flood.example.", s, i), dns.TypeA)
+					b, _ := m.Pack()
+					if _, err := conn.Write(b); err == nil {
+						sent.Add(1)
+					}
+					i++
+				}
+			}
+		})
+	}
+	// Meanwhile a pod asks a cached name at 100 q/s.
+	l := &loadLoop{}
+	l.setPhase("cached name during the flood")
+	loopStop := make(chan struct{})
+	loopDone := make(chan struct{})
+	go func() { l.run(tp, []string{name}, 100, loopStop); close(loopDone) }()
+	var peakGo, peakRSS, peakFDs int
+	begin := time.Now()
+	for time.Since(begin) < 8*time.Second {
+		time.Sleep(time.Second)
+		peakGo = max(peakGo, goroutines(t, tp.node, pprofAddr))
+		rss, fds := processFigures(t, node.pid)
+		peakRSS, peakFDs = max(peakRSS, rss), max(peakFDs, fds)
+	}
+	close(loopStop)
+	<-loopDone
+	close(stop)
+	wg.Wait()
+	seconds := time.Since(begin).Seconds()
+	shed := metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", "coredns_nodecache_shed_total{")
+	c := l.report(t, "cached name during the flood")
+	t.Logf("flood: %d queries in %.1f s (%.0f q/s), %v shed at once; goroutines %d → peak %d, fds %d → peak %d, RSS %d → peak %d MiB",
+		sent.Load(), seconds, float64(sent.Load())/seconds, shed, goBefore, peakGo, fdsBefore, peakFDs, rssBefore, peakRSS)
+	expect(t, "flood queries answered at once past the bound (shed)", shed > 0, true)
+	expect(t, "goroutines within the bound (4096 flights + 1000)", peakGo < goBefore+4096+1000, true)
+	expect(t, "file descriptors within 100 of the start (shared UDP sockets, no socket per miss)", peakFDs < fdsBefore+100, true)
+	expect(t, "RSS below 400 MiB", peakRSS < 400, true)
+	expect(t, "cached name lost during the flood", c[3], 0)
+	expect(t, "cached name answered wrong", c[2], 0)
 }
