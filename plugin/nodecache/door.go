@@ -29,9 +29,11 @@ import (
 // SO_INCOMING_CPU, so from Linux 6.1 the kernel gives that socket nothing while the door is
 // open (see internal/packetio and the README's Bugs for older kernels).
 
-// passivePlugins may stand above nodecache in a block served by the packet door: they watch
-// queries but do not change answers. Door answers do not go through them (see README).
-var passivePlugins = map[string]bool{"errors": true, "log": true, "prometheus": true}
+// passivePlugins may stand above nodecache in a block served by the packet door: they do not
+// change answers, and what they would record of a door answer the door records itself
+// (prometheus: the standard metrics; errors: a door answer is never a plugin error). `log` is
+// not among them: it must see every answer, so a block with log is answered through the chain.
+var passivePlugins = map[string]bool{"errors": true, "prometheus": true}
 
 // nxdomainRewriter is a plugin that may stand above nodecache and changes an answer only when the
 // asked name is NXDOMAIN (searchpath: a name that exists is answered as it is). With one above,

@@ -388,7 +388,8 @@ func TestHandlersAllowDoor(t *testing.T) {
 		ok, nxdomainSlow bool
 	}{
 		{"nothing above", nil, true, false},
-		{"passive plugins", []plugin.Handler{namedHandler{name: "log"}, namedHandler{name: "prometheus"}, namedHandler{name: "errors"}}, true, false},
+		{"passive plugins", []plugin.Handler{namedHandler{name: "prometheus"}, namedHandler{name: "errors"}}, true, false},
+		{"log sees every answer: through the chain", []plugin.Handler{namedHandler{name: "log"}}, false, false},
 		{"searchpath-like", []plugin.Handler{namedHandler{name: "searchpath", rewriter: true}}, true, true},
 		{"rewrite", []plugin.Handler{namedHandler{name: "rewrite"}}, false, false},
 	} {

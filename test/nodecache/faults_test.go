@@ -510,3 +510,19 @@ func TestRandomSubdomainFlood(t *testing.T) {
 	expect(t, "cached name lost during the flood", c[3], 0)
 	expect(t, "cached name answered wrong", c[2], 0)
 }
+
+// TestLogSeesEveryAnswer: with `log` in the block, every answer is logged, hits included (the
+// block's queries go through the plugin chain instead of the packet door).
+func TestLogSeesEveryAnswer(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	node := start(t, tp.node, "nodecache", nodeCorefile(tp, "", "    log"), nil)
+	const asked = 5
+	for range asked {
+		expect(t, "answer", answerOf(query(tp.client, "udp", tp.v4(), "logged.default.svc.cluster.local.", dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	}
+	time.Sleep(200 * time.Millisecond) // log writes asynchronously to stdout
+	expect(t, "answers logged (1 miss, 4 hits)", strings.Count(node.output(), `"A IN logged.default.svc.cluster.local. udp`), asked)
+	expect(t, "the startup log says why the door leaves the zone", strings.Contains(node.output(), "plugins above nodecache: log"), true)
+}
