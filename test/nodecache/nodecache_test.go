@@ -289,7 +289,7 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 		defer tick.Stop()
 		for i := 0; time.Since(begin) < duration; i++ {
 			<-tick.C
-			// Mostly hits, every fourth a miss that goes upstream; both addresses.
+			// Mostly hits, every fourth a miss that goes upstream; both addresses; every fifth over TCP.
 			name := "web.default.svc.cluster.local."
 			if i%4 == 3 {
 				name = fmt.Sprintf("loop-%d.default.svc.cluster.local.", i)
@@ -298,16 +298,20 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 			if i%2 == 1 {
 				server = tp.v6()
 			}
+			network := "udp"
+			if i%5 == 4 {
+				network = "tcp" // a client retrying over TCP (truncation, or a TCP-only stub)
+			}
 			sent.Add(1)
 			wg.Go(func() {
-				r, err := query(tp.client, "udp", server, name, dns.TypeA, 2*time.Second)
+				r, err := query(tp.client, network, server, name, dns.TypeA, 2*time.Second)
 				if err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 {
 					answered.Add(1)
 					return
 				}
 				lost.Add(1)
 				lostMu.Lock()
-				lostWhat = append(lostWhat, fmt.Sprintf("%v %s %s: %s", time.Since(begin).Round(time.Millisecond), server, name, answerOf(r, err)))
+				lostWhat = append(lostWhat, fmt.Sprintf("%v %s %s %s: %s", time.Since(begin).Round(time.Millisecond), network, server, name, answerOf(r, err)))
 				lostMu.Unlock()
 			})
 		}
