@@ -3,8 +3,10 @@ package nodecache
 import (
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -525,4 +527,88 @@ func TestLogSeesEveryAnswer(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // log writes asynchronously to stdout
 	expect(t, "answers logged (1 miss, 4 hits)", strings.Count(node.output(), `"A IN logged.default.svc.cluster.local. udp`), asked)
 	expect(t, "the startup log says why the door leaves the zone", strings.Contains(node.output(), "plugins above nodecache: log"), true)
+}
+
+// histogramQuantile is PromQL's histogram_quantile over the cumulative buckets of one series
+// (le → count), as a dashboard computes it: linear within the bucket.
+func histogramQuantile(q float64, buckets map[float64]float64) float64 {
+	les := make([]float64, 0, len(buckets))
+	for le := range buckets {
+		les = append(les, le)
+	}
+	slices.Sort(les)
+	total := buckets[les[len(les)-1]]
+	rank := q * total
+	prevLE, prevCount := 0.0, 0.0
+	for _, le := range les {
+		if c := buckets[le]; c >= rank {
+			if math.IsInf(le, 1) {
+				return prevLE
+			}
+			return prevLE + (le-prevLE)*(rank-prevCount)/(c-prevCount)
+		}
+		prevLE, prevCount = le, buckets[le]
+	}
+	return prevLE
+}
+
+// TestDashboardAgreesWithClients: what a CoreDNS dashboard reads of the node role under load
+// (requests and responses by rcode, the request-duration p99) agrees with what the clients saw:
+// every answer counted once, the door's included, and the server's p99 within the clients'.
+func TestDashboardAgreesWithClients(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	start(t, tp.node, "nodecache", nodeCorefile(tp, "", "    prometheus 127.0.0.1:9253"), nil)
+	const url = "http://127.0.0.1:9253/metrics"
+	names := []string{"d1.default.svc.cluster.local.", "d2.default.svc.cluster.local.", "d3.default.svc.cluster.local."}
+	for _, n := range names {
+		expect(t, "warm "+n, answerOf(query(tp.client, "udp", tp.v4(), n, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	}
+	requestsBefore := metricSum(t, tp.node, url, `coredns_dns_requests_total{`)
+	noerrorBefore := metricSum(t, tp.node, url, `coredns_dns_responses_total{plugin="nodecache",rcode="NOERROR"`)
+
+	const rate, seconds = 500, 4
+	var mu sync.Mutex
+	var latencies []time.Duration
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / rate)
+	for i := range rate * seconds {
+		<-tick.C
+		wg.Go(func() {
+			begin := time.Now()
+			r, err := query(tp.client, "udp", tp.v4(), names[i%len(names)], dns.TypeA, 2*time.Second)
+			if answerOf(r, err) == "NOERROR 10.96.0.42" {
+				mu.Lock()
+				latencies = append(latencies, time.Since(begin))
+				mu.Unlock()
+			}
+		})
+	}
+	tick.Stop()
+	wg.Wait()
+	slices.Sort(latencies)
+	clientP99 := latencies[len(latencies)*99/100].Seconds()
+
+	body := metricLines(t, tp.node, url)
+	buckets := map[float64]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, `coredns_dns_request_duration_seconds_bucket{`) || !strings.Contains(line, `zone="cluster.local."`) {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `le="`)
+		leText, _, _ := strings.Cut(rest, `"`)
+		le, _ := strconv.ParseFloat(leText, 64)
+		f := strings.Fields(line)
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		buckets[le] += v
+	}
+	serverP99 := histogramQuantile(0.99, buckets)
+	requests := metricSum(t, tp.node, url, `coredns_dns_requests_total{`) - requestsBefore
+	noerror := metricSum(t, tp.node, url, `coredns_dns_responses_total{plugin="nodecache",rcode="NOERROR"`) - noerrorBefore
+	t.Logf("%d q/s for %d s: clients got %d answers, p99 %.3f ms; dashboard: %v requests, %v NOERROR, p99 %.3f ms",
+		rate, seconds, len(latencies), clientP99*1000, requests, noerror, serverP99*1000)
+	expect(t, "every answer a client got is a request on the dashboard", requests, float64(len(latencies)))
+	expect(t, "and a NOERROR response", noerror, float64(len(latencies)))
+	expect(t, "the dashboard's p99 within the clients' (server time is part of the round trip)", serverP99 <= clientP99, true)
 }
