@@ -136,10 +136,6 @@ func (c config) transport() transport.Config {
 // defaultMaxMemory bounds the cache when no block says max_memory.
 const defaultMaxMemory = 64 << 20
 
-func (c config) memoryBound() int64 {
-	return combineLimits(limits{}, c).memoryBound()
-}
-
 func defaultConfig() config {
 	return config{
 		iface:        "clusterdns0",

@@ -36,7 +36,7 @@ func TestParseStanza(t *testing.T) {
 			check(t, "denial", []any{cfg.denialCap, cfg.denialTTL}, []any{9984, 5 * time.Second})
 			check(t, "timeout", cfg.timeout, transport.DefaultTimeout)
 			check(t, "pool", []any{cfg.maxConcurrent, cfg.maxAge}, []any{transport.DefaultMaxConcurrent, transport.DefaultMaxAge})
-			check(t, "memory", cfg.memoryBound(), int64(defaultMaxMemory))
+			check(t, "memory", combineLimits(limits{}, cfg).memoryBound(), int64(defaultMaxMemory))
 		}},
 		{"v4 and v6 in one token", "nodecache {\n listen \"169.254.20.10 fd00::a9fe:140a\"\n upstream udp 1.1.1.1 8.8.8.8:5353\n}", func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a9fe:140a"})

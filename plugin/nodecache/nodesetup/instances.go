@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +30,16 @@ type instanceLock struct {
 type linkState struct {
 	Created bool     `json:"created"`
 	Added   []string `json:"added"`
+}
+
+// record adds what ensureLink reports it created and added, for the last instance to remove.
+func (st *linkState) record(created bool, added []net.IP) {
+	st.Created = st.Created || created
+	for _, ip := range added {
+		if !slices.Contains(st.Added, ip.String()) {
+			st.Added = append(st.Added, ip.String())
+		}
+	}
 }
 
 // joinInstances takes this process into the set and returns with the mutex held.

@@ -87,12 +87,7 @@ func (n *Node) Prepare(cfg Config) error {
 			l.first = false
 		}
 		created, added, err := ensureLink(cfg.Interface, cfg.IPs)
-		st.Created = st.Created || created
-		for _, ip := range added {
-			if !slices.Contains(st.Added, ip.String()) {
-				st.Added = append(st.Added, ip.String())
-			}
-		}
+		st.record(created, added)
 		if werr := l.writeState(st); werr != nil {
 			log.Warningf("record what was added to %s (the last instance may leave it behind): %v", cfg.Interface, werr)
 		}
@@ -153,12 +148,7 @@ func (n *Node) Repair() {
 		created, added, err := ensureLink(iface, ips)
 		if created || len(added) > 0 {
 			st := l.readState()
-			st.Created = st.Created || created
-			for _, ip := range added {
-				if !slices.Contains(st.Added, ip.String()) {
-					st.Added = append(st.Added, ip.String())
-				}
-			}
+			st.record(created, added)
 			l.writeState(st)
 		}
 		l.unlockMutex()
