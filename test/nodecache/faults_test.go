@@ -64,6 +64,13 @@ func (l *loadLoop) run(tp *topology, names []string, rate int, stop <-chan struc
 	}
 }
 
+// start runs the loop in the background; the returned stop ends it and waits for its queries.
+func (l *loadLoop) start(tp *topology, names []string, rate int) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() { l.run(tp, names, rate, quit); close(done) }()
+	return func() { close(quit); <-done }
+}
+
 func (l *loadLoop) report(t *testing.T, phase string) [4]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -122,9 +129,7 @@ func TestUpstreamRestartUnderLoad(t *testing.T) {
 
 	l := &loadLoop{}
 	l.setPhase("upstream up")
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { l.run(tp, names, 100, stop); close(done) }()
+	stopLoad := l.start(tp, names, 100)
 
 	time.Sleep(2 * time.Second)
 	l.setPhase("upstream killed")
@@ -149,8 +154,7 @@ func TestUpstreamRestartUnderLoad(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-	close(stop)
-	<-done
+	stopLoad()
 
 	upC, killedC, restartedC := l.report(t, "upstream up"), l.report(t, "upstream killed"), l.report(t, "upstream restarted")
 	t.Logf("fresh name while the upstream was down: %s; fresh names answered again %v after the restart", fresh, recovered.Round(time.Millisecond))
@@ -179,9 +183,7 @@ func TestSigkillWithSecondInstance(t *testing.T) {
 
 	l := &loadLoop{}
 	l.setPhase("both serving")
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { l.run(tp, []string{"web.default.svc.cluster.local."}, 100, stop); close(done) }()
+	stopLoad := l.start(tp, []string{"web.default.svc.cluster.local."}, 100)
 	time.Sleep(2 * time.Second)
 	l.setPhase("A killed (first second)")
 	a.signal(t, syscall.SIGKILL)
@@ -189,8 +191,7 @@ func TestSigkillWithSecondInstance(t *testing.T) {
 	time.Sleep(time.Second)
 	l.setPhase("A killed (after)")
 	time.Sleep(3 * time.Second)
-	close(stop)
-	<-done
+	stopLoad()
 
 	l.report(t, "both serving")
 	first := l.report(t, "A killed (first second)")
@@ -245,17 +246,14 @@ func TestMigrationFromNodeLocalDNSCache(t *testing.T) {
 
 	l := &loadLoop{}
 	l.setPhase("both serving")
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { l.run(tp, []string{"web.default.svc.cluster.local."}, 100, stop); close(done) }()
+	stopLoad := l.start(tp, []string{"web.default.svc.cluster.local."}, 100)
 	time.Sleep(2 * time.Second)
 	l.setPhase("old cache gone")
 	old.signal(t, syscall.SIGTERM)
 	old.wait(t, 10*time.Second)
 	nsRun(t, tp.node, "ip", "link", "del", "nodelocaldns") // what node-cache's teardown does
 	time.Sleep(3 * time.Second)
-	close(stop)
-	<-done
+	stopLoad()
 
 	both := l.report(t, "both serving")
 	after := l.report(t, "old cache gone")
@@ -485,9 +483,7 @@ func TestRandomSubdomainFlood(t *testing.T) {
 	// Meanwhile a pod asks a cached name at 100 q/s.
 	l := &loadLoop{}
 	l.setPhase("cached name during the flood")
-	loopStop := make(chan struct{})
-	loopDone := make(chan struct{})
-	go func() { l.run(tp, []string{name}, 100, loopStop); close(loopDone) }()
+	stopLoad := l.start(tp, []string{name}, 100)
 	var peakGo, peakRSS, peakFDs int
 	begin := time.Now()
 	for time.Since(begin) < 8*time.Second {
@@ -496,8 +492,7 @@ func TestRandomSubdomainFlood(t *testing.T) {
 		rss, fds := processFigures(t, node.pid)
 		peakRSS, peakFDs = max(peakRSS, rss), max(peakFDs, fds)
 	}
-	close(loopStop)
-	<-loopDone
+	stopLoad()
 	close(stop)
 	wg.Wait()
 	seconds := time.Since(begin).Seconds()
