@@ -5,8 +5,10 @@ package kube
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -106,4 +108,65 @@ func PodsByIP(inf cache.SharedIndexInformer, ip string) []*corev1.Pod {
 		}
 	}
 	return out
+}
+
+// SearchPathAnnotation on a pod turns server-side search expansion (the searchpath plugin) off
+// for it: `clusterdns.io/searchpath: "off"`. For clients that ask absolute names inside the
+// cluster domain, which a server cannot tell from the first step of a search walk.
+const SearchPathAnnotation = "clusterdns.io/searchpath"
+
+// DNSClient is a pod as a DNS server sees it asking: what its resolv.conf says (policy, extra
+// search domains), whose address it asks from, and whether it still holds that address.
+type DNSClient struct {
+	Name, Namespace string
+	Policy          corev1.DNSPolicy
+	Searches        []string // dnsConfig.searches as written
+	HostNetwork     bool     // asks from the node's address
+	Live            bool     // see PodLive
+	NoExpansion     bool     // SearchPathAnnotation is "off"
+}
+
+// DNSClientOf reads a pod (whole or trimmed by TrimPod) in DNS terms.
+func DNSClientOf(p *corev1.Pod) DNSClient {
+	c := DNSClient{
+		Name: p.Name, Namespace: p.Namespace, Policy: p.Spec.DNSPolicy, HostNetwork: p.Spec.HostNetwork,
+		Live: PodLive(p), NoExpansion: p.Annotations[SearchPathAnnotation] == "off",
+	}
+	if p.Spec.DNSConfig != nil {
+		c.Searches = p.Spec.DNSConfig.Searches
+	}
+	return c
+}
+
+// TrimPod keeps what DNSClientOf, PodIPs and PodLive read of a pod (and what an informer needs
+// to key it), so that a pod watch for DNS clients holds a few hundred bytes per pod.
+func TrimPod(p *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID,
+			ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, DNSPolicy: p.Spec.DNSPolicy},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}
+	if v, ok := p.Annotations[SearchPathAnnotation]; ok {
+		out.Annotations = map[string]string{SearchPathAnnotation: v}
+	}
+	if p.Spec.DNSConfig != nil && len(p.Spec.DNSConfig.Searches) > 0 {
+		out.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: p.Spec.DNSConfig.Searches}
+	}
+	return out
+}
+
+// TrimPodTransform is TrimPod as an informer transform.
+func TrimPodTransform(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return TrimPod(p), nil
+	}
+	return obj, nil
+}
+
+// Equal reports whether two clients are the same in every field.
+func (c DNSClient) Equal(o DNSClient) bool {
+	return c.Name == o.Name && c.Namespace == o.Namespace && c.Policy == o.Policy &&
+		c.HostNetwork == o.HostNetwork && c.Live == o.Live && c.NoExpansion == o.NoExpansion &&
+		slices.Equal(c.Searches, o.Searches)
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -605,6 +606,16 @@ func TestPodsForTheClientIndex(t *testing.T) {
 	if k.store.changeCount() != changes || k.store.soaSerial() != serial {
 		t.Fatal("a pod that no record names bumped the serial")
 	}
+	// The operator's annotation reaches searchpath through the index.
+	p := pod("ns1", "b", "10.1.0.51", corev1.PodRunning)
+	p.Annotations = map[string]string{kube.SearchPathAnnotation: "off"}
+	if _, err := client.CoreV1().Pods("ns1").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the annotation in the client index", func() bool {
+		got := k.PodsByIP("10.1.0.51")
+		return len(got) == 1 && got[0].NoExpansion
+	})
 }
 
 // The additional section of a headless SRV answer has every address of each target, also from

@@ -215,7 +215,8 @@ func toPod(p *corev1.Pod, keepSpec bool, epoch uint32) *podData {
 		return nil
 	}
 	if keepSpec {
-		out.spec = trimPod(p)
+		c := kube.DNSClientOf(p)
+		out.spec = &c
 	}
 	return out
 }

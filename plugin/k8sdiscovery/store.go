@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/clusterdns/clusterdns/internal/kube"
 )
 
 // The store keeps what DNS needs of each API object, in small structs, and nothing else: no
@@ -71,7 +71,7 @@ type podData struct {
 	ns    *nsData
 	name  string
 	ips   []netip.Addr
-	spec  *corev1.Pod // trimmed to DNS fields, only when searchpath asked for the pod index
+	spec  *kube.DNSClient // only when searchpath asked for the pod index
 	epoch uint32
 }
 
@@ -450,7 +450,7 @@ func (a *endpointSlice) equal(b *endpointSlice) bool {
 }
 
 func (a *podData) equal(b *podData) bool {
-	return slices.Equal(a.ips, b.ips) && (a.spec == nil) == (b.spec == nil) && (a.spec == nil || podSpecEqual(a.spec, b.spec))
+	return slices.Equal(a.ips, b.ips) && (a.spec == nil) == (b.spec == nil) && (a.spec == nil || a.spec.Equal(*b.spec))
 }
 
 // ---- lookups (the caller holds mu for reading)

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -524,37 +524,23 @@ func (k *K8sDiscovery) namespaceAllowed(ns string) bool {
 	return len(k.cfg.namespaces) == 0 || k.cfg.namespaces[ns]
 }
 
-// trimPod keeps the fields searchpath reads of a pod.
-func trimPod(o *corev1.Pod) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, DeletionTimestamp: o.DeletionTimestamp},
-		Spec: corev1.PodSpec{
-			NodeName: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork,
-			DNSPolicy: o.Spec.DNSPolicy, DNSConfig: o.Spec.DNSConfig,
-		},
-		Status: corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs},
-	}
-}
-
-func podSpecEqual(a, b *corev1.Pod) bool { return reflect.DeepEqual(a, b) }
-
 // WatchPods makes the plugin watch pods for a client index even when pod records do not need
 // them (searchpath asks for it). It takes effect when called before the plugin starts.
 func (k *K8sDiscovery) WatchPods() { k.podIndexWanted.Store(true) }
 
-// PodsByIP returns the live pods that hold ip, trimmed to DNS fields; nil when pods are not
-// watched for a client index.
-func (k *K8sDiscovery) PodsByIP(ip string) []*corev1.Pod {
+// PodsByIP returns the live pods that hold ip in DNS terms; nil when pods are not watched for a
+// client index.
+func (k *K8sDiscovery) PodsByIP(ip string) []kube.DNSClient {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
 		return nil
 	}
 	k.store.mu.RLock()
 	defer k.store.mu.RUnlock()
-	var out []*corev1.Pod
+	var out []kube.DNSClient
 	k.store.podIPs.each(addr.Unmap(), func(p *podData) {
 		if p.spec != nil {
-			out = append(out, p.spec)
+			out = append(out, *p.spec)
 		}
 	})
 	return out

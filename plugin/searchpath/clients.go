@@ -4,7 +4,6 @@ import (
 	"sync/atomic"
 
 	"github.com/clusterdns/clusterdns/internal/kube"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -18,13 +17,13 @@ type PodIndex interface {
 	// WatchPods asks the plugin to watch pods even if its own records do not need them;
 	// called before the plugin starts.
 	WatchPods()
-	// PodsByIP returns the pods that have ip among their pod IPs, trimmed to DNS fields.
-	PodsByIP(ip string) []*corev1.Pod
+	// PodsByIP returns the pods that have ip among their pod IPs, in DNS terms.
+	PodsByIP(ip string) []kube.DNSClient
 }
 
 // podSource tells which pods have an address.
 type podSource interface {
-	PodsByIP(ip string) []*corev1.Pod
+	PodsByIP(ip string) []kube.DNSClient
 	Synced() bool
 }
 
@@ -48,7 +47,7 @@ func newNodePods(client kubernetes.Interface, nodeName string) *nodePods {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
 		}),
-		informers.WithTransform(trimPod))
+		informers.WithTransform(kube.TrimPodTransform))
 	inf := factory.Core().V1().Pods().Informer()
 	_ = inf.AddIndexers(cache.Indexers{kube.PodsByIPIndex: kube.PodIPIndexFunc})
 	return &nodePods{informer: inf}
@@ -66,19 +65,11 @@ func (n *nodePods) run(stop <-chan struct{}) {
 
 func (n *nodePods) Synced() bool { return n.synced.Load() }
 
-func (n *nodePods) PodsByIP(ip string) []*corev1.Pod { return kube.PodsByIP(n.informer, ip) }
-
-// trimPod keeps what a search list and the liveness checks need.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
+func (n *nodePods) PodsByIP(ip string) []kube.DNSClient {
+	pods := kube.PodsByIP(n.informer, ip)
+	out := make([]kube.DNSClient, 0, len(pods))
+	for _, p := range pods {
+		out = append(out, kube.DNSClientOf(p))
 	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion,
-			UID: p.UID, DeletionTimestamp: p.DeletionTimestamp},
-		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork,
-			DNSPolicy: p.Spec.DNSPolicy, DNSConfig: p.Spec.DNSConfig},
-		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
-	}, nil
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -18,9 +19,9 @@ const (
 
 // searchList is the search list kubelet writes into a pod's resolv.conf, lower case, without
 // trailing dots. ok is false when the pod does not ask us with a search list we can reproduce.
-func searchList(pod *corev1.Pod, clusterDomain string, hostSearches []string) ([]string, bool) {
+func searchList(pod kube.DNSClient, clusterDomain string, hostSearches []string) ([]string, bool) {
 	var searches []string
-	switch pod.Spec.DNSPolicy {
+	switch pod.Policy {
 	case corev1.DNSClusterFirst, corev1.DNSClusterFirstWithHostNet, "":
 		cd := strings.ToLower(strings.Trim(clusterDomain, "."))
 		searches = append(searches, strings.ToLower(pod.Namespace)+".svc."+cd, "svc."+cd, cd)
@@ -31,9 +32,7 @@ func searchList(pod *corev1.Pod, clusterDomain string, hostSearches []string) ([
 	default:
 		return nil, false
 	}
-	if pod.Spec.DNSConfig != nil {
-		searches = append(searches, pod.Spec.DNSConfig.Searches...)
-	}
+	searches = append(searches, pod.Searches...)
 	return fitLimits(dedupe(searches)), true
 }
 

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
@@ -183,10 +182,12 @@ func (s *SearchPath) clientSearchList(state request.Request) ([]string, string) 
 	found := false
 	for _, p := range s.pods.PodsByIP(ip.Unmap().String()) {
 		switch {
-		case p.Spec.HostNetwork:
+		case p.HostNetwork:
 			return nil, "host_network" // the address is the node's: the asker may be anything on it
-		case !kube.PodLive(p):
+		case !p.Live:
 			continue // an address being released; a new pod may already hold it
+		case p.NoExpansion:
+			return nil, "opted_out" // the operator's annotation on the pod
 		}
 		list, ok := searchList(p, s.config.clusterDomain, s.hostSearches)
 		if !ok || len(list) == 0 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/kube"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/coredns/coredns/request"
@@ -56,15 +57,15 @@ func (w *world) Lookup(_ context.Context, _ request.Request, name string, typ ui
 	return m, nil
 }
 
-// pods is a fixed client index.
+// pods is a fixed client index; it trims and reads pods as the real ones do.
 type pods []*corev1.Pod
 
 func (p pods) Synced() bool { return true }
-func (p pods) PodsByIP(ip string) []*corev1.Pod {
-	var out []*corev1.Pod
+func (p pods) PodsByIP(ip string) []kube.DNSClient {
+	var out []kube.DNSClient
 	for _, x := range p {
 		if x.Status.PodIP == ip {
-			out = append(out, x)
+			out = append(out, kube.DNSClientOf(kube.TrimPod(x)))
 		}
 	}
 	return out
@@ -117,6 +118,8 @@ func TestServeDNS(t *testing.T) {
 	hostNet := func(p *corev1.Pod) { p.Spec.HostNetwork = true }
 	terminating := func(p *corev1.Pod) { now := metav1.Now(); p.DeletionTimestamp = &now }
 	finished := func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }
+	optedOut := func(p *corev1.Pod) { p.Annotations = map[string]string{kube.SearchPathAnnotation: "off"} }
+	optedIn := func(p *corev1.Pod) { p.Annotations = map[string]string{kube.SearchPathAnnotation: "on"} }
 	customSearch := func(p *corev1.Pod) { p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"custom.example"}} }
 	none := func(p *corev1.Pod) {
 		p.Spec.DNSPolicy = corev1.DNSNone
@@ -170,6 +173,11 @@ func TestServeDNS(t *testing.T) {
 			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}},
 		{name: "hostNetwork client", clients: pods{clientPod("ns1", "10.1.0.50", hostNet)}, from: "10.1.0.50",
 			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}},
+		{name: "pod annotated clusterdns.io/searchpath=off: not expanded", clients: pods{clientPod("ns1", "10.1.0.50", optedOut)}, from: "10.1.0.50",
+			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}},
+		{name: "any other annotation value expands", clients: pods{clientPod("ns1", "10.1.0.50", optedIn)}, from: "10.1.0.50",
+			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA,
+			want: []string{"CNAME web.ns1.svc.cluster.local.", "A 10.96.0.10"}, asked: 2},
 		{name: "terminating client", clients: pods{clientPod("ns1", "10.1.0.50", terminating)}, from: "10.1.0.50",
 			qname: "web.ns1.ns1.svc.cluster.local.", qtype: dns.TypeA, want: []string{"next"}},
 		{name: "finished client", clients: pods{clientPod("ns1", "10.1.0.50", finished)}, from: "10.1.0.50",
@@ -294,7 +302,7 @@ func TestSearchList(t *testing.T) {
 				p.Spec.DNSPolicy = tc.policy
 				p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: tc.extra}
 			})
-			got, ok := searchList(p, "cluster.local.", tc.host)
+			got, ok := searchList(kube.DNSClientOf(kube.TrimPod(p)), "cluster.local.", tc.host)
 			if !ok || fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Errorf("got %v (ok=%v), want %v", got, ok, tc.want)
 			}
