@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestResolverLibraries asks the same names with the real resolver libraries a pod runs on —
@@ -44,6 +45,11 @@ import (
 // vault.svc.cluster.local, glibc would take that answer (it has a record), find no address in it
 // and fail the lookup, where its own walk finds vault.corp.test: the glibc row of vault then
 // differs from the control and from the expected address, and the test fails.
+//
+// Last, slow candidates: far.example.net is found only as the bare name, behind two host search
+// domains that take 2.5 s each; every library must get its address with searchpath within the
+// time of its own walk (the pod annotated clusterdns.io/searchpath=off) plus the 2 s budget.
+// Without the budget, the first query waits 5 s for both candidates and glibc gives up.
 func TestResolverLibraries(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the client pod is a network namespace and the node cache adds an address")
@@ -56,6 +62,8 @@ func TestResolverLibraries(t *testing.T) {
 		listen, iface          = "169.254.98.10", "cdnsrl0"
 		vaultIP, intranetIP    = "192.0.2.61", "192.0.2.62"
 		wwwIP, wwwIP6          = "192.0.2.44", "2001:db8::44"
+		farIP                  = "192.0.2.63"
+		slowDelay              = 2500 * time.Millisecond
 	)
 	id := fmt.Sprint(os.Getpid() % 100000)
 
@@ -132,9 +140,12 @@ func TestResolverLibraries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(etcDir) })
+	// The host's search domains: corp.test, then slow1.test and slow2.test, whose server takes
+	// slowDelay to answer for far.example.net (see the slow-candidates phase at the end).
+	const hostSearch = "corp.test slow1.test slow2.test"
 	setNameserver := func(server string) {
 		t.Helper()
-		conf := fmt.Sprintf("search %s.svc.cluster.local svc.cluster.local cluster.local corp.test\nnameserver %s\noptions ndots:5\n", podNS, server)
+		conf := fmt.Sprintf("search %s.svc.cluster.local svc.cluster.local cluster.local %s\nnameserver %s\noptions ndots:5\n", podNS, hostSearch, server)
 		if err := os.WriteFile(filepath.Join(etcDir, "resolv.conf"), []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -143,17 +154,17 @@ func TestResolverLibraries(t *testing.T) {
 	// The node's resolver: corp.test's vault and intranet (A; AAAA NODATA), www.example.com,
 	// NXDOMAIN with a SOA for everything else.
 	resolverPort := mustFreePort()
-	resolver := startLogged(t, "rl-resolver", fmt.Sprintf(`.:%d {
+	resolver := startLogged(t, "rl-resolver", fmt.Sprintf(`.:%[1]d {
     bind 127.0.0.1
     log
     template IN A corp.test {
         match "^vault[.]corp[.]test[.]$"
-        answer "{{ .Name }} 60 IN A %s"
+        answer "{{ .Name }} 60 IN A %[2]s"
         fallthrough
     }
     template IN A corp.test {
         match "^intranet[.]corp[.]test[.]$"
-        answer "{{ .Name }} 60 IN A %s"
+        answer "{{ .Name }} 60 IN A %[3]s"
         fallthrough
     }
     template IN AAAA corp.test {
@@ -161,21 +172,35 @@ func TestResolverLibraries(t *testing.T) {
         authority "corp.test. 60 IN SOA ns.corp.test. hostmaster.corp.test. 1 7200 1800 86400 60"
         fallthrough
     }
+    template IN A example.net {
+        match "^far[.]example[.]net[.]$"
+        answer "{{ .Name }} 60 IN A %[6]s"
+        fallthrough
+    }
+    template IN AAAA example.net {
+        match "^far[.]example[.]net[.]$"
+        authority "example.net. 60 IN SOA ns.example.net. hostmaster.example.net. 1 7200 1800 86400 60"
+        fallthrough
+    }
     template IN A example.com {
         match "^www[.]example[.]com[.]$"
-        answer "{{ .Name }} 60 IN A %s"
+        answer "{{ .Name }} 60 IN A %[4]s"
         fallthrough
     }
     template IN AAAA example.com {
         match "^www[.]example[.]com[.]$"
-        answer "{{ .Name }} 60 IN AAAA %s"
+        answer "{{ .Name }} 60 IN AAAA %[5]s"
         fallthrough
     }
     template ANY ANY {
         rcode NXDOMAIN
         authority "{{ .Zone }} 60 IN SOA ns.test. hostmaster.test. 1 7200 1800 86400 60"
     }
-}`, resolverPort, vaultIP, intranetIP, wwwIP, wwwIP6))
+}`, resolverPort, vaultIP, intranetIP, wwwIP, wwwIP6, farIP))
+
+	// The host domains slow1.test and slow2.test: NXDOMAIN for every name, after slowDelay for
+	// far.example.net.slow{1,2}.test (a negative TTL of 0, so that no cache hides the delay).
+	slowPort := startSlowZones(t, slowDelay, "far.example.net.")
 
 	// The central role, on the node's end of the pod's veth, port 53: the node role's TCP
 	// upstream, and the server the pod asks directly in the control.
@@ -195,7 +220,7 @@ func TestResolverLibraries(t *testing.T) {
 
 	// The node role: searchpath + nodecache, as Corefile.nodelocal, with log in both blocks.
 	hostResolvConf := filepath.Join(harness.dir, "rl-host-resolv.conf")
-	if err := os.WriteFile(hostResolvConf, []byte("search corp.test\n"), 0o644); err != nil {
+	if err := os.WriteFile(hostResolvConf, []byte("search "+hostSearch+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sp := fmt.Sprintf("node_name %s\n        kubeconfig %s\n        resolv_conf %s", nodeName, harness.cp.kubeconfig, hostResolvConf)
@@ -222,7 +247,17 @@ func TestResolverLibraries(t *testing.T) {
         interface %[3]s
         upstream udp 127.0.0.1:%[5]d
     }
-}`, sp, listen, iface, central, resolverPort))
+}
+slow1.test slow2.test:53 {
+    log
+    errors
+    nodecache {
+        listen %[2]s
+        interface %[3]s
+        upstream udp 127.0.0.1:%[6]d
+        timeout 3s
+    }
+}`, sp, listen, iface, central, resolverPort, slowPort))
 
 	// Wait for the central role to hold every object, then for the node role to know the pod.
 	readyURL := fmt.Sprintf("http://127.0.0.1:%d/ready", readyPort)
@@ -360,8 +395,8 @@ func TestResolverLibraries(t *testing.T) {
 		}
 	}
 	tw.Flush()
-	t.Logf("resolver libraries, pod %s/%s (%s), ndots:5, search %s.svc.cluster.local svc.cluster.local cluster.local corp.test;\n"+
-		"packets = UDP queries + TCP connections the lookup sent to port 53:\n%s", podNS, "client", podIP, podNS, buf.String())
+	t.Logf("resolver libraries, pod %s/%s (%s), ndots:5, search %s.svc.cluster.local svc.cluster.local cluster.local %s;\n"+
+		"packets = UDP queries + TCP connections the lookup sent to port 53:\n%s", podNS, "client", podIP, podNS, hostSearch, buf.String())
 	for _, c := range clients {
 		logf("resolver libraries: %s sent %d packets for the %d lookups through the node role, %d asking the central role directly",
 			c.name, totals[c.name][0], len(names), totals[c.name][1])
@@ -398,7 +433,102 @@ func TestResolverLibraries(t *testing.T) {
 	if t.Failed() {
 		t.Logf("node log:\n%s\ncentral log:\n%s\nresolver log:\n%s", node.logTail(60), centralProc.logTail(40), resolver.logTail(30))
 	}
+
+	// Slow candidates: far.example.net is found only as the bare name, after two host search
+	// domains that each take slowDelay (2.5 s) to say NXDOMAIN. Resolved one after another in the
+	// client's first query, they would keep it 5 s and more, past glibc's and musl's 5 s timeout;
+	// with searchpath's budget (2 s) the query goes on unexpanded and the client walks on. The
+	// control is the same node role with expansion turned off by the pod's annotation
+	// (clusterdns.io/searchpath: off), which also shows the annotation at work.
+	setNameserver(listen)
+	slowLookups := func(phase string) map[string]time.Duration {
+		took := map[string]time.Duration{}
+		for _, c := range clients {
+			begin := time.Now()
+			res, stderr := c.lookup(podNetns, "far.example.net")
+			took[c.name] = time.Since(begin)
+			if err := wantAddrs(farIP)(c.name, res); err != nil {
+				t.Errorf("slow candidates, %s: %s far.example.net after %s: %v (stderr: %s)", phase, c.name, took[c.name].Round(time.Millisecond), err, stderr)
+			}
+		}
+		return took
+	}
+	expandedTook := slowLookups("searchpath on")
+	annotated, err := harness.client.CoreV1().Pods(podNS).Get(ctx(), "client", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	annotated.Annotations = map[string]string{"clusterdns.io/searchpath": "off"}
+	if _, err := harness.client.CoreV1().Pods(podNS).Update(ctx(), annotated, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.waitFor(30*time.Second, func() error {
+		// Not expanded any more: api.rl2 asked at the first search domain is NXDOMAIN.
+		r, err := askFromNetns(podNetns, net.JoinHostPort(listen, "53"), "api.rl2.rl1.svc.cluster.local.", dns.TypeA)
+		if err != nil {
+			return err
+		}
+		if r.Rcode != dns.RcodeNameError {
+			return fmt.Errorf("api.rl2.rl1.svc.cluster.local. A with the annotation: %s %v, want NXDOMAIN", dns.RcodeToString[r.Rcode], answerTexts(r))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the pod's clusterdns.io/searchpath=off annotation did not stop expansion: %v", err)
+	}
+	ownTook := slowLookups("annotation off, the client's own walk")
+	for _, c := range clients {
+		logf("resolver libraries: far.example.net behind two %s search domains, %s: %s with searchpath, %s walking itself",
+			slowDelay, c.name, expandedTook[c.name].Round(time.Millisecond), ownTook[c.name].Round(time.Millisecond))
+		// The budget may add its own length once (the first query waits for it); more than
+		// that means the client waited on candidates it would have walked itself.
+		if limit := ownTook[c.name] + 2*time.Second + time.Second; expandedTook[c.name] > limit {
+			t.Errorf("%s far.example.net took %s with searchpath, over the %s of its own walk plus the 2 s budget and 1 s slack",
+				c.name, expandedTook[c.name].Round(time.Millisecond), ownTook[c.name].Round(time.Millisecond))
+		}
+	}
 	logf("resolver libraries: done in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// startSlowZones serves every name with NXDOMAIN (SOA with TTL 0), after delay for names that
+// start with slowPrefix, over UDP and TCP on a free loopback port, until the test ends.
+func startSlowZones(t *testing.T, delay time.Duration, slowPrefix string) int {
+	t.Helper()
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if len(r.Question) != 1 {
+			return
+		}
+		if strings.HasPrefix(strings.ToLower(r.Question[0].Name), slowPrefix) {
+			time.Sleep(delay)
+		}
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeNameError)
+		zone := "slow.test."
+		if labels := dns.SplitDomainName(r.Question[0].Name); len(labels) >= 2 {
+			zone = dns.Fqdn(strings.Join(labels[len(labels)-2:], "."))
+		}
+		soa, _ := dns.NewRR(zone + " 0 IN SOA ns." + zone + " hostmaster." + zone + " 1 7200 1800 86400 0")
+		m.Ns = []dns.RR{soa}
+		_ = w.WriteMsg(m)
+	})
+	port := mustFreePort()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	udp, tcp := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
+	go func() { _ = udp.ActivateAndServe() }()
+	go func() { _ = tcp.ActivateAndServe() }()
+	t.Cleanup(func() {
+		_ = udp.Shutdown()
+		_ = tcp.Shutdown()
+	})
+	return port
 }
 
 // lookup is what a resolver library made of a name: its addresses (sorted), or why it failed.
