@@ -285,6 +285,40 @@ func slowUpstream(t *testing.T, ns, addr string, delay time.Duration) {
 	t.Cleanup(func() { srv.Shutdown() })
 }
 
+// slowResolver answers every A query with 192.0.2.80 after delay, over UDP and TCP on addr in
+// namespace ns: a slow resolver behind the central role.
+func slowResolver(t *testing.T, ns, addr string, delay time.Duration) {
+	t.Helper()
+	var l net.Listener
+	var pc net.PacketConn
+	if err := inNetns(ns, func() (err error) {
+		if l, err = net.Listen("tcp", addr); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if q := r.Question[0]; q.Qtype == dns.TypeA {
+			time.Sleep(delay)
+			rr, _ := dns.NewRR(q.Name + " 60 IN A 192.0.2.80")
+			m.Answer = []dns.RR{rr}
+		}
+		w.WriteMsg(m)
+	})
+	udp, tcp := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
+	t.Cleanup(func() {
+		udp.Shutdown()
+		tcp.Shutdown()
+	})
+}
+
 // TestReloadUnderLoad: SIGUSR1 (a Corefile reload) while misses are in flight upstream. The old
 // instance's queries are answered before its connections close, and new queries never join its
 // flights: nothing is lost, nothing fails.

@@ -262,8 +262,17 @@ func TestHandoverSeparatePIDNamespaces(t *testing.T) {
 
 func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile string) *process) {
 	tp := newTopology(t)
-	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
-	corefile := nodeCorefile(tp, "", "")
+	// The central role answers cluster.local at once and forwards example.org to a resolver that
+	// takes slowDelay: those misses are still in flight when A gets SIGTERM, and A must answer
+	// them before it goes. The node block asks the central role for both zones.
+	const slowDelay = 500 * time.Millisecond
+	slowResolver(t, tp.upstream, tp.upstreamIP+":5454", slowDelay)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile()+fmt.Sprintf(`example.org:53 {
+    bind %[1]s
+    forward . %[1]s:5454
+}
+`, tp.upstreamIP), nil)
+	corefile := strings.Replace(nodeCorefile(tp, "        timeout 2s", ""), "cluster.local:53 {", "cluster.local example.org:53 {", 1)
 	a := startNode(t, tp.node, "nodecache-A", corefile)
 	// Both addresses answer before the load starts: the client's first IPv6 packets wait for
 	// neighbour discovery on a fresh veth (about half a second here), and the kernel keeps only
@@ -289,10 +298,14 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 		defer tick.Stop()
 		for i := 0; time.Since(begin) < duration; i++ {
 			<-tick.C
-			// Mostly hits, every fourth a miss that goes upstream; both addresses; every fifth over TCP.
+			// Mostly hits, every fourth a miss that goes upstream (every eighth to the slow
+			// resolver behind the central role); both addresses; every fifth over TCP.
 			name := "web.default.svc.cluster.local."
-			if i%4 == 3 {
+			switch i % 8 {
+			case 3:
 				name = fmt.Sprintf("loop-%d.default.svc.cluster.local.", i)
+			case 7:
+				name = fmt.Sprintf("slow-%d.example.org.", i)
 			}
 			server := tp.v4()
 			if i%2 == 1 {
@@ -333,7 +346,8 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 	<-loopDone
 	wg.Wait()
 
-	t.Logf("query loop: %d/s for %v: sent %d, answered %d, lost %d over UDP, %d over TCP", rate, duration, sent.Load(), answered.Load(), lost.Load(), lostTCP.Load())
+	t.Logf("query loop: %d/s for %v (3/4 hits, 1/8 misses answered by the central role, 1/8 by a %v resolver behind it; 1/5 over TCP): sent %d, answered %d, lost %d over UDP, %d over TCP",
+		rate, duration, slowDelay, sent.Load(), answered.Load(), lost.Load(), lostTCP.Load())
 	for _, l := range lostWhat {
 		t.Logf("lost: %s", l)
 	}
