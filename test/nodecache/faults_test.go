@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -401,6 +402,105 @@ func TestRepairsAddresses(t *testing.T) {
 	expect(t, "addresses back", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 	expect(t, "answers after the repair", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	expect(t, "repairs counted", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_nodecache_repairs_total{what="address"}`), 2)
+}
+
+// waitUntil polls cond every 100 ms for up to within.
+func waitUntil(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return true
+}
+
+// Rules someone removed are put back and counted: iptables rules deleted from the raw and filter
+// tables (kube-proxy or a firewall reload flushing chains), and the shared nftables table of
+// keep_on_exit deleted. An owned nftables table cannot be touched by anyone else at all.
+func TestRepairsRules(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	name := "web.default.svc.cluster.local."
+	count := func(args ...string) int { return strings.Count(nsRun(t, tp.node, args...), "nodecache") }
+
+	t.Run("iptables", func(t *testing.T) {
+		nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "        packet_filter iptables\n        repair 500ms", "    prometheus 127.0.0.1:9253"), nil)
+		expect(t, "answers", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+		nsRun(t, tp.node, "iptables", "-t", "raw", "-F", "PREROUTING")                                                       // 2 notrack rules
+		nsRun(t, tp.node, "ip6tables", "-t", "filter", "-D", "INPUT", "-d", tp.listen6+"/128", "-p", "udp", "--dport", "53", // 1 accept rule
+			"-m", "comment", "--comment", "nodecache", "-j", "ACCEPT")
+		back := waitUntil(5*time.Second, func() bool {
+			return count("iptables", "-t", "raw", "-S") == 6 && count("ip6tables", "-t", "filter", "-S") == 4
+		})
+		expect(t, "rules back", back, true)
+		repaired := func() float64 {
+			return metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_nodecache_repairs_total{what="rule"}`)
+		}
+		waitUntil(2*time.Second, func() bool { return repaired() >= 3 }) // counted once the pass ends
+		expect(t, "repairs counted", repaired(), 3)
+		expect(t, "answers after the repair", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+		nc.signal(t, syscall.SIGTERM)
+		nc.wait(t, 10*time.Second)
+		expect(t, "iptables rules left", count("iptables-save")+count("ip6tables-save"), 0)
+	})
+
+	t.Run("nftables keep_on_exit", func(t *testing.T) {
+		nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "        keep_on_exit\n        repair 500ms", "    prometheus 127.0.0.1:9253"), nil)
+		t.Cleanup(func() {
+			exec.Command("ip", "netns", "exec", tp.node, "nft", "delete", "table", "inet", "nodecache").Run()
+		})
+		nsRun(t, tp.node, "nft", "delete", "table", "inet", "nodecache")
+		back := waitUntil(5*time.Second, func() bool {
+			out, _ := exec.Command("ip", "netns", "exec", tp.node, "nft", "list", "table", "inet", "nodecache").CombinedOutput()
+			return strings.Count(string(out), "notrack") == 12
+		})
+		expect(t, "table and its 12 rules back", back, true)
+		expect(t, "repairs counted", metricSum(t, tp.node, "http://127.0.0.1:9253/metrics", `coredns_nodecache_repairs_total{what="rule"}`), 12)
+		expect(t, "answers after the repair", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+		nc.signal(t, syscall.SIGTERM)
+		nc.wait(t, 10*time.Second)
+	})
+
+	t.Run("nftables owned", func(t *testing.T) {
+		nc := start(t, tp.node, "nodecache", nodeCorefile(tp, "        repair 500ms", ""), nil)
+		table := nc.table(t)
+		out, err := exec.Command("ip", "netns", "exec", tp.node, "nft", "delete", "table", "inet", table).CombinedOutput()
+		t.Logf("nft delete table inet %s: %v: %s", table, err, strings.TrimSpace(string(out)))
+		expect(t, "another process cannot delete the owned table", err != nil, true)
+		nc.signal(t, syscall.SIGTERM)
+		nc.wait(t, 10*time.Second)
+	})
+}
+
+// A host firewall that drops by default and accepts only established flows (iptables policy
+// DROP with a conntrack rule) would drop the node cache's packets, which skip conntrack:
+// packet_filter iptables inserts accept rules for them at the top of INPUT and OUTPUT.
+func TestHostFirewallDropsByDefault(t *testing.T) {
+	needRoot(t)
+	tp := newTopology(t)
+	start(t, tp.upstream, "upstream", tp.upstreamCorefile(), nil)
+	start(t, tp.node, "nodecache", nodeCorefile(tp, "        packet_filter iptables", ""), nil)
+	name := "web.default.svc.cluster.local."
+	expect(t, "answers before the firewall", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		for _, chain := range []string{"INPUT", "OUTPUT"} {
+			nsRun(t, tp.node, bin, "-A", chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+			if bin == "ip6tables" {
+				nsRun(t, tp.node, bin, "-A", chain, "-p", "ipv6-icmp", "-j", "ACCEPT") // neighbour discovery
+			}
+			nsRun(t, tp.node, bin, "-P", chain, "DROP")
+		}
+	}
+	t.Logf("node's filter table:\n%s", nsRun(t, tp.node, "iptables", "-S"))
+	for _, server := range []string{tp.v4(), tp.v6()} {
+		for _, network := range []string{"udp", "tcp"} {
+			expect(t, "cached answer through the default-drop firewall over "+network+" to "+server,
+				answerOf(query(tp.client, network, server, name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
+		}
+	}
 }
 
 // blackhole is a resolver in namespace ns that reads UDP queries and never answers: every miss

@@ -26,6 +26,8 @@ type listenPort struct {
 // packetFilter installs the notrack rules for the listen ports.
 type packetFilter interface {
 	add(ports []listenPort) error
+	// repair puts back the rules someone removed since add, and says how many.
+	repair() (int, error)
 	// remove takes the rules out; last says no other instance uses them any more.
 	remove(last bool) error
 }
@@ -44,6 +46,7 @@ func newPacketFilter(mode string, keep bool) (packetFilter, error) {
 type noFilter struct{}
 
 func (noFilter) add([]listenPort) error { return nil }
+func (noFilter) repair() (int, error)   { return 0, nil }
 func (noFilter) remove(bool) error      { return nil }
 
 // nftTableOwner is NFT_TABLE_F_OWNER: the table belongs to the netlink socket that made it and
@@ -59,8 +62,13 @@ type nftFilter struct {
 	sock  *netlink.Conn // owns the table for the life of the process
 	table string
 	have  map[string]bool
+	ports []listenPort // what add was asked for, in order, for repair
 	keep  bool
 }
+
+// rulesPerPort is how many rules add puts in for one listen port: queries in, answers out and
+// queries from the node itself, for UDP and TCP.
+const rulesPerPort = 6
 
 func newNftFilter(keep bool) (*nftFilter, error) {
 	sock, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
@@ -74,17 +82,34 @@ func newNftFilter(keep bool) (*nftFilter, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	f.table = nftTableName(portID)
-	flags := uint32(nftTableOwner)
-	var msgs []netlink.Message
 	if keep {
 		// A table meant to outlive the process cannot be owned by it: one shared table,
 		// made anew by whichever instance starts.
-		f.table, flags = "nodecache", 0
+		f.table = "nodecache"
 		f.batch(nftMsg(unix.NFT_MSG_DELTABLE, 0, attrs(strAttr(unix.NFTA_TABLE_NAME, f.table))))
 	}
-	msgs = append(msgs, nftMsg(unix.NFT_MSG_NEWTABLE, netlink.Create, attrs(
+	if err := f.createTable(); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	if keep {
+		log.Infof("nftables: table inet %s (shared, kept on exit)", f.table)
+	} else {
+		log.Infof("nftables: table inet %s (owned by this process)", f.table)
+	}
+	return f, nil
+}
+
+// createTable makes the table and its two chains (hooks prerouting and output at the raw
+// table's priority).
+func (f *nftFilter) createTable() error {
+	flags := uint32(nftTableOwner)
+	if f.keep {
+		flags = 0
+	}
+	msgs := []netlink.Message{nftMsg(unix.NFT_MSG_NEWTABLE, netlink.Create, attrs(
 		strAttr(unix.NFTA_TABLE_NAME, f.table),
-		netlink.Attribute{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)})))
+		netlink.Attribute{Type: unix.NFTA_TABLE_FLAGS, Data: binaryutil.BigEndian.PutUint32(flags)}))}
 	for _, c := range []struct {
 		name string
 		hook uint32
@@ -99,15 +124,9 @@ func newNftFilter(keep bool) (*nftFilter, error) {
 			strAttr(unix.NFTA_CHAIN_TYPE, "filter"))))
 	}
 	if err := f.batch(msgs...); err != nil {
-		sock.Close()
-		return nil, fmt.Errorf("nftables: create table inet %s: %w", f.table, err)
+		return fmt.Errorf("nftables: create table inet %s: %w", f.table, err)
 	}
-	if keep {
-		log.Infof("nftables: table inet %s (shared, kept on exit)", f.table)
-	} else {
-		log.Infof("nftables: table inet %s (owned by this process)", f.table)
-	}
-	return f, nil
+	return nil
 }
 
 // nftTableName names the process's own table after the port ID of the netlink socket that owns
@@ -146,6 +165,7 @@ func (f *nftFilter) add(ports []listenPort) error {
 		if f.have[key] {
 			continue
 		}
+		f.ports = append(f.ports, p)
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 			// Queries in, answers out, and queries from the node itself (hostNetwork pods).
 			for _, r := range []struct {
@@ -249,6 +269,48 @@ func notrackExprs(p listenPort, proto byte, toListen bool) []expr.Any {
 	}
 }
 
+// repair counts the rules in the table and, when some are missing (the shared table of
+// keep_on_exit deleted or flushed by someone else; an owned table refuses changes from other
+// sockets), makes the table again with every rule.
+func (f *nftFilter) repair() (int, error) {
+	want := rulesPerPort * len(f.ports)
+	have, err := f.countRules()
+	if err == nil && have >= want {
+		return 0, nil
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return 0, fmt.Errorf("nftables: list rules of inet %s: %w", f.table, err)
+	}
+	// Start clean: delete what is left (ENOENT when the table is gone), then make it all again.
+	f.batch(nftMsg(unix.NFT_MSG_DELTABLE, 0, attrs(strAttr(unix.NFTA_TABLE_NAME, f.table))))
+	if err := f.createTable(); err != nil {
+		return 0, err
+	}
+	ports := f.ports
+	f.ports, f.have = nil, map[string]bool{}
+	if err := f.add(ports); err != nil {
+		return 0, err
+	}
+	return want - have, nil
+}
+
+// countRules lists the rules of the table (an NFT_MSG_GETRULE dump).
+func (f *nftFilter) countRules() (int, error) {
+	req := nftMsg(unix.NFT_MSG_GETRULE, netlink.Dump, attrs(strAttr(unix.NFTA_RULE_TABLE, f.table)))
+	req.Header.Flags &^= netlink.Acknowledge
+	msgs, err := f.sock.Execute(req)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, m := range msgs {
+		if m.Header.Type == netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE) {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // remove deletes the process's own table (other instances have theirs) and closes the socket
 // that owns it. With keep_on_exit the shared table stays.
 func (f *nftFilter) remove(bool) error {
@@ -262,43 +324,80 @@ func (f *nftFilter) remove(bool) error {
 	return nil
 }
 
-// iptFilter puts the same rules in the raw table through iptables and ip6tables. Those rules
-// are shared by every instance, so only the last one to leave removes them.
+// iptFilter puts the same rules in the raw table through iptables and ip6tables, and accept
+// rules at the top of the filter table's INPUT and OUTPUT chains: the packets skip conntrack, so
+// a host firewall that drops by default and accepts only established flows would drop them.
+// Those rules are shared by every instance, so only the last one to leave removes them.
 type iptFilter struct {
 	keep  bool
-	rules [][]string
+	rules []iptRule
 }
 
-func iptRules(p listenPort) (bin string, rules [][]string) {
+// iptRule is one rule: the program (iptables or ip6tables), its table, and the chain and match.
+type iptRule struct {
+	bin, table string
+	insert     bool // at the top of the chain (-I), not the end (-A)
+	spec       []string
+}
+
+func iptRules(p listenPort) []iptRule {
 	bin, host := "iptables", p.ip.String()+"/32"
 	if p.ip.To4() == nil {
 		bin, host = "ip6tables", p.ip.String()+"/128"
 	}
 	port := strconv.Itoa(int(p.port))
+	var rules []iptRule
 	for _, proto := range []string{"udp", "tcp"} {
-		tail := []string{"-m", "comment", "--comment", "nodecache", "-j", "CT", "--notrack"}
+		notrack := []string{"-m", "comment", "--comment", "nodecache", "-j", "CT", "--notrack"}
+		accept := []string{"-m", "comment", "--comment", "nodecache", "-j", "ACCEPT"}
 		rules = append(rules,
-			append([]string{"PREROUTING", "-d", host, "-p", proto, "--dport", port}, tail...),
-			append([]string{"OUTPUT", "-s", host, "-p", proto, "--sport", port}, tail...),
-			append([]string{"OUTPUT", "-d", host, "-p", proto, "--dport", port}, tail...))
+			iptRule{bin, "raw", false, append([]string{"PREROUTING", "-d", host, "-p", proto, "--dport", port}, notrack...)},
+			iptRule{bin, "raw", false, append([]string{"OUTPUT", "-s", host, "-p", proto, "--sport", port}, notrack...)},
+			iptRule{bin, "raw", false, append([]string{"OUTPUT", "-d", host, "-p", proto, "--dport", port}, notrack...)},
+			iptRule{bin, "filter", true, append([]string{"INPUT", "-d", host, "-p", proto, "--dport", port}, accept...)},
+			iptRule{bin, "filter", true, append([]string{"OUTPUT", "-s", host, "-p", proto, "--sport", port}, accept...)})
 	}
-	return bin, rules
+	return rules
 }
 
 func (f *iptFilter) add(ports []listenPort) error {
 	for _, p := range ports {
-		bin, rules := iptRules(p)
-		for _, r := range rules {
+		for _, r := range iptRules(p) {
 			// Present already (another instance's): ours too now, removed by the last to leave.
-			if ipt(bin, "-C", r) != nil {
-				if err := ipt(bin, "-A", r); err != nil {
-					return err
-				}
+			if _, err := r.ensure(); err != nil {
+				return err
 			}
-			f.rules = append(f.rules, append([]string{bin}, r...))
+			f.rules = append(f.rules, r)
 		}
 	}
 	return nil
+}
+
+// ensure adds the rule unless it is there; added says it was missing.
+func (r iptRule) ensure() (added bool, err error) {
+	if ipt(r.bin, r.table, "-C", r.spec) == nil {
+		return false, nil
+	}
+	op := "-A"
+	if r.insert {
+		op = "-I"
+	}
+	return true, ipt(r.bin, r.table, op, r.spec)
+}
+
+// repair adds back every rule that is gone (kube-proxy, a firewall reload or an operator may
+// flush the chains).
+func (f *iptFilter) repair() (int, error) {
+	n := 0
+	var errs []error
+	for _, r := range f.rules {
+		added, err := r.ensure()
+		if added && err == nil {
+			n++
+		}
+		errs = append(errs, err)
+	}
+	return n, errors.Join(errs...)
 }
 
 func (f *iptFilter) remove(last bool) error {
@@ -307,13 +406,13 @@ func (f *iptFilter) remove(last bool) error {
 	}
 	var errs []error
 	for _, r := range f.rules {
-		errs = append(errs, ipt(r[0], "-D", r[1:]))
+		errs = append(errs, ipt(r.bin, r.table, "-D", r.spec))
 	}
 	return errors.Join(errs...)
 }
 
-func ipt(bin, op string, rule []string) error {
-	args := append([]string{"-w", "5", "-t", "raw", op}, rule...)
+func ipt(bin, table, op string, rule []string) error {
+	args := append([]string{"-w", "5", "-t", table, op}, rule...)
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, strings.TrimSpace(string(out)))

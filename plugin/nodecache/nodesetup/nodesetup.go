@@ -131,14 +131,26 @@ const RepairEvery = time.Minute
 
 var repairs = promauto.NewCounterVec(prometheus.CounterOpts{
 	Namespace: plugin.Namespace, Subsystem: "nodecache", Name: "repairs_total",
-	Help: "Times the node was found changed and set up again (what: interface, address).",
+	Help: "Times the node was found changed and set up again (what: interface, address, rule).",
 }, []string{"what"})
 
 // Repair puts back what someone took away since Prepare: the interface (created again if it was
-// deleted) and the listen addresses on it. The process calls it every RepairEvery.
+// deleted), the listen addresses on it and the packet-filter rules. The process calls it every
+// RepairEvery (or the stanza's `repair`).
 func (n *Node) Repair() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.filter != nil {
+		fixed, err := n.filter.repair()
+		if err != nil {
+			setupErrors.WithLabelValues("filter").Inc()
+			log.Errorf("repair the packet-filter rules: %v", err)
+		}
+		if fixed > 0 {
+			repairs.WithLabelValues("rule").Add(float64(fixed))
+			log.Warningf("%d packet-filter rules were gone: added again", fixed)
+		}
+	}
 	for iface, ips := range n.asked {
 		l := n.links[iface]
 		if err := l.lockMutex(); err != nil {
