@@ -19,6 +19,9 @@
 #   memory  MEM_SERVICES Services and MEM_PODS Pods with EndpointSlices in the apiserver: heap and
 #           RSS, the peak during a forced relist, time to first sync; k8sdiscovery vs kubernetes,
 #           with and without `pods verified`
+#   handover a node-cache handover (SIGTERM beside a second instance) under UDP and TCP clients at
+#           full speed, hits and misses, a slow resolver behind the central role
+#           (bench/nodecache/handover.sh; uses both CPUs)
 #
 # Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
 # INDEX_SERVICES (1000), MISS_SERVICES (100), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
@@ -34,7 +37,7 @@ ROOT=$(pwd)
 OUT=${BENCH_OUT:-$ROOT/bench/out/run}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
 
-SCENARIOS=${SCENARIOS:-index hit miss search memory}
+SCENARIOS=${SCENARIOS:-index hit miss search memory handover}
 ROUNDS=${ROUNDS:-3}
 RUN_SECONDS=${RUN_SECONDS:-10}
 # Queries dnsperf keeps in flight. 100 fits a default-sized socket receive buffer (212992 bytes);
@@ -570,6 +573,12 @@ section_memory() {
 # 13 control-window peak RSS, 17 control-window peak heap).
 mem_value() { cut -d' ' -f"$2" "$OUT/memory.$1" 2>/dev/null || echo 0; }
 
+scenario_handover() {
+	log "handover: $ROUNDS rounds"
+	SKIP_BUILD=1 ROUNDS=$ROUNDS HANDOVER_OUT="$OUT/handover" bench/nodecache/handover.sh >&2
+	cp "$OUT/handover/section.handover.md" "$OUT/section.handover.md"
+}
+
 # ---- RESULTS.md
 
 write_results() {
@@ -608,7 +617,7 @@ write_results() {
 			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "" ""
 			echo
 		fi
-		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ]; then
+		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ] || [ -e "$OUT/section.handover.md" ]; then
 			echo "| target | measured | |"
 			echo "| --- | --- | --- |"
 			if [ -e "$OUT/section.search.md" ]; then
@@ -638,12 +647,18 @@ write_results() {
 						"$(awk -v r="$r" 'BEGIN { print (r + 0 <= 1.2 ? "met" : "not met") }')"
 				done
 			fi
+			if [ -e "$OUT/section.handover.md" ]; then
+				# The rows of the handover table: | binary | clients | q/s | sent | lost | SERVFAIL |
+				awk -F' *[|] *' '$2 == "./coredns" { q[$3] += $4; n[$3]++; s[$3] += $5; l += $6; f += $7 }
+					END { printf "| 0 queries lost across a node-cache handover at full load | %d lost, %d SERVFAIL of %d sent; UDP at %d q/s and TCP at %d q/s (mean of %d rounds) | %s |\n",
+						l, f, s["UDP"] + s["TCP"], q["UDP"] / n["UDP"], q["TCP"] / n["TCP"], n["UDP"], (l + f == 0 ? "met" : "not met") }' "$OUT/section.handover.md"
+			fi
 			echo
 		fi
 		echo "## Details"
 		echo
 		local s
-		for s in index hit miss search memory; do
+		for s in index hit miss search memory handover; do
 			[ -e "$OUT/section.$s.md" ] && cat "$OUT/section.$s.md"
 		done
 		if compgen -G "$OUT/profile.*.txt" >/dev/null; then
@@ -726,7 +741,7 @@ case "${1:-run}" in
 run)
 	for s in $SCENARIOS; do
 		case $s in
-		index | hit | miss | search | memory) ;;
+		index | hit | miss | search | memory | handover) ;;
 		*) echo "bench: unknown scenario $s" >&2; exit 2 ;;
 		esac
 	done

@@ -6,7 +6,10 @@
 // behind the caches: cheaper per query than a CoreDNS server, so that the servers under test,
 // not the stub, set the rate.
 //
-//	goceiling -listen 127.0.0.1:1053 [-tcp]
+// With -delay it waits that long before each answer: a slow resolver (the handover benchmark puts
+// one behind the central role).
+//
+//	goceiling -listen 127.0.0.1:1053 [-tcp] [-delay 200ms]
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -24,12 +28,16 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:1053", "UDP address to serve")
 	addr := flag.String("a", "10.96.0.42", "the address every A answer carries")
 	withTCP := flag.Bool("tcp", false, "serve TCP on the same address as well")
+	delay := flag.Duration("delay", 0, "wait this long before each answer")
 	flag.Parse()
 	ip := net.ParseIP(*addr).To4()
 	if ip == nil {
 		log.Fatalf("goceiling: -a %q is not an IPv4 address", *addr)
 	}
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if *delay > 0 {
+			time.Sleep(*delay)
+		}
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true

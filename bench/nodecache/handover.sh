@@ -1,70 +1,132 @@
 #!/usr/bin/env bash
-# Handover under load: dnsperf asks cache hits at full speed on loopback while a second
-# nodecache instance starts beside the first and the first gets SIGTERM. Prints the queries sent
-# and lost per round. A binary to compare with (e.g. one built without the socket detach) may be
-# given as $COMPARE_BINARY.
+# Handover at full load: a node cache (instance A) serves on loopback while two dnsperf clients
+# ask it as fast as they can, one over UDP and one over TCP, with a mix of hits and misses; a
+# second instance (B) starts beside A, A gets SIGTERM and hands over. Behind the node cache is a
+# central role (./coredns: cluster.local from a template, example.org forwarded to a resolver that
+# takes SLOW_DELAY to answer), so misses are in flight when A is told to stop. Prints, per round,
+# the rate each client reached, the queries it sent, lost (no answer within 5 s) and answered
+# with SERVFAIL, and writes the table as markdown to $HANDOVER_OUT/section.handover.md (bench/run.sh
+# puts it into bench/RESULTS.md).
 #
-#   bench/nodecache/handover.sh            # 3 rounds with ./coredns
+# Queries, in a repeating pattern of 64: 47 hits (100 names, warmed first), 16 cluster-zone misses
+# (each name new) and 1 miss answered by the slow resolver (each name new).
+#
+#   bench/nodecache/handover.sh           # 3 rounds with ./coredns
+#   ROUNDS=1 SLOW_DELAY=500ms LOAD_SECONDS=10 bench/nodecache/handover.sh
+# A binary to compare with (e.g. one built without the socket detach) may be given as
+# $COMPARE_BINARY.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-OUT=$ROOT/bench/out/nodecache-handover
+OUT=${HANDOVER_OUT:-$ROOT/bench/out/nodecache-handover}
 ROUNDS=${ROUNDS:-3}
+SLOW_DELAY=${SLOW_DELAY:-200ms}
+LOAD_SECONDS=${LOAD_SECONDS:-8}
 mkdir -p "$OUT"
 command -v dnsperf >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf >/dev/null; }
 [ "${SKIP_BUILD:-}" = 1 ] || ./build.sh build >&2
 cp ./coredns "$OUT/coredns"
+go build -o "$OUT/goceiling" ./bench/goceiling
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
-cat >"$OUT/Corefile.cluster" <<'EOF'
+cat >"$OUT/Corefile.central" <<'EOF'
 cluster.local:5300 {
     bind 127.0.0.2
     template IN A cluster.local {
         answer "{{ .Name }} 30 IN A 10.96.0.42"
     }
 }
+example.org:5300 {
+    bind 127.0.0.2
+    forward . 127.0.0.3:5302
+}
 EOF
 cat >"$OUT/Corefile" <<'EOF'
-cluster.local:1053 {
+cluster.local:1053 example.org:1053 {
     nodecache {
         listen 127.0.0.1
         interface lo
         packet_filter none
         upstream tcp 127.0.0.2:5300
+        timeout 2s
+        max_concurrent 1024
     }
 }
 EOF
-: >"$OUT/hit.txt"
-for i in $(seq 1 100); do echo "web-$i.default.svc.cluster.local A" >>"$OUT/hit.txt"; done
+# queries FILE PREFIX: the pattern of 64, long enough that no miss name comes round twice.
+queries() {
+	awk -v p="$2" 'BEGIN {
+		for (i = 0; i < 640000; i++) {
+			k = i % 64
+			if (k == 63) printf "slow-%s%d.example.org A\n", p, i
+			else if (k % 4 == 3) printf "miss-%s%d.default.svc.cluster.local A\n", p, i
+			else printf "web-%d.default.svc.cluster.local A\n", i % 100
+		}
+	}' >"$1"
+}
+queries "$OUT/udp.txt" u
+queries "$OUT/tcp.txt" t
+: >"$OUT/warm.txt"
+for i in $(seq 0 99); do echo "web-$i.default.svc.cluster.local A" >>"$OUT/warm.txt"; done
 
-"$OUT/coredns" -conf "$OUT/Corefile.cluster" >"$OUT/cluster.log" 2>&1 &
+"$OUT/goceiling" -listen 127.0.0.3:5302 -tcp -a 192.0.2.80 -delay "$SLOW_DELAY" >"$OUT/slow.log" 2>&1 &
+PIDS+=($!)
+"$OUT/coredns" -conf "$OUT/Corefile.central" >"$OUT/central.log" 2>&1 &
 PIDS+=($!)
 
+# field FILE LABEL: a figure of dnsperf's report ("Queries sent:", ...); rcode FILE CODE: a count
+# from its "Response codes:" line.
+field() { awk -v l="$2" 'index($0, l) { sub(/^.*: */, ""); print $1; exit }' "$1"; }
+rcode() { grep -o "$2 [0-9]*" "$1" | awk '{ print $2 }' | head -1 | grep . || echo 0; }
+
 round() {
-	local bin=$1 label=$2 a b d
+	local bin=$1 label=$2 a b du dt
 	"$bin" -conf "$OUT/Corefile" >"$OUT/a.log" 2>&1 &
 	a=$!
 	sleep 1
-	dnsperf -s 127.0.0.1 -p 1053 -d "$OUT/hit.txt" -l 6 -c 8 -q 100 -t 1 >"$OUT/dnsperf.txt" 2>&1 &
-	d=$!
-	sleep 2
+	dnsperf -s 127.0.0.1 -p 1053 -d "$OUT/warm.txt" -n 1 >/dev/null 2>&1
+	dnsperf -s 127.0.0.1 -p 1053 -d "$OUT/udp.txt" -l "$LOAD_SECONDS" -c 4 -q 200 -t 5 >"$OUT/dnsperf.udp.txt" 2>&1 &
+	du=$!
+	dnsperf -m tcp -s 127.0.0.1 -p 1053 -d "$OUT/tcp.txt" -l "$LOAD_SECONDS" -c 32 -q 128 -t 5 >"$OUT/dnsperf.tcp.txt" 2>&1 &
+	dt=$!
+	sleep 3
 	"$bin" -conf "$OUT/Corefile" >"$OUT/b.log" 2>&1 &
 	b=$!
 	sleep 1.5
 	kill -TERM "$a"
 	wait "$a" || true
-	wait "$d" || true
+	wait "$du" || true
+	wait "$dt" || true
 	kill -TERM "$b"
 	wait "$b" || true
-	printf '| %s | %s | %s |\n' "$label" "$(awk '/Queries sent:/ {print $3}' "$OUT/dnsperf.txt")" "$(awk '/Queries lost:/ {print $3}' "$OUT/dnsperf.txt")"
+	local t
+	for t in udp tcp; do
+		printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$(echo "$t" | tr a-z A-Z)" \
+			"$(field "$OUT/dnsperf.$t.txt" "Queries per second:" | cut -d. -f1)" \
+			"$(field "$OUT/dnsperf.$t.txt" "Queries sent:")" \
+			"$(field "$OUT/dnsperf.$t.txt" "Queries lost:")" \
+			"$(rcode "$OUT/dnsperf.$t.txt" SERVFAIL)"
+	done
 }
 
-echo "| binary | queries sent | lost across the handover |"
-echo "| --- | --- | --- |"
-for _ in $(seq 1 "$ROUNDS"); do
-	round "$OUT/coredns" "./coredns"
-	if [ -n "${COMPARE_BINARY:-}" ]; then round "$COMPARE_BINARY" "$(basename "$COMPARE_BINARY")"; fi
-done
+{
+	echo "### Handover at full load"
+	echo
+	echo "Run by bench/nodecache/handover.sh on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git describe --always --dirty 2>/dev/null || echo unknown)."
+	echo "A node cache on loopback is asked by two dnsperf clients at once, as fast as they go: UDP (\`-c 4 -q 200\`) and TCP"
+	echo "(\`-m tcp -c 32 -q 128\`), ${LOAD_SECONDS} s each. Of every 64 queries 47 are hits, 16 cluster-zone misses (new names, answered by the"
+	echo "central role at once) and 1 a miss the central role forwards to a resolver that takes ${SLOW_DELAY}. After 3 s a second instance"
+	echo "starts beside the first; 1.5 s later the first gets SIGTERM and hands over. Lost: no answer within dnsperf's 5 s."
+	echo "Everything (both node caches, the central role, the slow resolver, both clients) shares the machine's $(nproc) cores."
+	echo
+	echo "| binary | clients | queries/s | sent | lost | SERVFAIL |"
+	echo "| --- | --- | --- | --- | --- | --- |"
+	for _ in $(seq 1 "$ROUNDS"); do
+		round "$OUT/coredns" "./coredns"
+		if [ -n "${COMPARE_BINARY:-}" ]; then round "$COMPARE_BINARY" "$(basename "$COMPARE_BINARY")"; fi
+	done
+	echo
+} | tee "$OUT/section.handover.md"
