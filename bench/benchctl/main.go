@@ -13,6 +13,7 @@
 //	benchctl walk ...                      a pod's ndots:5 search walk, counting queries
 //	benchctl metric URL NAME               the sum of a prometheus metric's samples
 //	benchctl api-requests -kubeconfig FILE LIST/WATCH requests the apiserver served, per resource
+//	benchctl tcpload ...                   TCP load as stub resolvers make it: a connection per query
 package main
 
 import (
@@ -22,7 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchctl freeport|secrets|kubeconfig|ready|load|etcd-compact|sync|mem|fetch|latency|walk|metric ...")
+		fmt.Fprintln(os.Stderr, "usage: benchctl freeport|secrets|kubeconfig|ready|load|etcd-compact|sync|mem|fetch|latency|walk|metric|api-requests|tcpload ...")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
@@ -39,6 +40,7 @@ func main() {
 		"walk":         walk,
 		"metric":       metric,
 		"api-requests": apiRequests,
+		"tcpload":      tcpLoad,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {
