@@ -11,6 +11,9 @@
 // port nothing sends from; the kernel skips connected sockets when it picks one for a new
 // datagram), so another process bound to the same address gets every new datagram while this
 // one still reads what was queued: the zero-loss handover of a rolling update.
+//
+// ListenStream does the same for TCP (stream.go): a listener per CPU with SO_INCOMING_CPU, and a
+// drain that closes the listeners and lets each accepted connection finish.
 package packetio
 
 import (

@@ -2,6 +2,7 @@ package nodecache
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sort"
 	"strings"
@@ -78,6 +79,30 @@ type packetDoor struct {
 	slow    *handoffConn
 	slowSrv *dns.Server
 	closed  chan struct{}
+
+	// The TCP side: the door's own listeners (nil when they could not be opened; CoreDNS's
+	// server then takes TCP alone), each served by a miekg/dns server that calls CoreDNS's
+	// server as CoreDNS's own TCP server does. Owning them is what lets a handover stop taking
+	// connections and still answer the ones it took.
+	stream     *packetio.StreamListener
+	streamSrvs []*dns.Server
+}
+
+// TCP timeouts of the door's connections, CoreDNS's defaults: the first query must arrive
+// within tcpReadTimeout, each later one within tcpIdleTimeout of the last answer.
+const (
+	tcpReadTimeout  = 3 * time.Second
+	tcpWriteTimeout = 5 * time.Second
+	tcpIdleTimeout  = 10 * time.Second
+)
+
+// serveChain answers a query through CoreDNS's server: zone routing and the whole plugin chain.
+func (d *packetDoor) serveChain(w dns.ResponseWriter, r *dns.Msg) {
+	srv := d.route.Load().srv
+	// As CoreDNS's server calls its handler (dnsserver.Server.ServePacket and ServeTCP).
+	ctx := context.WithValue(context.Background(), dnsserver.Key{}, srv)
+	ctx = context.WithValue(ctx, dnsserver.LoopKey{}, 0)
+	srv.ServeDNS(ctx, w, r)
 }
 
 // openDoor opens the sockets of key and serves them with rt; the route is in place before the
@@ -91,13 +116,7 @@ func openDoor(n *node, key string, rt *doorRoute) (*packetDoor, error) {
 	d.route.Store(rt)
 	d.slow = &handoffConn{in: make(chan handoffPacket, 1024), closed: d.closed, ln: ln, inFlight: &n.inFlight}
 	d.slowSrv = &dns.Server{PacketConn: d.slow, Net: "udp",
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			srv := d.route.Load().srv
-			// As CoreDNS's server calls its handler (dnsserver.Server.ServePacket).
-			ctx := context.WithValue(context.Background(), dnsserver.Key{}, srv)
-			ctx = context.WithValue(ctx, dnsserver.LoopKey{}, 0)
-			srv.ServeDNS(ctx, w, r)
-		}),
+		Handler: dns.HandlerFunc(d.serveChain),
 		DecorateWriter: func(w dns.Writer) dns.Writer {
 			if dw := d.route.Load().decorate; dw != nil {
 				return dw(w)
@@ -111,7 +130,52 @@ func openDoor(n *node, key string, rt *doorRoute) (*packetDoor, error) {
 		}
 	}()
 	ln.Serve(d.handle)
+	d.openStream()
 	return d, nil
+}
+
+// openStream opens and serves the TCP listeners; without them CoreDNS's server takes TCP alone.
+func (d *packetDoor) openStream() {
+	sl, err := packetio.ListenStream(d.key)
+	if err != nil {
+		log.Warningf("packet door %s: TCP listeners: %v; CoreDNS's server takes TCP alone", d.key, err)
+		return
+	}
+	d.stream = sl
+	for _, l := range sl.Listeners() {
+		srv := &dns.Server{Listener: l, Net: "tcp", Handler: dns.HandlerFunc(d.serveChain),
+			MaxTCPQueries: -1, ReadTimeout: tcpReadTimeout, WriteTimeout: tcpWriteTimeout,
+			IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
+		d.streamSrvs = append(d.streamSrvs, srv)
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil && !isClosed(d.closed) && !errors.Is(err, net.ErrClosed) {
+				log.Errorf("packet door %s: TCP server stopped: %v", d.key, err)
+			}
+		}()
+	}
+}
+
+// detach starts the handover: the UDP sockets leave their SO_REUSEPORT group, the TCP listeners
+// close (their queued connections move to another listener of the group), and each accepted TCP
+// connection closes once its client has been quiet for tcpDrainQuiet.
+func (d *packetDoor) detach() error {
+	err := d.ln.Detach()
+	if d.stream != nil {
+		d.stream.Drain(tcpDrainQuiet)
+	}
+	return err
+}
+
+// tcpDrainQuiet: after a handover starts, a TCP connection that brings no query for this long is
+// closed (its answers are all written: the server reads the next query only after answering).
+const tcpDrainQuiet = 200 * time.Millisecond
+
+// openConns is the number of TCP connections the door still holds.
+func (d *packetDoor) openConns() int64 {
+	if d.stream == nil {
+		return 0
+	}
+	return d.stream.Open()
 }
 
 func isClosed(ch chan struct{}) bool {
@@ -129,6 +193,9 @@ func (d *packetDoor) close() {
 		close(d.closed)
 	}
 	d.ln.Close()
+	if d.stream != nil {
+		d.stream.Close()
+	}
 }
 
 // handle answers one datagram: into buf now (a hit), later through the socket (a miss), or

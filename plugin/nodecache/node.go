@@ -194,14 +194,18 @@ func (n *node) exit() {
 		}
 		n.doorMu.Unlock()
 		for _, d := range doors {
-			if err := d.ln.Detach(); err != nil {
+			if err := d.detach(); err != nil {
 				log.Warningf("packet door %s: leave the SO_REUSEPORT group: %v", d.key, err)
 			}
 		}
 		start := time.Now()
 		quiet := n.drain(doors, drainTimeout)
-		log.Infof("stopping: left the listen sockets (%d addresses), drained in %v (complete: %t), in flight now %d",
-			len(doors), time.Since(start).Round(time.Millisecond), quiet, n.inFlight.Load())
+		var conns int64
+		for _, d := range doors {
+			conns += d.openConns()
+		}
+		log.Infof("stopping: left the listen sockets (%d addresses), drained in %v (complete: %t), in flight now %d, TCP connections open %d",
+			len(doors), time.Since(start).Round(time.Millisecond), quiet, n.inFlight.Load(), conns)
 		n.setup.Teardown()
 		for _, d := range doors {
 			d.close()
@@ -209,15 +213,15 @@ func (n *node) exit() {
 	})
 }
 
-// drain waits until nothing is queued on the doors' sockets and no query is being answered for
-// a few consecutive checks, or until timeout.
+// drain waits until nothing is queued on the doors' sockets, no query is being answered and no
+// TCP connection is open for a few consecutive checks, or until timeout.
 func (n *node) drain(doors []*packetDoor, timeout time.Duration) (quiet bool) {
 	deadline := time.Now().Add(timeout)
 	calm := 0
 	for time.Now().Before(deadline) {
 		busy := n.inFlight.Load() > 0
 		for _, d := range doors {
-			busy = busy || d.ln.Queued() > 0
+			busy = busy || d.ln.Queued() > 0 || d.openConns() > 0
 		}
 		if busy {
 			calm = 0

@@ -352,10 +352,9 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 		t.Logf("lost: %s", l)
 	}
 	expect(t, "UDP queries lost across the handover", lost.Load(), 0)
-	// A TCP connection A's server accepted but had not read when it stops is closed unanswered
-	// (CoreDNS's listener is not ours to take out of its group first; see docs/reliability.md):
-	// at most a connection or two, which a client retries.
-	expect(t, "TCP queries lost across the handover (at most 2)", lostTCP.Load() <= 2, true)
+	// The door's own TCP listeners close first (queued connections move to B) and A answers the
+	// connections it accepted before it goes.
+	expect(t, "TCP queries lost across the handover", lostTCP.Load(), 0)
 	expect(t, "answered + lost == sent", answered.Load()+lost.Load()+lostTCP.Load(), sent.Load())
 
 	tables := nsRun(t, tp.node, "nft", "list", "tables")
