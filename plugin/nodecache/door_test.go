@@ -484,3 +484,55 @@ func BenchmarkDoorHit(b *testing.B) {
 		}
 	}
 }
+
+// The AD bit and TTLs of what the node cache writes: AD only for a client that asked with AD or
+// DO (RFC 6840 §5.7-5.8), and one remaining TTL on every record of a cached answer, so a CNAME
+// never outlives its target (the answer of a hit, through either door).
+func TestADAndCNAMETTL(t *testing.T) {
+	up := startTCPUpstream(t, time.Minute, -1, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.AuthenticatedData = true
+		name := r.Question[0].Name
+		cname, _ := dns.NewRR(name + " 3600 IN CNAME target.example.org.")
+		a, _ := dns.NewRR("target.example.org. 7 IN A 10.0.0.9")
+		m.Answer = []dns.RR{cname, a}
+		if o := r.IsEdns0(); o != nil {
+			m.SetEdns0(1232, o.Do())
+		}
+		w.WriteMsg(m)
+	})
+	nc := newTestNodeCache(t, up.addr)
+	doors := map[string]string{"packet door": doorFor(t, nc, false), "ServeDNS": serveDNSOver(t, nc)}
+	cases := []struct {
+		name   string
+		edit   func(m *dns.Msg)
+		wantAD bool
+	}{
+		{"plain", nil, false},
+		{"EDNS without DO", func(m *dns.Msg) { m.SetEdns0(1232, false) }, false},
+		{"DO", func(m *dns.Msg) { m.SetEdns0(1232, true) }, true},
+		{"AD asked", func(m *dns.Msg) { m.AuthenticatedData = true }, true},
+	}
+	for door, addr := range doors {
+		for _, tc := range cases {
+			t.Run(door+"/"+tc.name, func(t *testing.T) {
+				for _, phase := range []string{"first", "again"} {
+					r := new(dns.Msg)
+					if err := r.Unpack(ask(t, addr, pack(t, query("alias.default.svc.cluster.local.", dns.TypeA, tc.edit)))); err != nil {
+						t.Fatal(err)
+					}
+					if r.AuthenticatedData != tc.wantAD {
+						t.Errorf("%s: AD %v, want %v", phase, r.AuthenticatedData, tc.wantAD)
+					}
+					if len(r.Answer) != 2 {
+						t.Fatalf("%s: %d answer records, want CNAME and A", phase, len(r.Answer))
+					}
+					if c, a := r.Answer[0].Header().Ttl, r.Answer[1].Header().Ttl; c > a || a > 7 {
+						t.Errorf("%s: CNAME TTL %d, A TTL %d: the CNAME outlives its target", phase, c, a)
+					}
+				}
+			})
+		}
+	}
+}
