@@ -15,8 +15,10 @@ import (
 	"github.com/miekg/dns"
 )
 
-// maxCNAMEChain bounds how many ExternalName hops an answer follows inside the zone.
-const maxCNAMEChain = 10
+// maxCNAMEChain bounds how many CNAMEs (ExternalName hops) an answer holds: 11, as many as
+// upstream's kubernetes plugin writes (it follows while fewer than 11 precede). A longer chain is
+// answered with its first 11 CNAMEs and nothing more.
+const maxCNAMEChain = 11
 
 // resolver looks a name up through the whole server (upstream.Upstream), for ExternalName targets
 // outside our zones.
@@ -114,35 +116,47 @@ func (k *K8sDiscovery) answerForward(ctx context.Context, m *dns.Msg, state requ
 		k.answerCNAME(ctx, m, state, qname, rec, zone)
 		return "externalname"
 	}
-	switch {
-	case rel == "" && qtype == dns.TypeSOA:
-		m.Answer = []dns.RR{k.soaWithName(qname, zone)}
-		return "apex"
-	case rel == "" && qtype == dns.TypeNS:
-		m.Answer = []dns.RR{&dns.NS{Hdr: hdr(qname, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone}}
-		if ns, ok := k.lookup("ns.dns", dns.TypeA); ok {
-			m.Extra = k.addressRRs("ns.dns."+zone, ns, dns.TypeA)
-			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeAAAA)...)
-		}
+	if rel == "" && (qtype == dns.TypeSOA || qtype == dns.TypeNS) {
+		k.writeRecords(m, qname, rel, rec, qtype, zone)
 		return "apex"
 	}
 	if rec.empty() {
 		return "nodata"
 	}
-	switch qtype {
-	case dns.TypeA, dns.TypeAAAA:
-		m.Answer = k.addressRRs(qname, rec, qtype)
-	case dns.TypeSRV:
-		m.Answer, m.Extra = k.srvRRs(qname, rec, zone)
-	case dns.TypeTXT:
-		for _, t := range rec.txt {
-			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(qname, dns.TypeTXT, rec.ttl), Txt: []string{t}})
-		}
-	}
+	k.writeRecords(m, qname, rel, rec, qtype, zone)
 	if len(m.Answer) == 0 {
 		return "nodata"
 	}
 	return recordKind(rel, qtype)
+}
+
+// writeRecords adds the records of type qtype that a name of a forward zone holds (rel relative
+// to zone, rec its records, not a CNAME), written under owner: the answer of a name asked, or of
+// the last name of an ExternalName chain.
+func (k *K8sDiscovery) writeRecords(m *dns.Msg, owner, rel string, rec *rrset, qtype uint16, zone string) {
+	switch {
+	case rel == "" && qtype == dns.TypeSOA:
+		m.Answer = append(m.Answer, k.soaWithName(owner, zone))
+		return
+	case rel == "" && qtype == dns.TypeNS:
+		m.Answer = append(m.Answer, &dns.NS{Hdr: hdr(owner, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone})
+		if ns, ok := k.lookup("ns.dns", dns.TypeA); ok {
+			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeA)...)
+			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeAAAA)...)
+		}
+		return
+	}
+	switch qtype {
+	case dns.TypeA, dns.TypeAAAA:
+		m.Answer = append(m.Answer, k.addressRRs(owner, rec, qtype)...)
+	case dns.TypeSRV:
+		srv, extra := k.srvRRs(owner, rec, zone)
+		m.Answer, m.Extra = append(m.Answer, srv...), append(m.Extra, extra...)
+	case dns.TypeTXT:
+		for _, t := range rec.txt {
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(owner, dns.TypeTXT, rec.ttl), Txt: []string{t}})
+		}
+	}
 }
 
 // answerCNAME answers an ExternalName service: the CNAME, followed inside our zones through the
@@ -171,13 +185,8 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state reques
 			owner, rec = target, next
 			continue
 		}
-		switch qtype {
-		case dns.TypeA, dns.TypeAAAA:
-			m.Answer = append(m.Answer, k.addressRRs(target, next, qtype)...)
-		case dns.TypeSRV:
-			srv, extra := k.srvRRs(target, next, tzone)
-			m.Answer, m.Extra = append(m.Answer, srv...), append(m.Extra, extra...)
-		}
+		// Whatever the target holds of the asked type (addresses, SRV, TXT, the apex's SOA).
+		k.writeRecords(m, target, relativeName(target, tzone), next, qtype, tzone)
 		return
 	}
 }
@@ -280,16 +289,13 @@ func (k *K8sDiscovery) srvRRs(owner string, rec *rrset, zone string) (answer, ex
 
 func (k *K8sDiscovery) soa(zone string) dns.RR { return k.soaWithName(zone, zone) }
 
-// soaWithName is the zone's SOA with the owner written as asked.
+// soaWithName is the zone's SOA with the owner written as asked; its names are those of the zone
+// (ns.dns.<zone>, hostmaster.<zone>), reverse zones included, as upstream writes them.
 func (k *K8sDiscovery) soaWithName(owner, zone string) dns.RR {
-	mzone := zone
-	if isReverseZone(zone) {
-		mzone = k.primary
-	}
 	return &dns.SOA{
 		Hdr:     hdr(owner, dns.TypeSOA, k.cfg.ttl),
-		Ns:      "ns.dns." + mzone,
-		Mbox:    "hostmaster." + mzone,
+		Ns:      "ns.dns." + zone,
+		Mbox:    "hostmaster." + zone,
 		Serial:  k.store.soaSerial(),
 		Refresh: 7200,
 		Retry:   1800,

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -112,6 +113,8 @@ func answers(k *K8sDiscovery, qname string, qtype uint16) (string, []string) {
 			out = append(out, r.Target)
 		case *dns.SRV:
 			out = append(out, fmt.Sprintf("%d %s", r.Port, r.Target))
+		case *dns.TXT:
+			out = append(out, strings.Join(r.Txt, " "))
 		}
 	}
 	return dns.RcodeToString[m.Rcode], out

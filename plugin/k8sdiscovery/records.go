@@ -154,7 +154,9 @@ func (k *K8sDiscovery) toService(svc *corev1.Service, epoch uint32) (*service, e
 // toSlice keeps the ready addresses of an EndpointSlice and its ports; nil for a slice that
 // names no Service or holds FQDN endpoints.
 func (k *K8sDiscovery) toSlice(s *discoveryv1.EndpointSlice, epoch uint32) *endpointSlice {
-	svc := strings.ToLower(s.Labels[serviceNameLabel])
+	// The label's value exactly, as kube-proxy joins them: label values are case-sensitive, and
+	// Service names are lower case, so a slice labelled "MIXED" belongs to no Service.
+	svc := s.Labels[serviceNameLabel]
 	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
 		return nil
 	}
@@ -230,6 +232,10 @@ func protoName(p corev1.Protocol) string {
 
 // ---- names to answers (the caller holds the store's read lock)
 
+// dnsVersionTTL is the TTL of dns-version's TXT record: it changes only with the schema (upstream
+// writes the same 8 hours).
+const dnsVersionTTL = 28800
+
 // resolve builds the records of a relative name; ok is false when the name does not exist.
 // An existing name without records of any type is an empty rrset (NODATA). SRV records of a
 // Service's own name are built only withSRV (they cost a walk over the endpoints).
@@ -248,7 +254,7 @@ func (k *K8sDiscovery) resolve(rel string, withSRV bool) (r *rrset, ok bool) {
 	case 1:
 		switch last {
 		case "dns-version":
-			return &rrset{txt: []string{DNSSchemaVersion}, ttl: k.cfg.ttl}, true
+			return &rrset{txt: []string{DNSSchemaVersion}, ttl: dnsVersionTTL}, true
 		case "svc", "pod", "dns":
 			return &rrset{}, true
 		}
@@ -490,11 +496,11 @@ func canonicalDashedIP(label string) (netip.Addr, bool) {
 	return ip, true
 }
 
-// endpointReady: ready when the condition is true or absent, never while terminating.
+// endpointReady is the endpoint's ready condition, true when absent (the API's definition). The
+// EndpointSlice controller folds termination and publishNotReadyAddresses into it: a terminating
+// endpoint of a publishNotReadyAddresses Service stays ready, so that StatefulSet peers keep
+// finding each other during a rollout; the terminating condition itself is not read.
 func endpointReady(e discoveryv1.Endpoint) bool {
-	if e.Conditions.Terminating != nil && *e.Conditions.Terminating {
-		return false
-	}
 	return e.Conditions.Ready == nil || *e.Conditions.Ready
 }
 

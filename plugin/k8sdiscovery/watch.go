@@ -38,8 +38,29 @@ const (
 	listPage = 500
 	// watchTimeout is the shortest a watch request lasts before it is renewed (up to twice that).
 	watchTimeout = 5 * time.Minute
-	maxBackoff   = 30 * time.Second
+
+	// A failed list or watch is tried again after a backoff that starts at firstBackoff, doubles,
+	// stops at maxBackoff and is jittered by ±25%, so that DNS programming resumes within about a
+	// second of the API server answering again, whatever the length of the outage (each replica
+	// asks at most once a second per resource meanwhile). An error that says when to come back
+	// (429, or 5xx with Retry-After) is waited out, up to maxSuggestedDelay.
+	firstBackoff      = 100 * time.Millisecond
+	maxBackoff        = time.Second
+	maxSuggestedDelay = 30 * time.Second
+	// failureLogEvery: while a resource keeps failing, a warning every this many tries.
+	failureLogEvery = 30
 )
+
+// retryDelay is the wait before the next try after err, given the previous backoff; it returns
+// the new backoff too.
+func retryDelay(prev time.Duration, err error) (wait, backoff time.Duration) {
+	backoff = min(max(2*prev, firstBackoff), maxBackoff)
+	wait = backoff*3/4 + rand.N(backoff/2+1)
+	if secs, ok := apierrors.SuggestsClientDelay(err); ok && secs > 0 {
+		wait = max(wait, min(time.Duration(secs)*time.Second, maxSuggestedDelay))
+	}
+	return wait, backoff
+}
 
 // resource is one kind of API object the plugin lists and watches.
 type resource struct {
@@ -176,17 +197,27 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 		listed     bool
 		stream     = w.streaming
 		backoff    time.Duration
+		failures   int // tries failed in a row
 		incomplete int // streaming lists that ended before their last object
 	)
 	wait := func(err error) bool {
-		backoff = min(max(2*backoff, time.Second), maxBackoff)
-		log.Warningf("%s: %v (retrying in %s)", r.name, err, backoff)
+		var d time.Duration
+		d, backoff = retryDelay(backoff, err)
+		if failures++; failures == 1 || failures%failureLogEvery == 0 {
+			log.Warningf("%s: %v (try %d; retrying in %s, then about every %s)", r.name, err, failures, d.Round(time.Millisecond), maxBackoff)
+		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(backoff):
+		case <-time.After(d):
 			return true
 		}
+	}
+	succeeded := func() {
+		if failures > 0 {
+			log.Infof("%s: the API server answers again after %d failed tries", r.name, failures)
+		}
+		backoff, failures = 0, 0
 	}
 	synced := func(n int) {
 		gone := w.k.store.sweep(r.name, epoch)
@@ -219,7 +250,7 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 				}
 				continue
 			}
-			backoff = 0
+			succeeded()
 			beginListGC()
 			var complete bool
 			rv, complete, err = w.consume(ctx, r, wi, "", epoch, func(n int) {
@@ -276,7 +307,7 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 			}
 			continue
 		}
-		backoff = 0
+		succeeded()
 		rv, _, err = w.consume(ctx, r, wi, rv, epoch, nil)
 		switch {
 		case err == nil:

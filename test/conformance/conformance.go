@@ -46,7 +46,7 @@ var nodata = []string{NegativeSOA}
 var Cases = []Case{
 	// apex and schema version
 	{Name: "dns-version TXT", Qname: "dns-version.cluster.local.", Qtype: dns.TypeTXT,
-		Answer: []string{`dns-version.cluster.local. 5 IN TXT "1.1.0"`}},
+		Answer: []string{`dns-version.cluster.local. 28800 IN TXT "1.1.0"`}},
 	{Name: "apex SOA", Qname: "cluster.local.", Qtype: dns.TypeSOA, Answer: nodata},
 	{Name: "apex NS with address", Qname: "cluster.local.", Qtype: dns.TypeNS,
 		Answer: []string{"cluster.local. 5 IN NS ns.dns.cluster.local."},
@@ -94,7 +94,13 @@ var Cases = []Case{
 	{Name: "endpoint with absent ready condition is ready", Qname: "10-1-0-11.web.ns1.svc.cluster.local.", Qtype: dns.TypeA,
 		Answer: []string{"10-1-0-11.web.ns1.svc.cluster.local. 5 IN A 10.1.0.11"}},
 	{Name: "not-ready endpoint NXDOMAIN", Qname: "10-1-0-6.web.ns1.svc.cluster.local.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: nodata},
-	{Name: "terminating endpoint NXDOMAIN", Qname: "10-1-0-9.web.ns1.svc.cluster.local.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: nodata},
+	// Served by the ready condition alone: the EndpointSlice controller keeps a terminating
+	// endpoint ready for publishNotReadyAddresses Services (StatefulSet peers in a rollout).
+	{Name: "terminating endpoint that is ready: served", Qname: "10-1-0-9.web.ns1.svc.cluster.local.", Qtype: dns.TypeA,
+		Answer: []string{"10-1-0-9.web.ns1.svc.cluster.local. 5 IN A 10.1.0.9"}},
+	{Name: "terminating endpoint with ready absent: served", Qname: "10-1-0-12.web.ns1.svc.cluster.local.", Qtype: dns.TypeA,
+		Answer: []string{"10-1-0-12.web.ns1.svc.cluster.local. 5 IN A 10.1.0.12"}},
+	{Name: "terminating endpoint not ready: NXDOMAIN", Qname: "10-1-0-13.web.ns1.svc.cluster.local.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: nodata},
 	{Name: "name longer than the grammar NXDOMAIN", Qname: "a.10-1-0-5.web.ns1.svc.cluster.local.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: nodata},
 
 	// headless services
@@ -172,7 +178,7 @@ var Cases = []Case{
 	{Name: "IPv6 PTR of an endpoint", Qname: "7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", Qtype: dns.TypePTR,
 		Answer: []string{"7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa. 5 IN PTR db-0.db.ns1.svc.cluster.local."}},
 	{Name: "PTR of a not-ready endpoint NXDOMAIN", Qname: "6.0.1.10.in-addr.arpa.", Qtype: dns.TypePTR, Rcode: dns.RcodeNameError,
-		Ns: []string{"in-addr.arpa. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. SERIAL 7200 1800 86400 5"}},
+		Ns: []string{"in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. SERIAL 7200 1800 86400 5"}},
 
 	// pods verified
 	{Name: "pod A (verified)", Qname: "10-1-0-50.ns1.pod.cluster.local.", Qtype: dns.TypeA,

@@ -13,6 +13,8 @@ import (
 const (
 	zone = "cluster.local."
 	ttl  = 5 // the default ttl of k8sdiscovery
+	// dnsVersionTTL is dns-version's TXT TTL (8 hours, as upstream).
+	dnsVersionTTL = 28800
 
 	// udpSize is the EDNS0 buffer the cases ask with over UDP (the size most resolvers use);
 	// TestTruncation asks without EDNS0.
@@ -125,10 +127,15 @@ func (c dnsCase) verify(r *dns.Msg) error {
 			bad("authority: %v", err)
 		}
 	}
-	// Every record from the cluster DNS (and the test upstream) has the configured TTL.
+	// Every record from the cluster DNS (and the test upstream) has the configured TTL, but
+	// dns-version's TXT, which has upstream's 8 hours.
 	for _, rr := range append(append(slices.Clone(r.Answer), r.Ns...), r.Extra...) {
-		if h := rr.Header(); h.Rrtype != dns.TypeOPT && h.Ttl != ttl {
-			bad("TTL %d, want %d: %s", h.Ttl, ttl, rr)
+		want := uint32(ttl)
+		if h := rr.Header(); h.Rrtype == dns.TypeTXT && strings.EqualFold(h.Name, "dns-version."+zone) {
+			want = dnsVersionTTL
+		}
+		if h := rr.Header(); h.Rrtype != dns.TypeOPT && h.Ttl != want {
+			bad("TTL %d, want %d: %s", h.Ttl, want, rr)
 		}
 	}
 	if c.check != nil {
@@ -143,7 +150,8 @@ func (c dnsCase) verify(r *dns.Msg) error {
 }
 
 // checkSOA wants exactly the zone's SOA:
-// `<zone> SOA ns.dns.cluster.local. hostmaster.cluster.local. <serial> 7200 1800 86400 <ttl>`.
+// `<zone> SOA ns.dns.<zone> hostmaster.<zone> <serial> 7200 1800 86400 <ttl>`, for the cluster
+// zone and the reverse zones alike (upstream's names).
 func checkSOA(ns []dns.RR, z string) error {
 	if len(ns) != 1 {
 		return fmt.Errorf("want one SOA, got %d records: %v", len(ns), ns)
@@ -152,10 +160,7 @@ func checkSOA(ns []dns.RR, z string) error {
 	if !ok {
 		return fmt.Errorf("want an SOA, got %s", ns[0])
 	}
-	mname, mbox := "ns.dns."+zone, "hostmaster."+zone
-	if z != zone && soa.Ns == "ns.dns."+z { // a reverse zone: either form of the names will do
-		mname, mbox = soa.Ns, "hostmaster."+z
-	}
+	mname, mbox := "ns.dns."+z, "hostmaster."+z
 	if soa.Hdr.Name != z || soa.Ns != mname || soa.Mbox != mbox || soa.Refresh != 7200 || soa.Retry != 1800 ||
 		soa.Expire != 86400 || soa.Minttl != ttl || soa.Serial == 0 {
 		return fmt.Errorf("got %s, want %s SOA %s %s <serial> 7200 1800 86400 %d", soa, z, mname, mbox, ttl)

@@ -94,6 +94,12 @@ func terminating(e *discoveryv1.Endpoint) {
 	e.Conditions.Ready, e.Conditions.Serving, e.Conditions.Terminating = ptrTo(false), ptrTo(true), ptrTo(true)
 }
 
+// readyTerminating: terminating and still ready, as the EndpointSlice controller keeps the
+// endpoints of a publishNotReadyAddresses Service.
+func readyTerminating(e *discoveryv1.Endpoint) {
+	e.Conditions.Ready, e.Conditions.Serving, e.Conditions.Terminating = ptrTo(true), ptrTo(true), ptrTo(true)
+}
+
 // terminatingOnly: terminating, with ready left out (which alone would count as ready), as a
 // slice written by another controller may say it.
 func terminatingOnly(e *discoveryv1.Endpoint) {

@@ -27,12 +27,16 @@ import (
 //	                              db-2 10.1.0.11 (terminating)
 //	                      IPv4 b: 10.1.0.7 again, db-3 10.1.0.12, db-4 10.1.0.13 (ready unset),
 //	                              db-0 10.1.0.14 (a second address for db-0),
-//	                              db-5 10.1.0.15 (terminating, ready unset)
+//	                              db-5 10.1.0.15 (terminating, not ready)
 //	                      IPv6:   fd00:10:1::7, fd00:10:1::, db-0 fd00:10:1::8
 //	ns1/empty             headless, only a not-ready endpoint 10.1.0.30
 //	ns1/ext               ExternalName www.example.com (answered by the test upstream)
 //	ns1/ext-int           ExternalName web.ns1.svc.cluster.local
 //	ns1/ext-ip            ExternalName 192.0.2.1 (an IP literal: not published)
+//	ns1/peers             headless (publishNotReadyAddresses): peer-0 10.1.0.40 terminating and
+//	                      ready (as the controller keeps it), peer-1 10.1.0.41 terminating, ready unset
+//	ns1/mixed             headless; its only slice is labelled kubernetes.io/service-name: MIXED
+//	ns1/ext-txt           ExternalName dns-version.cluster.local (an in-zone name with a TXT)
 //	ns1/loop-a, loop-b    ExternalNames pointing at each other
 //	ns1/chain-0..11       ExternalName chain-i → chain-(i+1), chain-11 → web (13 hops in all)
 //	ns2/api               headless, slice: api-0 10.1.0.5 (the same IP as web's endpoint)
@@ -74,7 +78,7 @@ func recordsFixture(t *testing.T) *dnsServer {
 			ep("10.1.0.11", hostname("db-2"), terminating)))
 		createSlice(t, endpointSlice("ns1", "db", "db-b", ipv4, []discoveryv1.EndpointPort{slicePort("pg", 5433)},
 			ep("10.1.0.7"), ep("10.1.0.12", hostname("db-3")), ep("10.1.0.13", hostname("db-4"), readyUnset),
-			ep("10.1.0.14", hostname("db-0")), ep("10.1.0.15", hostname("db-5"), terminatingOnly)))
+			ep("10.1.0.14", hostname("db-0")), ep("10.1.0.15", hostname("db-5"), terminating)))
 		createSlice(t, endpointSlice("ns1", "db", "db-v6", ipv6, []discoveryv1.EndpointPort{slicePort("pg", 5432)},
 			ep("fd00:10:1::7"), ep("fd00:10:1::"), ep("fd00:10:1::8", hostname("db-0"))))
 
@@ -84,6 +88,14 @@ func recordsFixture(t *testing.T) *dnsServer {
 		createService(t, externalNameService("ns1", "ext", "www.example.com"))
 		createService(t, externalNameService("ns1", "ext-int", "web.ns1.svc.cluster.local"))
 		createService(t, externalNameService("ns1", "ext-ip", "192.0.2.1"))
+		peers := headlessService("ns1", "peers", nil, port("peer", 7000, tcp))
+		peers.Spec.PublishNotReadyAddresses = true
+		createService(t, peers)
+		createSlice(t, endpointSlice("ns1", "peers", "peers-1", ipv4, []discoveryv1.EndpointPort{slicePort("peer", 7000)},
+			ep("10.1.0.40", hostname("peer-0"), readyTerminating), ep("10.1.0.41", hostname("peer-1"), terminatingOnly)))
+		createService(t, headlessService("ns1", "mixed", nil, port("http", 80, tcp)))
+		createSlice(t, endpointSlice("ns1", "MIXED", "mixed-1", ipv4, []discoveryv1.EndpointPort{slicePort("http", 80)}, ep("10.1.0.35")))
+		createService(t, externalNameService("ns1", "ext-txt", "dns-version.cluster.local"))
 		createService(t, externalNameService("ns1", "loop-a", "loop-b.ns1.svc.cluster.local"))
 		createService(t, externalNameService("ns1", "loop-b", "loop-a.ns1.svc.cluster.local"))
 		for i := 0; i < 12; i++ {
@@ -228,6 +240,14 @@ func TestRecords(t *testing.T) {
 			answer: []string{cname("ext-int.ns1.svc.cluster.local.", web), a(web, "10.96.0.20")}},
 		{name: "ExternalName chain of 9 CNAMEs resolves", q: "chain-3.ns1.svc.cluster.local. A",
 			answer: append(chainCNAMEs(3, 11), a(web, "10.96.0.20"))},
+		{name: "ExternalName chain of 11 CNAMEs (upstream's limit) resolves", q: "chain-1.ns1.svc.cluster.local. A",
+			answer: append(chainCNAMEs(1, 11), a(web, "10.96.0.20"))},
+		{name: "ExternalName to an in-zone name with a TXT: the CNAME and the TXT", q: "ext-txt.ns1.svc.cluster.local. TXT",
+			answer: []string{cname("ext-txt.ns1.svc.cluster.local.", "dns-version.cluster.local."), `dns-version.cluster.local. TXT "1.1.0"`}},
+		{name: "terminating endpoints that are ready (publishNotReadyAddresses) are served", q: "peers.ns1.svc.cluster.local. A",
+			answer: []string{a("peers.ns1.svc.cluster.local.", "10.1.0.40"), a("peers.ns1.svc.cluster.local.", "10.1.0.41")}},
+		{name: "terminating endpoint with ready unset is served by hostname", q: "peer-1.peers.ns1.svc.cluster.local. A",
+			answer: []string{a("peer-1.peers.ns1.svc.cluster.local.", "10.1.0.41")}},
 		{name: "ExternalName loop ends", q: "loop-a.ns1.svc.cluster.local. A", skipAnswer: true,
 			check: cnameChainEnds("loop-a.ns1.svc.cluster.local.", "loop-b.ns1.svc.cluster.local.")},
 		{name: "ExternalName chain longer than 10 hops ends", q: "chain-0.ns1.svc.cluster.local. A", skipAnswer: true,
@@ -291,8 +311,9 @@ func TestResponseCodes(t *testing.T) {
 		nx("ExternalName with an IP literal", "ext-ip.ns1.svc.cluster.local. A"),
 		nx("not-ready endpoint of a ClusterIP service", "10-1-0-6."+web+" A"),
 		nx("not-ready endpoint by hostname", "db-1."+db+" A"),
-		nx("terminating endpoint", "db-2."+db+" A"),
-		nx("terminating endpoint with ready unset", "db-5."+db+" A"),
+		nx("terminating endpoint, not ready", "db-2."+db+" A"),
+		nx("terminating endpoint, not ready (b)", "db-5."+db+" A"),
+		nx("a slice labelled MIXED is not the Service mixed's", "mixed.ns1.svc.cluster.local. A"),
 		nx("not-ready endpoint by dashed IP", "10-1-0-9."+db+" A"),
 		nx("longer than the grammar under an endpoint", "x.10-1-0-5."+web+" A"),
 		nx("longer than the grammar under a hostname", "x.db-0."+db+" A"),
