@@ -1,5 +1,6 @@
-// Package k8sdiscovery serves the Kubernetes DNS-based service discovery records from an index
-// that client-go informers keep up to date, one Service (or Pod) at a time.
+// Package k8sdiscovery serves the Kubernetes DNS-based service discovery records from a compact
+// store (store.go) that the plugin's own list and watch of the API server keep up to date
+// (watch.go); each answer is built from the store when its query comes (records.go).
 package k8sdiscovery
 
 import (
@@ -86,44 +87,48 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	m.SetReply(r)
 	m.Authoritative = true
 
+	// One view of the store for the whole answer (ended early only to resolve a name outside).
+	v := k.store.read()
+	defer v.end()
 	var kind string
 	if isReverseZone(zone) {
-		kind = k.answerReverse(m, state, zone)
+		kind = k.answerReverse(v, m, state, zone)
 	} else {
-		kind = k.answerForward(ctx, m, state, zone)
+		kind = k.answerForward(ctx, v, m, state, zone)
 	}
+	v.end() // the answer is built: nothing below reads the store (the SOA's serial is the view's)
 	if m.Rcode == dns.RcodeNameError && k.fall.Through(qname) {
 		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
 	}
 	requestCount.WithLabelValues(metricsServer(ctx), kind).Inc()
 	if m.Rcode == dns.RcodeNameError || len(m.Answer) == 0 {
-		m.Ns = []dns.RR{k.soa(zone)}
+		m.Ns = []dns.RR{k.soaWithName(zone, zone, v.serial)}
 	}
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
 }
 
 // answerForward fills m for a name in a forward zone and returns the kind of answer for metrics.
-func (k *K8sDiscovery) answerForward(ctx context.Context, m *dns.Msg, state request.Request, zone string) string {
+func (k *K8sDiscovery) answerForward(ctx context.Context, v *view, m *dns.Msg, state request.Request, zone string) string {
 	qname, qtype := state.QName(), state.QType()
 	rel := relativeName(state.Name(), zone)
-	rec, ok := k.lookup(rel, qtype)
+	rec, ok := k.lookup(v, rel, qtype)
 	if !ok {
 		m.Rcode = dns.RcodeNameError
 		return "nxdomain"
 	}
 	if rec.cname != "" {
-		k.answerCNAME(ctx, m, state, qname, rec, zone)
+		k.answerCNAME(ctx, v, m, state, qname, rec, zone)
 		return "externalname"
 	}
 	if rel == "" && (qtype == dns.TypeSOA || qtype == dns.TypeNS) {
-		k.writeRecords(m, qname, rel, rec, qtype, zone)
+		k.writeRecords(v, m, qname, rel, rec, qtype, zone)
 		return "apex"
 	}
 	if rec.empty() {
 		return "nodata"
 	}
-	k.writeRecords(m, qname, rel, rec, qtype, zone)
+	k.writeRecords(v, m, qname, rel, rec, qtype, zone)
 	if len(m.Answer) == 0 {
 		return "nodata"
 	}
@@ -133,14 +138,14 @@ func (k *K8sDiscovery) answerForward(ctx context.Context, m *dns.Msg, state requ
 // writeRecords adds the records of type qtype that a name of a forward zone holds (rel relative
 // to zone, rec its records, not a CNAME), written under owner: the answer of a name asked, or of
 // the last name of an ExternalName chain.
-func (k *K8sDiscovery) writeRecords(m *dns.Msg, owner, rel string, rec *rrset, qtype uint16, zone string) {
+func (k *K8sDiscovery) writeRecords(v *view, m *dns.Msg, owner, rel string, rec *rrset, qtype uint16, zone string) {
 	switch {
 	case rel == "" && qtype == dns.TypeSOA:
-		m.Answer = append(m.Answer, k.soaWithName(owner, zone))
+		m.Answer = append(m.Answer, k.soaWithName(owner, zone, v.serial))
 		return
 	case rel == "" && qtype == dns.TypeNS:
 		m.Answer = append(m.Answer, &dns.NS{Hdr: hdr(owner, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone})
-		if ns, ok := k.lookup("ns.dns", dns.TypeA); ok {
+		if ns, ok := k.lookup(v, "ns.dns", dns.TypeA); ok {
 			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeA)...)
 			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeAAAA)...)
 		}
@@ -160,8 +165,8 @@ func (k *K8sDiscovery) writeRecords(m *dns.Msg, owner, rel string, rec *rrset, q
 }
 
 // answerCNAME answers an ExternalName service: the CNAME, followed inside our zones through the
-// index, and resolved through the server for a target outside them.
-func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state request.Request, owner string, rec *rrset, zone string) {
+// store, and resolved through the server for a target outside them.
+func (k *K8sDiscovery) answerCNAME(ctx context.Context, v *view, m *dns.Msg, state request.Request, owner string, rec *rrset, zone string) {
 	qtype := state.QType()
 	seen := map[string]bool{strings.ToLower(owner): true}
 	for hop := 0; hop < maxCNAMEChain; hop++ {
@@ -173,10 +178,11 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state reques
 		seen[target] = true
 		tzone := k.matchZone(target)
 		if tzone == "" || isReverseZone(tzone) {
+			v.end() // nothing more is read from the store; do not hold it while the server resolves
 			k.resolveOutside(ctx, m, state, target, qtype)
 			return
 		}
-		next, ok := k.lookup(relativeName(target, tzone), qtype)
+		next, ok := k.lookup(v, relativeName(target, tzone), qtype)
 		if !ok {
 			m.Rcode = dns.RcodeNameError
 			return
@@ -186,7 +192,7 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, m *dns.Msg, state reques
 			continue
 		}
 		// Whatever the target holds of the asked type (addresses, SRV, TXT, the apex's SOA).
-		k.writeRecords(m, target, relativeName(target, tzone), next, qtype, tzone)
+		k.writeRecords(v, m, target, relativeName(target, tzone), next, qtype, tzone)
 		return
 	}
 }
@@ -208,12 +214,12 @@ func (k *K8sDiscovery) resolveOutside(ctx context.Context, m *dns.Msg, state req
 }
 
 // answerReverse fills m for a name under in-addr.arpa or ip6.arpa.
-func (k *K8sDiscovery) answerReverse(m *dns.Msg, state request.Request, zone string) string {
+func (k *K8sDiscovery) answerReverse(v *view, m *dns.Msg, state request.Request, zone string) string {
 	qname, qtype := state.QName(), state.QType()
 	if state.Name() == zone {
 		switch qtype {
 		case dns.TypeSOA:
-			m.Answer = []dns.RR{k.soaWithName(qname, zone)}
+			m.Answer = []dns.RR{k.soaWithName(qname, zone, v.serial)}
 		case dns.TypeNS:
 			m.Answer = []dns.RR{&dns.NS{Hdr: hdr(qname, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + k.primary}}
 		}
@@ -222,7 +228,7 @@ func (k *K8sDiscovery) answerReverse(m *dns.Msg, state request.Request, zone str
 	addr, ok := addressFromReverse(state.Name())
 	var targets []string
 	if ok {
-		targets = k.store.reverse(addr)
+		targets = v.reverse(addr)
 	}
 	if len(targets) == 0 {
 		m.Rcode = dns.RcodeNameError
@@ -237,11 +243,9 @@ func (k *K8sDiscovery) answerReverse(m *dns.Msg, state request.Request, zone str
 	return "ptr"
 }
 
-// lookup resolves a relative name under the store's read lock.
-func (k *K8sDiscovery) lookup(rel string, qtype uint16) (*rrset, bool) {
-	k.store.mu.RLock()
-	defer k.store.mu.RUnlock()
-	return k.resolve(rel, qtype == dns.TypeSRV)
+// lookup resolves a relative name through the query's view.
+func (k *K8sDiscovery) lookup(v *view, rel string, qtype uint16) (*rrset, bool) {
+	return k.resolve(v, rel, qtype == dns.TypeSRV)
 }
 
 func (k *K8sDiscovery) addressRRs(owner string, rec *rrset, qtype uint16) []dns.RR {
@@ -287,16 +291,14 @@ func (k *K8sDiscovery) srvRRs(owner string, rec *rrset, zone string) (answer, ex
 	return answer, extra
 }
 
-func (k *K8sDiscovery) soa(zone string) dns.RR { return k.soaWithName(zone, zone) }
-
 // soaWithName is the zone's SOA with the owner written as asked; its names are those of the zone
 // (ns.dns.<zone>, hostmaster.<zone>), reverse zones included, as upstream writes them.
-func (k *K8sDiscovery) soaWithName(owner, zone string) dns.RR {
+func (k *K8sDiscovery) soaWithName(owner, zone string, serial uint32) dns.RR {
 	return &dns.SOA{
 		Hdr:     hdr(owner, dns.TypeSOA, k.cfg.ttl),
 		Ns:      "ns.dns." + zone,
 		Mbox:    "hostmaster." + zone,
-		Serial:  k.store.soaSerial(),
+		Serial:  serial,
 		Refresh: 7200,
 		Retry:   1800,
 		Expire:  86400,

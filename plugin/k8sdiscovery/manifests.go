@@ -47,8 +47,8 @@ var (
 )
 
 // newManifestSource serves the Namespaces, Services, EndpointSlices and Pods of a folder of
-// Kubernetes YAML through a fake clientset, so that they reach the index by the same informers as
-// objects from an API server. The folder is read again when a file changes; a folder that no
+// Kubernetes YAML through a fake clientset, so that they reach the store by the same list and
+// watch as objects from an API server. The folder is read again when a file changes; a folder that no
 // longer parses is logged and the objects already loaded stay.
 func newManifestSource(dir string, stop <-chan struct{}) (kubernetes.Interface, error) {
 	objs, err := loadManifests(dir)

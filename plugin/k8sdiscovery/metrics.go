@@ -14,21 +14,21 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
 		Name:      "requests_total",
-		Help:      "Queries answered by k8sdiscovery, by kind of answer (service, endpoint, srv, ptr, pod, externalname, apex, dns_version, nodata, nxdomain, not_synced).",
+		Help:      "Queries answered by k8sdiscovery, by kind of answer (service, endpoint, srv, ptr, pod, externalname, apex, dns_version, nodata, nxdomain, not_synced, refused).",
 	}, []string{"server", "kind"})
 
 	objectsIndexed = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
 		Name:      "objects_indexed",
-		Help:      "API objects and DNS names held in the index, by kind (services, endpointslices, namespaces, pods, names, reverse_addresses).",
+		Help:      "API objects held in the store, by kind (services, endpointslices, namespaces, pods), and addresses with PTR records (reverse_addresses).",
 	}, []string{"kind"})
 
 	programmingLatency = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,
 		Name:      "dns_programming_duration_seconds",
-		Help:      "Time from an endpoint change (endpoints.kubernetes.io/last-change-trigger-time) to the index answering it.",
+		Help:      "Time from an endpoint change (endpoints.kubernetes.io/last-change-trigger-time) to the store answering it.",
 		Buckets:   prometheus.ExponentialBuckets(0.001, 2, 20),
 	})
 

@@ -190,6 +190,30 @@ func (s *store) soaSerial() uint32 {
 	return s.serial
 }
 
+// view is one consistent look at the store: the boundary between watching and answering. A query
+// takes one view, reads everything it answers from through it (names, reverse addresses, the
+// serial as it was when the view began) and ends it before it waits on anything outside the
+// plugin (an ExternalName target resolved through the server), so no write lands in the middle
+// of an answer and no write waits on a slow lookup.
+type view struct {
+	s      *store
+	serial uint32
+	open   bool
+}
+
+// read begins a view; end it with end (a second end does nothing).
+func (s *store) read() *view {
+	s.mu.RLock()
+	return &view{s: s, serial: s.serial, open: true}
+}
+
+func (v *view) end() {
+	if v.open {
+		v.open = false
+		v.s.mu.RUnlock()
+	}
+}
+
 func (s *store) changeCount() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -453,7 +477,7 @@ func (a *podData) equal(b *podData) bool {
 	return slices.Equal(a.ips, b.ips) && (a.spec == nil) == (b.spec == nil) && (a.spec == nil || a.spec.Equal(*b.spec))
 }
 
-// ---- lookups (the caller holds mu for reading)
+// ---- lookups (through a view, or with mu held for reading)
 
 // svcExists: <ns>.svc exists for a Namespace object, and while a published Service lives below.
 func (n *nsData) svcExists() bool {
@@ -527,9 +551,8 @@ func (s *store) stats() (services, slices, namespaces, pods, addrs int) {
 }
 
 // reverse returns the relative names an address points back to, sorted.
-func (s *store) reverse(addr netip.Addr) []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+func (v *view) reverse(addr netip.Addr) []string {
+	s := v.s
 	var out []string
 	s.ptrs.each(addr, func(e *svcEntry) {
 		if e.svc == nil {

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"runtime"
-	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/clusterdns/clusterdns/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -337,6 +335,7 @@ func (w *watcher) list(ctx context.Context, r *resource, epoch uint32) (rv strin
 			r.put(o, epoch)
 		}
 		n += len(objs)
+		listProgress()
 		if meta.Continue == "" {
 			return rv, n, nil
 		}
@@ -362,7 +361,9 @@ func (w *watcher) consume(ctx context.Context, r *resource, wi watch.Interface, 
 			switch ev.Type {
 			case watch.Added, watch.Modified:
 				r.put(ev.Object, epoch)
-				n++
+				if n++; !complete && n%listProgressEvery == 0 {
+					listProgress() // the initial events of a streaming list
+				}
 			case watch.Deleted:
 				r.del(ev.Object)
 			case watch.Bookmark:
@@ -380,37 +381,61 @@ func (w *watcher) consume(ctx context.Context, r *resource, wi watch.Interface, 
 	}
 }
 
-// listGCPercent is the GC target (GOGC) while any list is running. A list decodes every object
-// of a resource once more, page by page; at the default of 100 the heap would grow to twice its
-// live size with those pages before a collection, which is what a relist's peak would be.
-const listGCPercent = 10
+// A list decodes every object of a resource once more, page by page (or event by event in a
+// streaming list); at the process's GC target (GOGC, 100 by default) the heap would grow to twice
+// its live size with those objects before a collection, and that would be a relist's peak. The
+// plugin does not change the process's target (it governs every plugin of the binary): while a
+// list runs, listProgress collects as soon as the garbage since the last collection passes an
+// eighth of the live heap (at least listGarbage), and the list's garbage is collected when it
+// ends.
+const listGarbage = 8 << 20
 
 var listGC struct {
 	sync.Mutex
 	running int
-	prev    int
+}
+
+var heapSamples = []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+
+// heapNow reads the heap marked live by the last collection and the heap in use now (live and
+// not yet collected), without stopping the world.
+func heapNow() (live, inUse uint64) {
+	s := make([]metrics.Sample, len(heapSamples))
+	copy(s, heapSamples)
+	metrics.Read(s)
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		live = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		inUse = s[1].Value.Uint64()
+	}
+	return live, inUse
 }
 
 func beginListGC() {
 	listGC.Lock()
-	defer listGC.Unlock()
-	if listGC.running == 0 {
-		listGC.prev = debug.SetGCPercent(listGCPercent)
-		if listGC.prev >= 0 && listGC.prev < listGCPercent || listGC.prev < 0 {
-			debug.SetGCPercent(listGC.prev) // already lower, or off: leave it
-		}
-	}
 	listGC.running++
+	listGC.Unlock()
 }
+
+// listProgress is called by a list after each page (or every listProgressEvery objects): it
+// collects when the garbage since the last collection has grown past its bound.
+func listProgress() {
+	live, inUse := heapNow()
+	if inUse > live+max(live/8, listGarbage) {
+		runtime.GC()
+	}
+}
+
+// listProgressEvery is how many objects of a streaming list come between listProgress calls.
+const listProgressEvery = 500
 
 func endListGC() {
 	listGC.Lock()
 	defer listGC.Unlock()
 	if listGC.running--; listGC.running == 0 {
-		// Collect the list's garbage now: at the restored target the next collection would
-		// wait until the heap doubled, and the pages would stay in it until then.
+		// The list's garbage goes now, not when the heap next reaches the process's target.
 		runtime.GC()
-		debug.SetGCPercent(listGC.prev)
 	}
 }
 
@@ -525,54 +550,4 @@ func (w *watcher) reportObjects(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-// start connects to the source of objects and waits briefly for the first sync, so that a fresh
-// server rarely answers SERVFAIL; after the wait it serves anyway (SERVFAIL until synced).
-func (k *K8sDiscovery) start() error {
-	client, err := k.newClient()
-	if err != nil {
-		return err
-	}
-	w := newWatcher(k, client)
-	w.streaming = k.cfg.manifests == "" // a fake clientset (manifests) cannot stream lists
-	w.run(k.stopCh)
-	deadline := time.Now().Add(startupSyncTimeout)
-	for !k.synced.Load() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !k.synced.Load() {
-		log.Warningf("not synced with the API server after %s: answering SERVFAIL for the zone until it is", startupSyncTimeout)
-	}
-	return nil
-}
-
-func (k *K8sDiscovery) stop() {
-	k.stopOnce.Do(func() { close(k.stopCh) })
-}
-
-func (k *K8sDiscovery) namespaceAllowed(ns string) bool {
-	return len(k.cfg.namespaces) == 0 || k.cfg.namespaces[ns]
-}
-
-// WatchPods makes the plugin watch pods for a client index even when pod records do not need
-// them (searchpath asks for it). It takes effect when called before the plugin starts.
-func (k *K8sDiscovery) WatchPods() { k.podIndexWanted.Store(true) }
-
-// PodsByIP returns the live pods that hold ip in DNS terms; nil when pods are not watched for a
-// client index.
-func (k *K8sDiscovery) PodsByIP(ip string) []kube.DNSClient {
-	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return nil
-	}
-	k.store.mu.RLock()
-	defer k.store.mu.RUnlock()
-	var out []kube.DNSClient
-	k.store.podIPs.each(addr.Unmap(), func(p *podData) {
-		if p.spec != nil {
-			out = append(out, *p.spec)
-		}
-	})
-	return out
 }

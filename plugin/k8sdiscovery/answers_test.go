@@ -2,34 +2,12 @@ package k8sdiscovery
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/miekg/dns"
 	"k8s.io/apimachinery/pkg/runtime"
 )
-
-// A slice joins the Service its kubernetes.io/service-name label names exactly: label values are
-// case-sensitive, and kube-proxy would not join "MIXED" to "mixed".
-func TestSliceLabelIsCaseSensitive(t *testing.T) {
-	k, _ := startFake(t, defaultConfig(), namespace("ns1"), headlessService("ns1", "mixed"), headlessService("ns1", "exact"),
-		slice("ns1", "MIXED", "mixed-1", 80, ep{ip: "10.1.0.35"}), slice("ns1", "exact", "exact-1", 80, ep{ip: "10.1.0.36"}))
-	eventually(t, k, "exact.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.36")
-	eventually(t, k, "mixed.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
-	eventually(t, k, "35.0.1.10.in-addr.arpa.", dns.TypePTR, "NXDOMAIN")
-}
-
-// Endpoints are served by their ready condition alone (absent means ready), terminating or not.
-func TestTerminatingEndpointsByReady(t *testing.T) {
-	readyTerm := slice("ns1", "peers", "peers-1", 7000, ep{ip: "10.1.0.40", hostname: "peer-0", ready: boolPtr(true)},
-		ep{ip: "10.1.0.41", hostname: "peer-1"}, ep{ip: "10.1.0.42", hostname: "peer-2", ready: boolPtr(false)})
-	for i := range readyTerm.Endpoints {
-		readyTerm.Endpoints[i].Conditions.Terminating = boolPtr(true)
-	}
-	k, _ := startFake(t, defaultConfig(), namespace("ns1"), headlessService("ns1", "peers"), readyTerm)
-	eventually(t, k, "peers.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.40", "10.1.0.41")
-	eventually(t, k, "peer-1.peers.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.41")
-	eventually(t, k, "peer-2.peers.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
-}
 
 // An ExternalName to an in-zone name brings that name's records of the asked type, whatever the
 // type; a chain is followed for 11 CNAMEs, as upstream follows it, and a longer one ends there.
@@ -81,5 +59,64 @@ func TestReverseSOANames(t *testing.T) {
 	soa := r.Answer[0].(*dns.SOA)
 	if soa.Ns != "ns.dns.in-addr.arpa." || soa.Mbox != "hostmaster.in-addr.arpa." {
 		t.Errorf("in-addr.arpa. SOA names %s %s, want ns.dns.in-addr.arpa. hostmaster.in-addr.arpa.", soa.Ns, soa.Mbox)
+	}
+}
+
+func TestDashedIP(t *testing.T) {
+	for ip, want := range map[string]string{
+		"10.1.0.5": "10-1-0-5", "fd00::7": "fd00--7", "fd00:1::": "fd00-1--0", "::1": "0--1", "2001:db8::1:2": "2001-db8--1-2",
+	} {
+		a := netip.MustParseAddr(ip)
+		if got := dashedIP(a); got != want {
+			t.Errorf("dashedIP(%s) = %s, want %s", ip, got, want)
+		}
+		if back, ok := parseDashedIP(want); !ok || back != a {
+			t.Errorf("parseDashedIP(%s) = %v %v, want %s", want, back, ok, ip)
+		}
+	}
+	for _, bad := range []string{"10-1-0", "web", "10-1-0-256", "1-2-3-4-5", "fd00-1-0", ""} {
+		if ip, ok := parseDashedIP(bad); ok {
+			t.Errorf("parseDashedIP(%q) = %v, want not an address", bad, ip)
+		}
+	}
+}
+
+func TestMatchZone(t *testing.T) {
+	k := newK8sDiscovery(config{zones: []string{"cluster.local.", "in-addr.arpa.", "example.cluster.local."}})
+	for name, want := range map[string]string{
+		"web.ns1.svc.cluster.local.": "cluster.local.",
+		"cluster.local.":             "cluster.local.",
+		"a.example.cluster.local.":   "example.cluster.local.",
+		"xcluster.local.":            "",
+		"local.":                     "",
+		"5.0.1.10.in-addr.arpa.":     "in-addr.arpa.",
+		"in-addr.arpa.":              "in-addr.arpa.",
+	} {
+		if got := k.matchZone(name); got != want {
+			t.Errorf("matchZone(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// The additional section of a headless SRV answer has every address of each target, also from
+// a slice without the port asked for.
+func TestSRVAdditionalHasEveryTargetAddress(t *testing.T) {
+	a := slice("ns1", "db", "db-a", 5432, ep{ip: "10.1.0.7", hostname: "db-0"})
+	b := slice("ns1", "db", "db-b", 9999, ep{ip: "10.1.0.8", hostname: "db-0"})
+	other := "metrics"
+	b.Ports[0].Name = &other
+	k, _ := startFake(t, defaultConfig(), namespace("ns1"), headlessService("ns1", "db"), a, b)
+	m := ask(k, "_http._tcp.db.ns1.svc.cluster.local.", dns.TypeSRV)
+	if len(m.Answer) != 1 {
+		t.Fatalf("answer %v, want one SRV", m.Answer)
+	}
+	var extra []string
+	for _, rr := range m.Extra {
+		if a, ok := rr.(*dns.A); ok {
+			extra = append(extra, a.Hdr.Name+" "+a.A.String())
+		}
+	}
+	if want := "[db-0.db.ns1.svc.cluster.local. 10.1.0.7 db-0.db.ns1.svc.cluster.local. 10.1.0.8]"; fmt.Sprint(extra) != want {
+		t.Fatalf("additional %v, want %s", extra, want)
 	}
 }
