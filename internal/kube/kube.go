@@ -21,6 +21,13 @@ type ClientConfig struct {
 	Context    string // context in the kubeconfig; empty: its current context
 	Endpoint   string // API server URL; overrides the kubeconfig's server
 	UserAgent  string
+
+	// With Endpoint alone: the client certificate, its key and the CA that signs the server's
+	// certificate (files).
+	CertFile, KeyFile, CAFile string
+	// Client-side rate limit of requests (0: client-go's defaults).
+	QPS   float32
+	Burst int
 }
 
 // NewClient builds a clientset that speaks protobuf over HTTP/1.1.
@@ -35,6 +42,7 @@ func NewClient(c ClientConfig) (kubernetes.Interface, error) {
 			&clientcmd.ClientConfigLoadingRules{ExplicitPath: c.Kubeconfig}, overrides).ClientConfig()
 	case c.Endpoint != "":
 		cfg = &rest.Config{Host: c.Endpoint}
+		cfg.TLSClientConfig.CertFile, cfg.TLSClientConfig.KeyFile, cfg.TLSClientConfig.CAFile = c.CertFile, c.KeyFile, c.CAFile
 	default:
 		cfg, err = rest.InClusterConfig()
 	}
@@ -49,6 +57,12 @@ func NewClient(c ClientConfig) (kubernetes.Interface, error) {
 	cfg.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.UserAgent = c.UserAgent
+	if c.QPS > 0 {
+		cfg.QPS = c.QPS
+	}
+	if c.Burst > 0 {
+		cfg.Burst = c.Burst
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

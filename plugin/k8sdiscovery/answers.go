@@ -169,7 +169,7 @@ func (k *K8sDiscovery) resolve(v *view, rel string, withSRV bool) (r *rrset, ok 
 		return nil, false
 	}
 	e := n.services[svcLabel]
-	if !e.published() {
+	if !e.published() || (k.cfg.ignoreEmptyService && e.svc.kind == kindClusterIP && !e.hasEndpoints()) {
 		return nil, false
 	}
 	switch len(l) {

@@ -120,3 +120,29 @@ func TestSRVAdditionalHasEveryTargetAddress(t *testing.T) {
 		t.Fatalf("additional %v, want %s", extra, want)
 	}
 }
+
+// noendpoints: no EndpointSlice is read, so headless Services and endpoint names have no
+// records, and ClusterIP Services are answered as usual. ignore empty_service: a ClusterIP Service
+// without a ready endpoint is NXDOMAIN, so a client's search walk goes on.
+func TestNoEndpointsAndIgnoreEmptyService(t *testing.T) {
+	objs := []runtime.Object{namespace("ns1"), clusterIPService("ns1", "web", "10.96.0.20"), clusterIPService("ns1", "idle", "10.96.0.21"),
+		headlessService("ns1", "db"), slice("ns1", "web", "web-1", 80, ep{ip: "10.1.0.5"}), slice("ns1", "db", "db-1", 80, ep{ip: "10.1.0.7"})}
+
+	cfg := defaultConfig()
+	cfg.noEndpoints = true
+	k, _ := startFake(t, cfg, objs...)
+	eventually(t, k, "web.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.20")
+	eventually(t, k, "10-1-0-5.web.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+
+	cfg = defaultConfig()
+	cfg.ignoreEmptyService = true
+	k, _ = startFake(t, cfg, objs...)
+	eventually(t, k, "web.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.20")
+	eventually(t, k, "idle.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7")
+
+	k, _ = startFake(t, defaultConfig(), objs...)
+	eventually(t, k, "idle.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.21")
+	eventually(t, k, "10-1-0-5.web.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.5")
+}

@@ -15,5 +15,7 @@ func (k *K8sDiscovery) newClient() (kubernetes.Interface, error) {
 	return kube.NewClient(kube.ClientConfig{
 		Kubeconfig: k.cfg.kubeconfig, Context: k.cfg.kubeContext, Endpoint: k.cfg.endpoint,
 		UserAgent: "clusterdns/" + coremain.CoreVersion + " (" + pluginName + ")",
+		CertFile:  k.cfg.tlsCert, KeyFile: k.cfg.tlsKey, CAFile: k.cfg.tlsCA,
+		QPS: k.cfg.qps, Burst: k.cfg.burst,
 	})
 }

@@ -14,12 +14,12 @@ func (k *K8sDiscovery) start() error {
 	w := newWatcher(k, client)
 	w.streaming = k.cfg.manifests == "" // a fake clientset (manifests) cannot stream lists
 	w.run(k.stopCh)
-	deadline := time.Now().Add(startupSyncTimeout)
+	deadline := time.Now().Add(k.cfg.startupTimeout)
 	for !k.synced.Load() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if !k.synced.Load() {
-		log.Warningf("not synced with the API server after %s: answering SERVFAIL for the zone until it is", startupSyncTimeout)
+		log.Warningf("not synced with the API server after %s: answering SERVFAIL for the zone until it is", k.cfg.startupTimeout)
 	}
 	return nil
 }

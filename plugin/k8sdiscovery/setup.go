@@ -48,10 +48,19 @@ type config struct {
 
 	fallthroughZones []string
 	fall             bool
+
+	// Options with upstream kubernetes's names and meanings.
+	tlsCert, tlsKey, tlsCA string        // tls CERT KEY CACERT, with endpoint
+	qps                    float32       // apiserver_qps
+	burst                  int           // apiserver_burst
+	maxInflight            int           // apiserver_max_inflight (0: no limit)
+	noEndpoints            bool          // noendpoints: no EndpointSlice watch, no endpoint records
+	ignoreEmptyService     bool          // ignore empty_service: NXDOMAIN for a ClusterIP Service without ready endpoints
+	startupTimeout         time.Duration // startup_timeout: the longest startup waits for the first sync
 }
 
 func defaultConfig() config {
-	return config{podMode: podsDisabled, ttl: 5, headlessTTL: 5, dnsService: "kube-system/kube-dns"}
+	return config{podMode: podsDisabled, ttl: 5, headlessTTL: 5, dnsService: "kube-system/kube-dns", startupTimeout: defaultStartupTimeout}
 }
 
 func setup(c *caddy.Controller) error {
@@ -162,12 +171,61 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		case "fallthrough":
 			cfg.fall = true
 			cfg.fallthroughZones = args
+		case "tls":
+			if len(args) != 3 {
+				return cfg, c.Errf("tls: want CERT KEY CACERT (files), for the API server given by endpoint")
+			}
+			cfg.tlsCert, cfg.tlsKey, cfg.tlsCA = args[0], args[1], args[2]
+		case "apiserver_qps", "apiserver_burst", "apiserver_max_inflight":
+			if len(args) != 1 {
+				return cfg, c.Errf("%s: want one number", opt)
+			}
+			n, err := strconv.ParseFloat(args[0], 32)
+			if err != nil || n < 0 || (opt != "apiserver_qps" && n != float64(int(n))) {
+				return cfg, c.Errf("%s: want a non-negative number, got %q", opt, args[0])
+			}
+			switch opt {
+			case "apiserver_qps":
+				cfg.qps = float32(n)
+			case "apiserver_burst":
+				cfg.burst = int(n)
+			default:
+				cfg.maxInflight = int(n)
+			}
+		case "noendpoints":
+			if len(args) != 0 {
+				return cfg, c.Errf("noendpoints takes no arguments")
+			}
+			cfg.noEndpoints = true
+		case "ignore":
+			if len(args) != 1 || args[0] != "empty_service" {
+				return cfg, c.Errf("ignore: want empty_service")
+			}
+			cfg.ignoreEmptyService = true
+		case "startup_timeout":
+			if len(args) != 1 {
+				return cfg, c.Errf("startup_timeout: want a duration such as 5s")
+			}
+			d, err := time.ParseDuration(args[0])
+			if err != nil || d < 0 {
+				return cfg, c.Errf("startup_timeout: %q is not a duration such as 5s", args[0])
+			}
+			cfg.startupTimeout = d
 		default:
-			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, manifests, namespaces, labels, pods, ttl, headless_ttl, endpoint_pod_names, ptr_hostname_only, externalname_ip, dns_service or fallthrough)", opt)
+			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, tls, manifests, namespaces, labels, pods, ttl, headless_ttl, "+
+				"endpoint_pod_names, ptr_hostname_only, externalname_ip, dns_service, fallthrough, noendpoints, ignore empty_service, "+
+				"startup_timeout, apiserver_qps, apiserver_burst or apiserver_max_inflight)", opt)
 		}
 	}
 	if !headlessTTLSet {
 		cfg.headlessTTL = cfg.ttl
+	}
+	if cfg.tlsCert != "" && cfg.endpoint == "" {
+		return cfg, c.Errf("tls applies to the API server given by endpoint; with a kubeconfig, put the certificates in the kubeconfig")
+	}
+	if cfg.maxInflight > 0 && cfg.maxInflight < maxRequests {
+		return cfg, c.Errf("apiserver_max_inflight %d: the plugin keeps one request open per resource it watches (up to %d: services, endpointslices, namespaces, pods); want %d or more, or leave it out",
+			cfg.maxInflight, maxRequests, maxRequests)
 	}
 	if cfg.manifests != "" && (cfg.kubeconfig != "" || cfg.endpoint != "") {
 		return cfg, c.Errf("manifests cannot be combined with kubeconfig or endpoint: pick one source of objects")

@@ -40,6 +40,32 @@ func TestParseStanza(t *testing.T) {
 				t.Errorf("parsed %+v", c)
 			}
 		}},
+		{name: "upstream kubernetes options", input: `k8sdiscovery cluster.local {
+			endpoint https://10.0.0.1:6443
+			tls /c.crt /c.key /ca.crt
+			apiserver_qps 50.5
+			apiserver_burst 100
+			apiserver_max_inflight 10
+			noendpoints
+			ignore empty_service
+			startup_timeout 12s
+		}`, check: func(t *testing.T, c config) {
+			if c.tlsCert != "/c.crt" || c.tlsKey != "/c.key" || c.tlsCA != "/ca.crt" || c.qps != 50.5 || c.burst != 100 ||
+				c.maxInflight != 10 || !c.noEndpoints || !c.ignoreEmptyService || c.startupTimeout.String() != "12s" {
+				t.Errorf("parsed %+v", c)
+			}
+		}},
+		{name: "startup_timeout default", input: "k8sdiscovery", check: func(t *testing.T, c config) {
+			if c.startupTimeout != defaultStartupTimeout {
+				t.Errorf("startup_timeout %v, want %v", c.startupTimeout, defaultStartupTimeout)
+			}
+		}},
+		{name: "tls without endpoint", input: "k8sdiscovery {\ntls a b c\n}", wantErr: "Testfile:3 - Error during parsing: tls applies to the API server given by endpoint"},
+		{name: "tls with two files", input: "k8sdiscovery {\nendpoint https://x\ntls a b\n}", wantErr: "Testfile:3 - Error during parsing: tls: want CERT KEY CACERT"},
+		{name: "max_inflight below what the watch holds", input: "k8sdiscovery {\napiserver_max_inflight 2\n}", wantErr: "want 4 or more"},
+		{name: "burst not an integer", input: "k8sdiscovery {\napiserver_burst 1.5\n}", wantErr: "apiserver_burst: want a non-negative number"},
+		{name: "ignore something else", input: "k8sdiscovery {\nignore pods\n}", wantErr: "ignore: want empty_service"},
+		{name: "bad startup_timeout", input: "k8sdiscovery {\nstartup_timeout soon\n}", wantErr: `startup_timeout: "soon" is not a duration`},
 		{name: "headless_ttl follows ttl", input: "k8sdiscovery {\nttl 20\n}", check: func(t *testing.T, c config) {
 			if c.headlessTTL != 20 {
 				t.Errorf("headless ttl %d, want 20", c.headlessTTL)

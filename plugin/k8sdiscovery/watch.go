@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,9 +28,13 @@ const (
 	resNamespaces = "namespaces"
 	resPods       = "pods"
 
-	serviceNameLabel   = discoveryv1.LabelServiceName
-	triggerTimeKey     = corev1.EndpointsLastChangeTriggerTime
-	startupSyncTimeout = 5 * time.Second
+	serviceNameLabel = discoveryv1.LabelServiceName
+	triggerTimeKey   = corev1.EndpointsLastChangeTriggerTime
+	// defaultStartupTimeout is how long startup waits for the first sync (startup_timeout).
+	defaultStartupTimeout = 5 * time.Second
+	// maxRequests is the most requests the watcher has open at once: one list or watch per
+	// resource. apiserver_max_inflight below it is refused.
+	maxRequests = 4
 
 	// listPage is the number of objects asked for per list request. A list is applied page by
 	// page, so at most a page of decoded objects is held besides the store.
@@ -140,6 +145,10 @@ func newWatcher(k *K8sDiscovery, client kubernetes.Interface) *watcher {
 			put: w.putNamespace,
 			del: w.delNamespace,
 		},
+	}
+	if k.cfg.noEndpoints {
+		// noendpoints: no EndpointSlice watch, so no endpoint records and no headless answers.
+		w.resources = slices.DeleteFunc(w.resources, func(r *resource) bool { return r.name == resSlices })
 	}
 	if k.cfg.podMode == podsVerified || k.podIndexWanted.Load() {
 		w.resources = append(w.resources, &resource{
