@@ -131,10 +131,10 @@ func (k *K8sDiscovery) resolve(v *view, rel string, withSRV bool) (r *rrset, ok 
 			return r.sort(), true
 		case "svc":
 			n := s.namespaces[l[0]]
-			return &rrset{}, n != nil && n.svcExists()
+			return &rrset{}, s.visible(n) && n.svcExists()
 		case "pod":
 			n := s.namespaces[l[0]]
-			return &rrset{}, k.cfg.podMode != podsDisabled && n != nil && k.podNamespaceExists(n)
+			return &rrset{}, k.cfg.podMode != podsDisabled && s.visible(n) && k.podNamespaceExists(n)
 		}
 		return nil, false
 	}
@@ -150,7 +150,7 @@ func (k *K8sDiscovery) resolve(v *view, rel string, withSRV bool) (r *rrset, ok 
 			parse = parseDashedIP
 		}
 		ip, isIP := parse(l[0])
-		if n == nil || !isIP || !k.podNamespaceExists(n) {
+		if !s.visible(n) || !isIP || !k.podNamespaceExists(n) {
 			return nil, false
 		}
 		if k.cfg.podMode == podsVerified && !s.podAt(n.name, ip) {
@@ -165,7 +165,7 @@ func (k *K8sDiscovery) resolve(v *view, rel string, withSRV bool) (r *rrset, ok 
 	}
 	svcLabel, nsLabel := l[len(l)-3], l[len(l)-2]
 	n := s.namespaces[nsLabel]
-	if n == nil {
+	if !s.visible(n) {
 		return nil, false
 	}
 	e := n.services[svcLabel]

@@ -1,9 +1,12 @@
 package k8sdiscovery
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/miekg/dns"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -145,4 +148,26 @@ func TestNoEndpointsAndIgnoreEmptyService(t *testing.T) {
 	k, _ = startFake(t, defaultConfig(), objs...)
 	eventually(t, k, "idle.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.21")
 	eventually(t, k, "10-1-0-5.web.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.5")
+}
+
+// namespace_labels: only namespaces whose labels match are served (names and PTRs), and a
+// namespace relabelled into the selection appears.
+func TestNamespaceLabels(t *testing.T) {
+	a, b := namespace("team-a"), namespace("team-b")
+	a.Labels, b.Labels = map[string]string{"team": "a"}, map[string]string{"team": "b"}
+	cfg := defaultConfig()
+	cfg.namespaceLabels = "team=a"
+	k, client := startFake(t, cfg, a, b, clusterIPService("team-a", "web", "10.96.0.20"), clusterIPService("team-b", "web", "10.96.0.21"))
+	eventually(t, k, "web.team-a.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.20")
+	eventually(t, k, "web.team-b.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "team-b.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "21.0.96.10.in-addr.arpa.", dns.TypePTR, "NXDOMAIN")
+	eventually(t, k, "20.0.96.10.in-addr.arpa.", dns.TypePTR, "NOERROR", "web.team-a.svc.cluster.local.")
+
+	b.Labels = map[string]string{"team": "a"}
+	if _, err := client.CoreV1().Namespaces().Update(context.Background(), b, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, k, "web.team-b.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.21")
+	eventually(t, k, "21.0.96.10.in-addr.arpa.", dns.TypePTR, "NOERROR", "web.team-b.svc.cluster.local.")
 }

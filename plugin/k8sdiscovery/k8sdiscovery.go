@@ -14,6 +14,7 @@ import (
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // maxCNAMEChain bounds how many CNAMEs (ExternalName hops) an answer holds: 11, as many as
@@ -47,6 +48,9 @@ type K8sDiscovery struct {
 
 func newK8sDiscovery(cfg config) *K8sDiscovery {
 	k := &K8sDiscovery{cfg: cfg, zones: cfg.zones, store: newStore(cfg.ptrHostnameOnly, cfg.podMode == podsVerified), stopCh: make(chan struct{})}
+	if cfg.namespaceLabels != "" {
+		k.store.nsLabels, _ = labels.Parse(cfg.namespaceLabels) // checked when the stanza was read
+	}
 	for _, z := range cfg.zones {
 		if !isReverseZone(z) {
 			k.primary = z

@@ -57,6 +57,7 @@ type config struct {
 	noEndpoints            bool          // noendpoints: no EndpointSlice watch, no endpoint records
 	ignoreEmptyService     bool          // ignore empty_service: NXDOMAIN for a ClusterIP Service without ready endpoints
 	startupTimeout         time.Duration // startup_timeout: the longest startup waits for the first sync
+	namespaceLabels        string        // namespace_labels: only namespaces whose labels match are served
 }
 
 func defaultConfig() config {
@@ -171,6 +172,12 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		case "fallthrough":
 			cfg.fall = true
 			cfg.fallthroughZones = args
+		case "namespace_labels":
+			sel := strings.Join(args, " ")
+			if _, err := labels.Parse(sel); err != nil || sel == "" {
+				return cfg, c.Errf("namespace_labels: want a label selector such as team=payments,env!=dev: %v", err)
+			}
+			cfg.namespaceLabels = sel
 		case "tls":
 			if len(args) != 3 {
 				return cfg, c.Errf("tls: want CERT KEY CACERT (files), for the API server given by endpoint")
@@ -212,13 +219,16 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			}
 			cfg.startupTimeout = d
 		default:
-			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, tls, manifests, namespaces, labels, pods, ttl, headless_ttl, "+
+			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, tls, manifests, namespaces, namespace_labels, labels, pods, ttl, headless_ttl, "+
 				"endpoint_pod_names, ptr_hostname_only, externalname_ip, dns_service, fallthrough, noendpoints, ignore empty_service, "+
 				"startup_timeout, apiserver_qps, apiserver_burst or apiserver_max_inflight)", opt)
 		}
 	}
 	if !headlessTTLSet {
 		cfg.headlessTTL = cfg.ttl
+	}
+	if cfg.namespaceLabels != "" && len(cfg.namespaces) > 0 {
+		return cfg, c.Errf("namespace_labels cannot be combined with namespaces (as upstream): pick one")
 	}
 	if cfg.tlsCert != "" && cfg.endpoint == "" {
 		return cfg, c.Errf("tls applies to the API server given by endpoint; with a kubeconfig, put the certificates in the kubeconfig")

@@ -49,9 +49,11 @@ func TestParseStanza(t *testing.T) {
 			noendpoints
 			ignore empty_service
 			startup_timeout 12s
+			namespace_labels team=a,env!=dev
 		}`, check: func(t *testing.T, c config) {
 			if c.tlsCert != "/c.crt" || c.tlsKey != "/c.key" || c.tlsCA != "/ca.crt" || c.qps != 50.5 || c.burst != 100 ||
-				c.maxInflight != 10 || !c.noEndpoints || !c.ignoreEmptyService || c.startupTimeout.String() != "12s" {
+				c.maxInflight != 10 || !c.noEndpoints || !c.ignoreEmptyService || c.startupTimeout.String() != "12s" ||
+				c.namespaceLabels != "team=a,env!=dev" {
 				t.Errorf("parsed %+v", c)
 			}
 		}},
@@ -64,6 +66,8 @@ func TestParseStanza(t *testing.T) {
 		{name: "tls with two files", input: "k8sdiscovery {\nendpoint https://x\ntls a b\n}", wantErr: "Testfile:3 - Error during parsing: tls: want CERT KEY CACERT"},
 		{name: "max_inflight below what the watch holds", input: "k8sdiscovery {\napiserver_max_inflight 2\n}", wantErr: "want 4 or more"},
 		{name: "burst not an integer", input: "k8sdiscovery {\napiserver_burst 1.5\n}", wantErr: "apiserver_burst: want a non-negative number"},
+		{name: "namespace_labels with namespaces", input: "k8sdiscovery {\nnamespaces a\nnamespace_labels x=y\n}", wantErr: "namespace_labels cannot be combined with namespaces"},
+		{name: "bad namespace_labels", input: "k8sdiscovery {\nnamespace_labels a=b=c\n}", wantErr: "namespace_labels: want a label selector"},
 		{name: "ignore something else", input: "k8sdiscovery {\nignore pods\n}", wantErr: "ignore: want empty_service"},
 		{name: "bad startup_timeout", input: "k8sdiscovery {\nstartup_timeout soon\n}", wantErr: `startup_timeout: "soon" is not a duration`},
 		{name: "headless_ttl follows ttl", input: "k8sdiscovery {\nttl 20\n}", check: func(t *testing.T, c config) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/kube"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // The store keeps what DNS needs of each API object, in small structs, and nothing else: no
@@ -84,6 +85,7 @@ type svcEntry struct {
 type nsData struct {
 	name     string
 	exists   bool // a Namespace object
+	selected bool // its labels match namespace_labels
 	nsEpoch  uint32
 	services map[string]*svcEntry
 	slices   map[string]*endpointSlice // by slice name
@@ -160,7 +162,8 @@ type store struct {
 	changes    uint64 // writes that changed DNS data (each bumped the serial)
 
 	ptrHostnameOnly bool
-	podRecords      bool // pods verified: a pod's addresses are DNS data
+	podRecords      bool            // pods verified: a pod's addresses are DNS data
+	nsLabels        labels.Selector // namespace_labels: nil, or the labels a served namespace has
 }
 
 func newStore(ptrHostnameOnly, podRecords bool) *store {
@@ -358,16 +361,23 @@ func (s *store) putSlice(ns, name string, sl *endpointSlice) (changed bool, prev
 }
 
 // putNamespace records whether a Namespace object exists.
-func (s *store) putNamespace(name string, exists bool, epoch uint32) bool {
+func (s *store) putNamespace(name string, exists bool, epoch uint32, nsLabels map[string]string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.ns(name)
 	n.nsEpoch = epoch
-	if n.exists == exists {
+	selected := exists && s.nsLabels != nil && s.nsLabels.Matches(labels.Set(nsLabels))
+	if n.exists == exists && n.selected == selected {
 		s.gc(n)
 		return false
 	}
-	n.exists = exists
+	if n.exists == exists { // only the labels changed what is served
+		n.selected = selected
+		s.gc(n)
+		s.changed()
+		return true
+	}
+	n.exists, n.selected = exists, selected
 	if exists {
 		s.counts.namespaces++
 	} else {
@@ -456,7 +466,7 @@ func (s *store) sweep(resource string, epoch uint32) int {
 		case resSlices:
 			s.putSlice(v.ns, v.name, nil)
 		case resNamespaces:
-			s.putNamespace(v.ns, false, epoch)
+			s.putNamespace(v.ns, false, epoch, nil)
 		case resPods:
 			s.putPod(v.ns, v.name, nil)
 		}
@@ -478,6 +488,12 @@ func (a *podData) equal(b *podData) bool {
 }
 
 // ---- lookups (through a view, or with mu held for reading)
+
+// visible: the namespace's names are served (with namespace_labels, only a Namespace object
+// whose labels match).
+func (s *store) visible(n *nsData) bool {
+	return n != nil && (s.nsLabels == nil || (n.exists && n.selected))
+}
 
 // svcExists: <ns>.svc exists for a Namespace object, and while a published Service lives below.
 func (n *nsData) svcExists() bool {
@@ -557,6 +573,12 @@ func (v *view) reverse(addr netip.Addr) []string {
 	s.ptrs.each(addr, func(e *svcEntry) {
 		if e.svc == nil {
 			return
+		}
+		if s.nsLabels != nil {
+			_, ns, _ := strings.Cut(strings.TrimSuffix(e.svc.base, ".svc"), ".")
+			if !s.visible(s.namespaces[ns]) {
+				return
+			}
 		}
 		if e.svc.kind == kindClusterIP && slices.Contains(e.svc.ips, addr) {
 			out = appendUnique(out, e.svc.base)

@@ -508,13 +508,13 @@ func (w *watcher) delSlice(obj kruntime.Object) {
 
 func (w *watcher) putNamespace(obj kruntime.Object, epoch uint32) {
 	if o, ok := obj.(*corev1.Namespace); ok && w.k.namespaceAllowed(o.Name) {
-		w.k.store.putNamespace(strings.ToLower(o.Name), true, epoch)
+		w.k.store.putNamespace(strings.ToLower(o.Name), true, epoch, o.Labels)
 	}
 }
 
 func (w *watcher) delNamespace(obj kruntime.Object) {
 	if o, ok := obj.(*corev1.Namespace); ok {
-		w.k.store.putNamespace(strings.ToLower(o.Name), false, 0)
+		w.k.store.putNamespace(strings.ToLower(o.Name), false, 0, nil)
 	}
 }
 
