@@ -41,6 +41,7 @@ type K8sDiscovery struct {
 	synced   atomic.Bool
 
 	podIndexWanted atomic.Bool
+	hostSearch     []string // the server's own search domains, for AutoPath
 
 	stopOnce sync.Once
 	stopCh   chan struct{}

@@ -71,6 +71,7 @@ func setup(c *caddy.Controller) error {
 	}
 	k := newK8sDiscovery(cfg)
 	k.upstream = upstream.New()
+	k.hostSearch = hostSearchFromResolvConf("/etc/resolv.conf")
 
 	c.OnStartup(func() error {
 		if err := k.start(); err != nil {
