@@ -79,7 +79,8 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
 	}
 	if t := state.QType(); t == dns.TypeAXFR || t == dns.TypeIXFR {
-		// No zone transfers: they would enumerate every service (the transfer plugin is not wired to us).
+		// No zone transfers here: they would enumerate every service. The transfer plugin, when a
+		// block has it above us, answers them for the addresses it allows (transfer.go).
 		requestCount.WithLabelValues(metricsServer(ctx), "refused").Inc()
 		return dns.RcodeRefused, nil
 	}
