@@ -1,0 +1,70 @@
+// Package compat checks that the Corefiles operators already run work with k8sdiscovery in
+// place of upstream's kubernetes plugin: the defaults of kubeadm, the coredns Helm chart, EKS
+// and kubespray (testdata/, each naming its source), and the plugins operators put beside
+// kubernetes (autopath, transfer, metadata with log).
+package compat
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// renamed turns a Corefile for kubernetes into one for k8sdiscovery: the directive and
+// autopath's @kubernetes; metadata labels (kubernetes/...) keep their names, as k8sdiscovery
+// sets upstream's labels.
+func renamed(corefile string) string {
+	corefile = regexp.MustCompile(`(?m)^(\s*)kubernetes(\s)`).ReplaceAllString(corefile, "${1}k8sdiscovery${2}")
+	return strings.ReplaceAll(corefile, "@kubernetes", "@k8sdiscovery")
+}
+
+// Each Corefile, with kubernetes renamed, passes ./coredns -validate (every plugin's setup, the
+// stanza of k8sdiscovery with upstream's options included).
+func TestStockCorefilesValidate(t *testing.T) {
+	bin, err := filepath.Abs("../../coredns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s: build it first (./build.sh build): %v", bin, err)
+	}
+	files, err := filepath.Glob("testdata/*.Corefile")
+	if err != nil || len(files) < 5 {
+		t.Fatalf("testdata Corefiles: %v %v", files, err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conf := renamed(string(b))
+			if !strings.Contains(conf, "k8sdiscovery cluster.local") || strings.Contains(conf, "\n    kubernetes ") {
+				t.Fatalf("the rename missed the directive:\n%s", conf)
+			}
+			path := filepath.Join(t.TempDir(), "Corefile")
+			if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "-conf", path, "-validate").CombinedOutput()
+			if err != nil {
+				t.Fatalf("./coredns -validate: %v\n%s\nCorefile:\n%s", err, out, conf)
+			}
+			t.Logf("valid: %s", strings.TrimSpace(string(out)))
+		})
+	}
+}
+
+// The same check refuses what k8sdiscovery refuses: an option it does not have yet.
+func TestUnknownOptionFailsValidate(t *testing.T) {
+	bin, _ := filepath.Abs("../../coredns")
+	path := filepath.Join(t.TempDir(), "Corefile")
+	os.WriteFile(path, []byte(".:53 {\n    k8sdiscovery cluster.local {\n        multicluster clusterset.local\n    }\n}\n"), 0o644)
+	out, err := exec.Command(bin, "-conf", path, "-validate").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `plugin/k8sdiscovery`) || !strings.Contains(string(out), `multicluster`) {
+		t.Fatalf("want a failure naming k8sdiscovery and the option, got %v: %s", err, out)
+	}
+}
