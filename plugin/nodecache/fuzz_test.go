@@ -71,13 +71,17 @@ func FuzzServeDNS(f *testing.F) {
 		b, _ := m.Pack()
 		f.Add(b)
 	}
+	// One upstream and one transport group per fuzzing process, shared by every input (a fresh
+	// cache each): a group per input would leave its connections open for the close grace, and
+	// thousands of inputs a second would use up the machine's ephemeral ports.
+	up := startTCPUpstream(f, time.Minute, -1, answerA)
+	shared := newTestNodeCache(f, up.addr)
 	f.Fuzz(func(t *testing.T, wire []byte) {
 		r := new(dns.Msg)
 		if err := r.Unpack(wire); err != nil || len(r.Question) != 1 {
 			return // CoreDNS's server answers these before any plugin
 		}
-		up := startTCPUpstream(t, time.Minute, -1, answerA)
-		nc := newTestNodeCache(t, up.addr)
+		nc := &NodeCache{config: shared.config, node: &node{cache: newCache(100, 100, 1<<20)}, upstreams: shared.upstreams}
 		warm := new(dns.Msg)
 		warm.SetQuestion("web.default.svc.cluster.local.", dns.TypeA)
 		nc.ServeDNS(context.Background(), dnstest.NewRecorder(&test.ResponseWriter{}), warm)

@@ -36,7 +36,7 @@ func (w *byteWriter) WriteMsg(*dns.Msg) error {
 	return nil
 }
 
-func newTestNodeCache(t *testing.T, upstreamAddr string) *NodeCache {
+func newTestNodeCache(t testing.TB, upstreamAddr string) *NodeCache {
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.timeout = time.Second
@@ -149,7 +149,7 @@ type tcpUpstream struct {
 	srv     *dns.Server
 }
 
-func startTCPUpstream(t *testing.T, idle time.Duration, maxQueries int, handler func(w dns.ResponseWriter, r *dns.Msg)) *tcpUpstream {
+func startTCPUpstream(t testing.TB, idle time.Duration, maxQueries int, handler func(w dns.ResponseWriter, r *dns.Msg)) *tcpUpstream {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
