@@ -20,6 +20,10 @@ import (
 	"strings"
 	"testing"
 
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -163,6 +167,7 @@ type rendered struct {
 	serviceAccounts map[string]*corev1.ServiceAccount
 	roles           map[string]*rbacv1.ClusterRole
 	bindings        []*rbacv1.ClusterRoleBinding
+	budgets         []*policyv1.PodDisruptionBudget
 }
 
 func render(t *testing.T, dir string) rendered {
@@ -184,6 +189,8 @@ func render(t *testing.T, dir string) rendered {
 			r.roles[o.Name] = o
 		case *rbacv1.ClusterRoleBinding:
 			r.bindings = append(r.bindings, o)
+		case *policyv1.PodDisruptionBudget:
+			r.budgets = append(r.budgets, o)
 		default:
 			t.Errorf("%s: unexpected kind %T", dir, o)
 		}
@@ -354,6 +361,15 @@ func TestClusterDeployment(t *testing.T) {
 	}
 	if len(d.Spec.Selector.MatchLabels) != 1 {
 		t.Errorf("selector %v: the stock one is k8s-app=kube-dns alone", d.Spec.Selector.MatchLabels)
+	}
+	// One disruption budget over exactly the Deployment's pods: a drain takes one at a time.
+	if len(r.budgets) != 1 {
+		t.Fatalf("cluster: want one PodDisruptionBudget, got %d", len(r.budgets))
+	}
+	b := r.budgets[0]
+	sel, err := metav1.LabelSelectorAsSelector(b.Spec.Selector)
+	if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) || b.Spec.MaxUnavailable == nil || b.Spec.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("PodDisruptionBudget %s: selector %v, maxUnavailable %v; want the Deployment's pods, at most 1 unavailable", b.Name, b.Spec.Selector, b.Spec.MaxUnavailable)
 	}
 	if ru := d.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("Deployment rollout: want maxUnavailable 0")
