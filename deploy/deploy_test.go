@@ -552,6 +552,15 @@ func TestNodeDaemonSet(t *testing.T) {
 		if ds.Spec.Template.Annotations["prometheus.io/port"] != "9253" || !slices.Contains(ports["prometheus"], ":9253") {
 			t.Errorf("%s: metrics port annotation %q, Corefile prometheus %v", dir, ds.Spec.Template.Annotations["prometheus.io/port"], ports["prometheus"])
 		}
+		// The headless metrics Service selects exactly these pods, on the Corefile's port.
+		if dir == "node" {
+			ms := r.services["clusterdns-node-metrics"]
+			if ms == nil || ms.Spec.ClusterIP != corev1.ClusterIPNone || len(ms.Spec.Ports) != 1 || ms.Spec.Ports[0].Port != 9253 ||
+				ms.Spec.Ports[0].TargetPort.IntValue() != 9253 || ms.Spec.Ports[0].Name != "metrics" ||
+				!labels.SelectorFromSet(ms.Spec.Selector).Matches(labels.Set(ds.Spec.Template.Labels)) {
+				t.Errorf("%s: clusterdns-node-metrics %+v: want a headless Service on port 9253 over the DaemonSet's pods", dir, ms)
+			}
+		}
 	}
 }
 
