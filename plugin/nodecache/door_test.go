@@ -536,3 +536,31 @@ func TestADAndCNAMETTL(t *testing.T) {
 		}
 	}
 }
+
+// The door's own TCP listeners answer through CoreDNS's server (the whole chain), pipelined
+// queries on one connection included, as CoreDNS's TCP server would.
+func TestDoorServesTCP(t *testing.T) {
+	up := startTCPUpstream(t, time.Minute, -1, answerA)
+	nc := newTestNodeCache(t, up.addr)
+	addr := doorFor(t, nc, false)
+	conn, err := dns.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i, name := range []string{"web.default.svc.cluster.local.", "web.default.svc.cluster.local.", "Other.Default.svc.cluster.local."} {
+		q := query(name, dns.TypeA, nil)
+		q.Id = uint16(100 + i)
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if err := conn.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+		r, err := conn.ReadMsg()
+		if err != nil {
+			t.Fatalf("%s over the door's TCP: %v", name, err)
+		}
+		if r.Id != q.Id || len(r.Answer) != 1 || r.Answer[0].Header().Name != name {
+			t.Errorf("%s over TCP: id %d, answer %v", name, r.Id, r.Answer)
+		}
+	}
+}
