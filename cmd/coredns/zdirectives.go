@@ -36,6 +36,7 @@ var directives = []string{
 	"transfer",
 	"hosts",
 	"k8s_external",
+	"k8sdiscovery_external",
 	"k8sdiscovery",
 	"kubernetes",
 	"file",

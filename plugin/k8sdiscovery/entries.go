@@ -72,7 +72,32 @@ func (k *K8sDiscovery) toService(svc *corev1.Service, epoch uint32) (*service, e
 		}
 		out.ports = appendUnique(out.ports, port{name: strings.ToLower(p.Name), proto: protoName(p.Protocol), port: uint16(p.Port)})
 	}
+	out.external, out.externalHosts = externalAddresses(svc)
 	return out, nil
+}
+
+// externalAddresses are the addresses clients outside the cluster reach a Service at: its
+// spec.externalIPs and its load balancer's ingress IPs (sorted), and the ingress hostnames.
+func externalAddresses(svc *corev1.Service) (ips []netip.Addr, hosts []string) {
+	add := func(s string) {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			ips = appendUnique(ips, ip.Unmap())
+		}
+	}
+	for _, s := range svc.Spec.ExternalIPs {
+		add(s)
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			add(in.IP)
+		} else if h := strings.ToLower(dns.Fqdn(in.Hostname)); in.Hostname != "" {
+			if _, ok := dns.IsDomainName(h); ok && !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return ips, hosts
 }
 
 // toSlice keeps the ready addresses of an EndpointSlice and its ports; nil for a slice that

@@ -48,6 +48,11 @@ type service struct {
 	ports  []port
 	target string // ExternalName, fully qualified, lower case
 	epoch  uint32
+
+	// For k8sdiscovery_external: spec.externalIPs and the load balancer's ingress addresses
+	// (sorted), and its ingress hostnames (fully qualified). Nil for most Services.
+	external      []netip.Addr
+	externalHosts []string
 }
 
 // endpointSlice is the ready endpoints of one EndpointSlice, with the slice's ports.
@@ -476,7 +481,8 @@ func (s *store) sweep(resource string, epoch uint32) int {
 
 func (a *service) equal(b *service) bool {
 	return a.name == b.name && a.base == b.base && a.kind == b.kind && a.target == b.target &&
-		slices.Equal(a.ips, b.ips) && slices.Equal(a.ports, b.ports)
+		slices.Equal(a.ips, b.ips) && slices.Equal(a.ports, b.ports) &&
+		slices.Equal(a.external, b.external) && slices.Equal(a.externalHosts, b.externalHosts)
 }
 
 func (a *endpointSlice) equal(b *endpointSlice) bool {

@@ -13,11 +13,12 @@ import (
 	"testing"
 )
 
-// renamed turns a Corefile for kubernetes into one for k8sdiscovery: the directive and
-// autopath's @kubernetes; metadata labels (kubernetes/...) keep their names, as k8sdiscovery
-// sets upstream's labels.
+// renamed turns a Corefile for kubernetes into one for k8sdiscovery: the directive, autopath's
+// @kubernetes and k8s_external (k8sdiscovery_external, its equivalent); metadata labels
+// (kubernetes/...) keep their names, as k8sdiscovery sets upstream's labels.
 func renamed(corefile string) string {
 	corefile = regexp.MustCompile(`(?m)^(\s*)kubernetes(\s)`).ReplaceAllString(corefile, "${1}k8sdiscovery${2}")
+	corefile = regexp.MustCompile(`(?m)^(\s*)k8s_external(\s)`).ReplaceAllString(corefile, "${1}k8sdiscovery_external${2}")
 	return strings.ReplaceAll(corefile, "@kubernetes", "@k8sdiscovery")
 }
 

@@ -32,6 +32,19 @@ func worldWithClient(t *testing.T) string {
 		}
 		os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
 	}
+	os.WriteFile(filepath.Join(dir, "91-external.yaml"), []byte(`apiVersion: v1
+kind: Service
+metadata: {name: shop, namespace: ns1}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.70
+  clusterIPs: [10.96.0.70]
+  externalIPs: [192.0.2.70]
+  ports: [{name: https, protocol: TCP, port: 443}]
+status:
+  loadBalancer:
+    ingress: [{ip: 198.51.100.70}]
+`), 0o644)
 	os.WriteFile(filepath.Join(dir, "90-client.yaml"), []byte(`apiVersion: v1
 kind: Pod
 metadata: {name: client-1, namespace: ns1}
@@ -69,6 +82,7 @@ func TestUpstreamPluginsBesideK8sDiscovery(t *testing.T) {
     metadata
     log . "{remote} {name} ns={/kubernetes/namespace} svc={/kubernetes/service} client={/kubernetes/client-namespace}/{/kubernetes/client-pod-name}"
     autopath @k8sdiscovery
+    k8sdiscovery_external example.com
     transfer cluster.local {
         to 127.0.0.2
     }
@@ -125,6 +139,14 @@ func TestUpstreamPluginsBesideK8sDiscovery(t *testing.T) {
 	r, err = exchangeFrom(t, "udp", "127.0.0.4", udp, q)
 	if err != nil || r.Rcode != dns.RcodeNameError {
 		t.Errorf("autopath from an unknown client: %v %v, want NXDOMAIN", r, err)
+	}
+
+	// k8sdiscovery_external: the Service's external IP and load-balancer ingress under example.com.
+	q.SetQuestion("shop.ns1.example.com.", dns.TypeA)
+	r, err = exchangeFrom(t, "udp", "127.0.0.4", udp, q)
+	if err != nil || len(r.Answer) != 2 || normalizeRR(r.Answer[0]) != "shop.ns1.example.com. 5 IN A 192.0.2.70" ||
+		normalizeRR(r.Answer[1]) != "shop.ns1.example.com. 5 IN A 198.51.100.70" {
+		t.Errorf("k8sdiscovery_external: %v %v", r, err)
 	}
 
 	q.SetQuestion("web.ns1.svc.cluster.local.", dns.TypeA)
