@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/test/conformance"
+	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/coredns/coredns/request"
@@ -71,11 +72,15 @@ func conformanceConfig() config {
 	return cfg
 }
 
-func ask(k *K8sDiscovery, qname string, qtype uint16) *dns.Msg {
+func ask(k *K8sDiscovery, qname string, qtype uint16) *dns.Msg { return askHandler(k, qname, qtype) }
+
+// askHandler asks a handler one question and returns what it wrote, or the error reply the
+// server would write for the rcode it returned.
+func askHandler(h plugin.Handler, qname string, qtype uint16) *dns.Msg {
 	r := new(dns.Msg)
 	r.SetQuestion(qname, qtype)
 	rec := dnstest.NewRecorder(&test.ResponseWriter{})
-	rcode, _ := k.ServeDNS(context.Background(), rec, r)
+	rcode, _ := h.ServeDNS(context.Background(), rec, r)
 	if rec.Msg == nil { // the server would have written this error reply
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)

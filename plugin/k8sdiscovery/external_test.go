@@ -1,14 +1,11 @@
 package k8sdiscovery
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/coredns/caddy"
-	"github.com/coredns/coredns/plugin/pkg/dnstest"
-	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -31,16 +28,7 @@ func externalWorld(t *testing.T, headless bool) *External {
 }
 
 func askExternal(e *External, qname string, qtype uint16) *dns.Msg {
-	r := new(dns.Msg)
-	r.SetQuestion(qname, qtype)
-	rec := dnstest.NewRecorder(&test.ResponseWriter{})
-	rcode, _ := e.ServeDNS(context.Background(), rec, r)
-	if rec.Msg == nil {
-		m := new(dns.Msg)
-		m.SetRcode(r, rcode)
-		return m
-	}
-	return rec.Msg
+	return askHandler(e, qname, qtype)
 }
 
 func rrTexts(rrs []dns.RR) string {
