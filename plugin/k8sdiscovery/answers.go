@@ -98,6 +98,11 @@ func (k *K8sDiscovery) resolve(v *view, rel string, withSRV bool) (r *rrset, ok 
 	if rel == "" {
 		return &rrset{}, true
 	}
+	if k.cfg.zonal {
+		if before, after, found := strings.Cut(rel, "._zone."); found {
+			return k.resolveZonal(v, before, after, withSRV)
+		}
+	}
 	var buf [5]string
 	l, fits := splitLabels(rel, &buf)
 	if !fits {
@@ -375,4 +380,54 @@ func parseDashedIP(label string) (netip.Addr, bool) {
 	}
 	ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
 	return ip, err == nil && ip.Is6() && !ip.Is4In6() && ip.Zone() == ""
+}
+
+// resolveZonal answers <zone>.pin|prefer._zone.<svc>.<ns>.svc (before is "<zone>.<directive>",
+// after "<svc>.<ns>.svc"): a headless Service's records restricted to the endpoints whose
+// EndpointSlice zone is <zone> (every label left of the directive, dots included). pin: none
+// there is NODATA; prefer: none there gives every endpoint. Other Services, unknown directives
+// and malformed names are NXDOMAIN.
+func (k *K8sDiscovery) resolveZonal(v *view, before, after string, withSRV bool) (*rrset, bool) {
+	i := strings.LastIndexByte(before, '.')
+	svcName, rest, ok1 := strings.Cut(after, ".")
+	nsName, last, ok2 := strings.Cut(rest, ".")
+	if i <= 0 || !ok1 || !ok2 || last != "svc" {
+		return nil, false
+	}
+	zone, directive := before[:i], before[i+1:]
+	if directive != "pin" && directive != "prefer" {
+		return nil, false
+	}
+	n := v.s.namespaces[nsName]
+	if !v.s.visible(n) {
+		return nil, false
+	}
+	e := n.services[svcName]
+	if !e.published() || e.svc.kind != kindHeadless {
+		return nil, false
+	}
+	in := func(sl *endpointSlice, ep *endpoint) bool { return ep.zone > 0 && sl.zones[ep.zone-1] == zone }
+	r := &rrset{ttl: k.cfg.headlessTTL}
+	for _, sl := range e.slices {
+		for i := range sl.eps {
+			ep := &sl.eps[i]
+			if !in(sl, ep) {
+				continue
+			}
+			r.addAddr(ep.addr)
+			if withSRV {
+				target := ep.label() + "." + e.svc.base
+				for _, p := range sl.ports {
+					r.addSRV(p.port, target)
+				}
+				if len(sl.ports) > 0 {
+					r.addExtra(target, ep.addr)
+				}
+			}
+		}
+	}
+	if r.empty() && directive == "prefer" {
+		return k.serviceRecords(e, withSRV), true
+	}
+	return r.sort(), true
 }

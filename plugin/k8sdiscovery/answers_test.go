@@ -171,3 +171,31 @@ func TestNamespaceLabels(t *testing.T) {
 	eventually(t, k, "web.team-b.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.21")
 	eventually(t, k, "21.0.96.10.in-addr.arpa.", dns.TypePTR, "NOERROR", "web.team-b.svc.cluster.local.")
 }
+
+// zonal: <zone>.pin|prefer._zone.<svc>.<ns>.svc scopes a headless Service's answer to the
+// endpoints of one topology zone (upstream's grammar, dotted zone values included).
+func TestZonal(t *testing.T) {
+	db := slice("ns1", "db", "db-1", 5432, ep{ip: "10.1.0.7", hostname: "db-0"}, ep{ip: "10.1.0.8", hostname: "db-1"}, ep{ip: "10.1.0.9", hostname: "db-2"})
+	for i, z := range []string{"us-west-2a", "us-west-2b", "Corp.Example.com"} {
+		db.Endpoints[i].Zone = &z
+	}
+	objs := []runtime.Object{namespace("ns1"), headlessService("ns1", "db"), clusterIPService("ns1", "web", "10.96.0.20"), db}
+	cfg := defaultConfig()
+	cfg.zonal = true
+	k, _ := startFake(t, cfg, objs...)
+	eventually(t, k, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7")
+	eventually(t, k, "corp.example.com.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.9")
+	eventually(t, k, "US-West-2B.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.8")
+	eventually(t, k, "eu-1.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR")                     // NODATA
+	eventually(t, k, "eu-1.prefer._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7", "10.1.0.8", "10.1.0.9")
+	eventually(t, k, "us-west-2a.prefer._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7")
+	eventually(t, k, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeSRV, "NOERROR", "5432 db-0.db.ns1.svc.cluster.local.")
+	eventually(t, k, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeTXT, "NOERROR") // NODATA for other types
+	eventually(t, k, "us-west-2a.pin._zone.web.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")  // ClusterIP: no zonal names
+	eventually(t, k, "us-west-2a.pin._zone.nope.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "us-west-2a.near._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN") // unknown directive
+	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7", "10.1.0.8", "10.1.0.9")
+
+	k2, _ := startFake(t, defaultConfig(), objs...) // zonal off: the stock NXDOMAIN
+	eventually(t, k2, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+}

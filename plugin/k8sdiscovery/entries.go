@@ -137,12 +137,23 @@ func (k *K8sDiscovery) toSlice(s *discoveryv1.EndpointSlice, epoch uint32) *endp
 		case k.cfg.endpointPodName && e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != "" && !strings.Contains(e.TargetRef.Name, "."):
 			name = strings.ToLower(e.TargetRef.Name)
 		}
+		var zone uint8
+		if k.cfg.zonal && e.Zone != nil && *e.Zone != "" {
+			z := strings.ToLower(*e.Zone)
+			i := slices.Index(out.zones, z)
+			if i < 0 && len(out.zones) < 255 {
+				out.zones, i = append(out.zones, z), len(out.zones)
+			}
+			if i >= 0 {
+				zone = uint8(i + 1)
+			}
+		}
 		for _, a := range e.Addresses {
 			ip, err := netip.ParseAddr(a)
 			if err != nil {
 				continue
 			}
-			ep := endpoint{addr: ip.Unmap(), name: name, hostname: hostname}
+			ep := endpoint{addr: ip.Unmap(), name: name, hostname: hostname, zone: zone}
 			if !slices.Contains(out.eps, ep) {
 				out.eps = append(out.eps, ep)
 			}

@@ -23,6 +23,7 @@ import (
 //	kubernetes/parse-error      why a name of the zone does not fit the schema
 //	kubernetes/client-namespace the asking pod's namespace (pods verified, or searchpath's index)
 //	kubernetes/client-pod-name  and its name
+//	kubernetes/zone             with zonal, the topology zone of a zonal name
 //
 // Upstream also sets kubernetes/client-label/<label> for each label of the asking pod; the store
 // does not keep pod labels, so those are not set.
@@ -39,7 +40,16 @@ func (k *K8sDiscovery) Metadata(ctx context.Context, state request.Request) cont
 	if zone == "" || isReverseZone(zone) {
 		return ctx
 	}
-	p, err := parseQueryName(relativeName(qname, zone))
+	rel := relativeName(qname, zone)
+	if before, after, found := strings.Cut(rel, "._zone."); k.cfg.zonal && found {
+		// A zonal name: kubernetes/zone is the topology zone asked, the rest as for the Service.
+		if i := strings.LastIndexByte(before, '.'); i > 0 {
+			topo := before[:i]
+			metadata.SetValueFunc(ctx, "kubernetes/zone", func() string { return topo })
+			rel = after
+		}
+	}
+	p, err := parseQueryName(rel)
 	if err != "" {
 		metadata.SetValueFunc(ctx, "kubernetes/parse-error", func() string { return err })
 		return ctx

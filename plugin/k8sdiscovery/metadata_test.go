@@ -15,6 +15,7 @@ var _ metadata.Provider = (*K8sDiscovery)(nil)
 func TestMetadata(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.podMode = podsVerified
+	cfg.zonal = true
 	k, _ := startFake(t, cfg, namespace("ns1"), pod("ns1", "client-1", "10.1.0.50", corev1.PodRunning))
 	waitFor(t, "the pod", func() bool { ns, _ := k.clientPod(mustParseAddr("10.1.0.50")); return ns == "ns1" })
 
@@ -28,6 +29,7 @@ func TestMetadata(t *testing.T) {
 		{"_http._tcp.web.ns1.svc.cluster.local.", map[string]string{"kubernetes/port-name": "http", "kubernetes/protocol": "tcp", "kubernetes/service": "web"}},
 		{"10-1-0-9.ns1.pod.cluster.local.", map[string]string{"kubernetes/kind": "pod", "kubernetes/namespace": "ns1", "kubernetes/endpoint": "10-1-0-9"}},
 		{"a.b.c.d.e.svc.cluster.local.", map[string]string{"kubernetes/parse-error": "more labels than the schema has"}},
+		{"us-west-2a.pin._zone.db.ns1.svc.cluster.local.", map[string]string{"kubernetes/zone": "us-west-2a", "kubernetes/service": "db", "kubernetes/namespace": "ns1"}},
 		{"example.org.", map[string]string{"kubernetes/kind": "", "kubernetes/client-pod-name": "client-1"}},
 	}
 	for _, c := range cases {

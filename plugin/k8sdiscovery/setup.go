@@ -58,6 +58,7 @@ type config struct {
 	ignoreEmptyService     bool          // ignore empty_service: NXDOMAIN for a ClusterIP Service without ready endpoints
 	startupTimeout         time.Duration // startup_timeout: the longest startup waits for the first sync
 	namespaceLabels        string        // namespace_labels: only namespaces whose labels match are served
+	zonal                  bool          // zonal: <zone>.pin|prefer._zone.<svc>.<ns>.svc names for headless Services
 }
 
 func defaultConfig() config {
@@ -200,6 +201,11 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			default:
 				cfg.maxInflight = int(n)
 			}
+		case "zonal":
+			if len(args) != 0 {
+				return cfg, c.Errf("zonal takes no arguments")
+			}
+			cfg.zonal = true
 		case "noendpoints":
 			if len(args) != 0 {
 				return cfg, c.Errf("noendpoints takes no arguments")
@@ -222,11 +228,14 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		default:
 			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, tls, manifests, namespaces, namespace_labels, labels, pods, ttl, headless_ttl, "+
 				"endpoint_pod_names, ptr_hostname_only, externalname_ip, dns_service, fallthrough, noendpoints, ignore empty_service, "+
-				"startup_timeout, apiserver_qps, apiserver_burst or apiserver_max_inflight)", opt)
+				"startup_timeout, zonal, apiserver_qps, apiserver_burst or apiserver_max_inflight)", opt)
 		}
 	}
 	if !headlessTTLSet {
 		cfg.headlessTTL = cfg.ttl
+	}
+	if cfg.zonal && cfg.noEndpoints {
+		return cfg, c.Errf("zonal needs the EndpointSlices (their endpoints' zones); remove noendpoints")
 	}
 	if cfg.namespaceLabels != "" && len(cfg.namespaces) > 0 {
 		return cfg, c.Errf("namespace_labels cannot be combined with namespaces (as upstream): pick one")

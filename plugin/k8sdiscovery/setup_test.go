@@ -32,11 +32,12 @@ func TestParseStanza(t *testing.T) {
 			externalname_ip
 			dns_service kube-system/dns
 			fallthrough in-addr.arpa
+			zonal
 		}`, check: func(t *testing.T, c config) {
 			if c.zones[0] != "cluster.local." || c.kubeconfig != "/tmp/kc" || c.kubeContext != "ctx" || c.endpoint != "https://10.0.0.1:6443" ||
 				!c.namespaces["a"] || !c.namespaces["b"] || c.labelSelector != "app=web,tier!=cache" || c.podMode != podsVerified ||
 				c.ttl != 30 || c.headlessTTL != 2 || !c.endpointPodName || !c.ptrHostnameOnly || !c.externalNameIP ||
-				c.dnsService != "kube-system/dns" || !c.fall || c.fallthroughZones[0] != "in-addr.arpa" {
+				c.dnsService != "kube-system/dns" || !c.fall || c.fallthroughZones[0] != "in-addr.arpa" || !c.zonal {
 				t.Errorf("parsed %+v", c)
 			}
 		}},
@@ -68,6 +69,7 @@ func TestParseStanza(t *testing.T) {
 		{name: "burst not an integer", input: "k8sdiscovery {\napiserver_burst 1.5\n}", wantErr: "apiserver_burst: want a non-negative number"},
 		{name: "namespace_labels with namespaces", input: "k8sdiscovery {\nnamespaces a\nnamespace_labels x=y\n}", wantErr: "namespace_labels cannot be combined with namespaces"},
 		{name: "bad namespace_labels", input: "k8sdiscovery {\nnamespace_labels a=b=c\n}", wantErr: "namespace_labels: want a label selector"},
+		{name: "zonal without endpoints", input: "k8sdiscovery {\nzonal\nnoendpoints\n}", wantErr: "zonal needs the EndpointSlices"},
 		{name: "ignore something else", input: "k8sdiscovery {\nignore pods\n}", wantErr: "ignore: want empty_service"},
 		{name: "bad startup_timeout", input: "k8sdiscovery {\nstartup_timeout soon\n}", wantErr: `startup_timeout: "soon" is not a duration`},
 		{name: "headless_ttl follows ttl", input: "k8sdiscovery {\nttl 20\n}", check: func(t *testing.T, c config) {

@@ -60,6 +60,7 @@ type endpointSlice struct {
 	service string // the kubernetes.io/service-name label
 	ports   []port
 	eps     []endpoint
+	zones   []string // with zonal: the endpoints' topology zones, lower case (endpoint.zone indexes it)
 	trigger int64 // last-change-trigger-time, Unix ns (programming latency)
 	epoch   uint32
 }
@@ -69,7 +70,8 @@ type endpointSlice struct {
 type endpoint struct {
 	addr     netip.Addr
 	name     string
-	hostname bool // name came from the hostname field (ptr_hostname_only)
+	hostname bool  // name came from the hostname field (ptr_hostname_only)
+	zone     uint8 // with zonal: 1 + the index of its zone in the slice's zones; 0 for none
 }
 
 // pod is a live pod with an address (pods verified, and the client index for searchpath).
@@ -486,7 +488,7 @@ func (a *service) equal(b *service) bool {
 }
 
 func (a *endpointSlice) equal(b *endpointSlice) bool {
-	return a.service == b.service && slices.Equal(a.ports, b.ports) && slices.Equal(a.eps, b.eps)
+	return a.service == b.service && slices.Equal(a.ports, b.ports) && slices.Equal(a.eps, b.eps) && slices.Equal(a.zones, b.zones)
 }
 
 func (a *podData) equal(b *podData) bool {
