@@ -186,12 +186,12 @@ func TestZonal(t *testing.T) {
 	eventually(t, k, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7")
 	eventually(t, k, "corp.example.com.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.9")
 	eventually(t, k, "US-West-2B.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.8")
-	eventually(t, k, "eu-1.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR")                     // NODATA
+	eventually(t, k, "eu-1.pin._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR") // NODATA
 	eventually(t, k, "eu-1.prefer._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7", "10.1.0.8", "10.1.0.9")
 	eventually(t, k, "us-west-2a.prefer._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7")
 	eventually(t, k, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeSRV, "NOERROR", "5432 db-0.db.ns1.svc.cluster.local.")
 	eventually(t, k, "us-west-2a.pin._zone.db.ns1.svc.cluster.local.", dns.TypeTXT, "NOERROR") // NODATA for other types
-	eventually(t, k, "us-west-2a.pin._zone.web.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")  // ClusterIP: no zonal names
+	eventually(t, k, "us-west-2a.pin._zone.web.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN") // ClusterIP: no zonal names
 	eventually(t, k, "us-west-2a.pin._zone.nope.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
 	eventually(t, k, "us-west-2a.near._zone.db.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN") // unknown directive
 	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.7", "10.1.0.8", "10.1.0.9")

@@ -61,7 +61,7 @@ type endpointSlice struct {
 	ports   []port
 	eps     []endpoint
 	zones   []string // with zonal: the endpoints' topology zones, lower case (endpoint.zone indexes it)
-	trigger int64 // last-change-trigger-time, Unix ns (programming latency)
+	trigger int64    // last-change-trigger-time, Unix ns (programming latency)
 	epoch   uint32
 }
 
