@@ -28,6 +28,7 @@ const corefileTemplate = `.:%[1]d {
     k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
         kubeconfig %[3]s
         pods verified
+        zonal
         fallthrough in-addr.arpa ip6.arpa
     }
     forward . 127.0.0.1:%[4]d

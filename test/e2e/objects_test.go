@@ -94,6 +94,9 @@ func terminating(e *discoveryv1.Endpoint) {
 	e.Conditions.Ready, e.Conditions.Serving, e.Conditions.Terminating = ptrTo(false), ptrTo(true), ptrTo(true)
 }
 
+// inZone sets the endpoint's topology zone (EndpointSlice endpoints[].zone).
+func inZone(z string) epOpt { return func(e *discoveryv1.Endpoint) { e.Zone = &z } }
+
 // readyTerminating: terminating and still ready, as the EndpointSlice controller keeps the
 // endpoints of a publishNotReadyAddresses Service.
 func readyTerminating(e *discoveryv1.Endpoint) {

@@ -25,7 +25,8 @@ import (
 //	ns1/db                headless, three slices (pg on 5432, 5433, 5432):
 //	                      IPv4 a: 10.1.0.7, db-0 10.1.0.8, db-1 10.1.0.9 (not ready),
 //	                              db-2 10.1.0.11 (terminating)
-//	                      IPv4 b: 10.1.0.7 again, db-3 10.1.0.12, db-4 10.1.0.13 (ready unset),
+//	                      IPv4 b: 10.1.0.7 again, db-3 10.1.0.12, db-4 10.1.0.13 (ready unset)
+//	                              (db-3 and db-4 in topology zone zone-b),
 //	                              db-0 10.1.0.14 (a second address for db-0),
 //	                              db-5 10.1.0.15 (terminating, not ready)
 //	                      IPv6:   fd00:10:1::7, fd00:10:1::, db-0 fd00:10:1::8
@@ -77,7 +78,7 @@ func recordsFixture(t *testing.T) *dnsServer {
 			ep("10.1.0.7"), ep("10.1.0.8", hostname("db-0")), ep("10.1.0.9", hostname("db-1"), notReady),
 			ep("10.1.0.11", hostname("db-2"), terminating)))
 		createSlice(t, endpointSlice("ns1", "db", "db-b", ipv4, []discoveryv1.EndpointPort{slicePort("pg", 5433)},
-			ep("10.1.0.7"), ep("10.1.0.12", hostname("db-3")), ep("10.1.0.13", hostname("db-4"), readyUnset),
+			ep("10.1.0.7"), ep("10.1.0.12", hostname("db-3"), inZone("zone-b")), ep("10.1.0.13", hostname("db-4"), readyUnset, inZone("zone-b")),
 			ep("10.1.0.14", hostname("db-0")), ep("10.1.0.15", hostname("db-5"), terminating)))
 		createSlice(t, endpointSlice("ns1", "db", "db-v6", ipv6, []discoveryv1.EndpointPort{slicePort("pg", 5432)},
 			ep("fd00:10:1::7"), ep("fd00:10:1::"), ep("fd00:10:1::8", hostname("db-0"))))
@@ -240,6 +241,12 @@ func TestRecords(t *testing.T) {
 			answer: []string{cname("ext-int.ns1.svc.cluster.local.", web), a(web, "10.96.0.20")}},
 		{name: "ExternalName chain of 9 CNAMEs resolves", q: "chain-3.ns1.svc.cluster.local. A",
 			answer: append(chainCNAMEs(3, 11), a(web, "10.96.0.20"))},
+		{name: "zonal: the endpoints of one topology zone", q: "zone-b.pin._zone.db.ns1.svc.cluster.local. A",
+			answer: []string{a("zone-b.pin._zone.db.ns1.svc.cluster.local.", "10.1.0.12"), a("zone-b.pin._zone.db.ns1.svc.cluster.local.", "10.1.0.13")}},
+		{name: "zonal prefer: a zone without endpoints gives every endpoint", q: "zone-x.prefer._zone.db.ns1.svc.cluster.local. A",
+			answer: []string{a("zone-x.prefer._zone.db.ns1.svc.cluster.local.", "10.1.0.7"), a("zone-x.prefer._zone.db.ns1.svc.cluster.local.", "10.1.0.8"),
+				a("zone-x.prefer._zone.db.ns1.svc.cluster.local.", "10.1.0.12"), a("zone-x.prefer._zone.db.ns1.svc.cluster.local.", "10.1.0.13"),
+				a("zone-x.prefer._zone.db.ns1.svc.cluster.local.", "10.1.0.14")}},
 		{name: "ExternalName chain of 11 CNAMEs (upstream's limit) resolves", q: "chain-1.ns1.svc.cluster.local. A",
 			answer: append(chainCNAMEs(1, 11), a(web, "10.96.0.20"))},
 		{name: "ExternalName to an in-zone name with a TXT: the CNAME and the TXT", q: "ext-txt.ns1.svc.cluster.local. TXT",
@@ -314,6 +321,7 @@ func TestResponseCodes(t *testing.T) {
 		nx("terminating endpoint, not ready", "db-2."+db+" A"),
 		nx("terminating endpoint, not ready (b)", "db-5."+db+" A"),
 		nx("a slice labelled MIXED is not the Service mixed's", "mixed.ns1.svc.cluster.local. A"),
+		nx("zonal names of a ClusterIP Service", "zone-b.pin._zone."+web+" A"),
 		nx("not-ready endpoint by dashed IP", "10-1-0-9."+db+" A"),
 		nx("longer than the grammar under an endpoint", "x.10-1-0-5."+web+" A"),
 		nx("longer than the grammar under a hostname", "x.db-0."+db+" A"),
@@ -330,6 +338,7 @@ func TestResponseCodes(t *testing.T) {
 
 		nodata("AAAA of an IPv4-only service", web+" AAAA"),
 		nodata("TXT of a service", web+" TXT"),
+		nodata("zonal pin: a zone without endpoints", "zone-x.pin._zone.db.ns1.svc.cluster.local. A"),
 		nodata("MX of a service", web+" MX"),
 		nodata("HINFO of a service", web+" HINFO"),
 		nodata("AAAA of an IPv4 endpoint", "10-1-0-5."+web+" AAAA"),
