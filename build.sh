@@ -105,7 +105,7 @@ not_built_yet() {
 check_binary() {
 	local plugins
 	plugins=$(./coredns -plugins)
-	for p in dns.k8sdiscovery dns.nodecache dns.searchpath; do
+	for p in dns.k8sdiscovery dns.k8sdiscovery_external dns.nodecache dns.searchpath; do
 		grep -qx "  $p" <<<"$plugins" || {
 			echo "FAIL: ./coredns -plugins does not list $p" >&2
 			exit 1
