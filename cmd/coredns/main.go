@@ -33,6 +33,8 @@ func main() {
 
 // validate parses a Corefile and runs every plugin's stanza parser without starting servers,
 // so an operator can check a ConfigMap before rolling it out: `coredns -conf FILE -validate`.
+// It also checks what only startup would find: plugins that need another in their block
+// (crossReferences).
 func validate(path string) error {
 	if path == "" {
 		path = caddy.DefaultConfigFile
@@ -43,6 +45,9 @@ func validate(path string) error {
 	}
 	input := caddy.CaddyfileInput{Contents: body, Filepath: path, ServerTypeName: "dns"}
 	if err := caddy.ValidateAndExecuteDirectives(input, nil, true); err != nil {
+		return fmt.Errorf("validate %s: %w", path, err)
+	}
+	if err := crossReferences(path, body); err != nil {
 		return fmt.Errorf("validate %s: %w", path, err)
 	}
 	fmt.Printf("%s: valid\n", path)

@@ -59,6 +59,23 @@ func TestStockCorefilesValidate(t *testing.T) {
 	}
 }
 
+// What startup would refuse, -validate refuses too: upstream's k8s_external left beside
+// k8sdiscovery (it reads only upstream's kubernetes), autopath at a plugin not in the block.
+func TestValidateFindsStartupRefusals(t *testing.T) {
+	bin, _ := filepath.Abs("../../coredns")
+	for corefile, want := range map[string]string{
+		".:53 {\n    k8s_external example.com\n    k8sdiscovery cluster.local\n}\n": "k8s_external needs the kubernetes plugin",
+		".:53 {\n    autopath @kubernetes\n    k8sdiscovery cluster.local\n}\n":  "autopath @kubernetes needs the kubernetes plugin",
+	} {
+		path := filepath.Join(t.TempDir(), "Corefile")
+		os.WriteFile(path, []byte(corefile), 0o644)
+		out, err := exec.Command(bin, "-conf", path, "-validate").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), path+":2") {
+			t.Errorf("%q: %v %s, want a failure at line 2 saying %q", corefile, err, out, want)
+		}
+	}
+}
+
 // The same check refuses what k8sdiscovery refuses: an option it does not have yet.
 func TestUnknownOptionFailsValidate(t *testing.T) {
 	bin, _ := filepath.Abs("../../coredns")
