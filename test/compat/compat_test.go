@@ -65,7 +65,7 @@ func TestValidateFindsStartupRefusals(t *testing.T) {
 	bin, _ := filepath.Abs("../../coredns")
 	for corefile, want := range map[string]string{
 		".:53 {\n    k8s_external example.com\n    k8sdiscovery cluster.local\n}\n": "k8s_external needs the kubernetes plugin",
-		".:53 {\n    autopath @kubernetes\n    k8sdiscovery cluster.local\n}\n":  "autopath @kubernetes needs the kubernetes plugin",
+		".:53 {\n    autopath @kubernetes\n    k8sdiscovery cluster.local\n}\n":     "autopath @kubernetes needs the kubernetes plugin",
 	} {
 		path := filepath.Join(t.TempDir(), "Corefile")
 		os.WriteFile(path, []byte(corefile), 0o644)
