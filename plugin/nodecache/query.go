@@ -240,10 +240,13 @@ func (f *flight) run(fs *flights) {
 	waiters := f.waiters
 	f.waiters = nil
 	fs.mu.Unlock()
-	f.nc.flightsOpen.Add(-1)
 	for _, w := range waiters {
 		w.done(a, err)
 	}
+	// The slot is freed only now: a flight's goroutine lives until its answers are handed on (a
+	// full socket queue can hold it there), and the bound is on goroutines as much as on
+	// questions upstream.
+	f.nc.flightsOpen.Add(-1)
 }
 
 // upstreamQuery is the query for a question in wire form, as miekg/dns would pack it with RD,
