@@ -243,9 +243,8 @@ func (f *flight) run(fs *flights) {
 	for _, w := range waiters {
 		w.done(a, err)
 	}
-	// The slot is freed only now: a flight's goroutine lives until its answers are handed on (a
-	// full socket queue can hold it there), and the bound is on goroutines as much as on
-	// questions upstream.
+	// The slot is freed only now, when the goroutine is about to end: the bound is on goroutines
+	// as much as on questions upstream.
 	f.nc.flightsOpen.Add(-1)
 }
 
