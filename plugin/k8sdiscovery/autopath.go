@@ -23,18 +23,8 @@ func (k *K8sDiscovery) AutoPath(state request.Request) []string {
 	if err != nil {
 		return nil
 	}
-	ns := ""
-	v := k.store.read()
-	v.s.podIPs.each(addr.Unmap(), func(p *podData) {
-		switch {
-		case ns == "":
-			ns = p.ns.name
-		case ns != p.ns.name:
-			ns = "\x00" // two namespaces: no single search path
-		}
-	})
-	v.end()
-	if ns == "" || ns == "\x00" {
+	ns, _ := k.clientPod(addr.Unmap())
+	if ns == "" {
 		return nil
 	}
 	search := []string{ns + ".svc." + zone, "svc." + zone, zone}

@@ -84,7 +84,6 @@ func (k *K8sDiscovery) zoneRecords(v *view, zone string) []dns.RR {
 	slices.Sort(names)
 	names = slices.Compact(names)
 
-	var out []dns.RR
 	m := new(dns.Msg)
 	m.Answer = append(m.Answer, &dns.NS{Hdr: hdr(zone, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone})
 	for _, rel := range append([]string{"ns.dns", "dns-version"}, names...) {
@@ -101,6 +100,5 @@ func (k *K8sDiscovery) zoneRecords(v *view, zone string) []dns.RR {
 			k.writeRecords(v, m, owner, rel, rec, t, zone)
 		}
 	}
-	out = append(out, m.Answer...)
-	return out
+	return m.Answer
 }

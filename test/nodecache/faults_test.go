@@ -264,36 +264,15 @@ func TestMigrationFromNodeLocalDNSCache(t *testing.T) {
 	expect(t, "answered after the old cache went", after[1] > 0, true)
 }
 
-// slowUpstream serves cluster.local over TCP in namespace ns, answering every A query with
-// 10.96.0.42 after delay: misses stay in flight long enough for a reload to meet them.
-func slowUpstream(t *testing.T, ns, addr string, delay time.Duration) {
-	t.Helper()
-	var l net.Listener
-	if err := inNetns(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{Listener: l, Net: "tcp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		if q := r.Question[0]; q.Qtype == dns.TypeA {
-			time.Sleep(delay)
-			rr, _ := dns.NewRR(q.Name + " 60 IN A 10.96.0.42")
-			m.Answer = []dns.RR{rr}
-		}
-		w.WriteMsg(m)
-	})}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-}
-
-// slowResolver answers every A query with 192.0.2.80 after delay, over UDP and TCP on addr in
-// namespace ns: a slow resolver behind the central role.
-func slowResolver(t *testing.T, ns, addr string, delay time.Duration) {
+// slowServer answers every A query with ip after delay, over TCP (and UDP too when withUDP) on
+// addr in namespace ns: a slow central role (misses stay in flight long enough for a reload to
+// meet them), or a slow resolver behind the central role.
+func slowServer(t *testing.T, ns, addr, ip string, delay time.Duration, withUDP bool) {
 	t.Helper()
 	var l net.Listener
 	var pc net.PacketConn
 	if err := inNetns(ns, func() (err error) {
-		if l, err = net.Listen("tcp", addr); err != nil {
+		if l, err = net.Listen("tcp", addr); err != nil || !withUDP {
 			return err
 		}
 		pc, err = net.ListenPacket("udp", addr)
@@ -306,18 +285,19 @@ func slowResolver(t *testing.T, ns, addr string, delay time.Duration) {
 		m.SetReply(r)
 		if q := r.Question[0]; q.Qtype == dns.TypeA {
 			time.Sleep(delay)
-			rr, _ := dns.NewRR(q.Name + " 60 IN A 192.0.2.80")
+			rr, _ := dns.NewRR(q.Name + " 60 IN A " + ip)
 			m.Answer = []dns.RR{rr}
 		}
 		w.WriteMsg(m)
 	})
-	udp, tcp := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
-	go udp.ActivateAndServe()
-	go tcp.ActivateAndServe()
-	t.Cleanup(func() {
-		udp.Shutdown()
-		tcp.Shutdown()
-	})
+	servers := []*dns.Server{{Listener: l, Net: "tcp", Handler: h}}
+	if withUDP {
+		servers = append(servers, &dns.Server{PacketConn: pc, Handler: h})
+	}
+	for _, srv := range servers {
+		go srv.ActivateAndServe()
+		t.Cleanup(func() { srv.Shutdown() })
+	}
 }
 
 // TestReloadUnderLoad: SIGUSR1 (a Corefile reload) while misses are in flight upstream. The old
@@ -326,7 +306,7 @@ func slowResolver(t *testing.T, ns, addr string, delay time.Duration) {
 func TestReloadUnderLoad(t *testing.T) {
 	needRoot(t)
 	tp := newTopology(t)
-	slowUpstream(t, tp.upstream, tp.upstreamIP+":53", 300*time.Millisecond)
+	slowServer(t, tp.upstream, tp.upstreamIP+":53", "10.96.0.42", 300*time.Millisecond, false)
 	node := start(t, tp.node, "nodecache", nodeCorefile(tp, "        timeout 2s", ""), nil)
 	expect(t, "warm", answerOf(query(tp.client, "udp", tp.v4(), "web.default.svc.cluster.local.", dns.TypeA, 3*time.Second)), "NOERROR 10.96.0.42")
 
@@ -394,10 +374,9 @@ func TestRepairsAddresses(t *testing.T) {
 	name := "web.default.svc.cluster.local."
 	expect(t, "answers", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")
 	nsRun(t, tp.node, "ip", "addr", "flush", "dev", "clusterdns0")
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0"), tp.listen4) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUntil(5*time.Second, func() bool {
+		return strings.Contains(nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0"), tp.listen4)
+	})
 	addrs := nsRun(t, tp.node, "ip", "addr", "show", "dev", "clusterdns0")
 	expect(t, "addresses back", strings.Contains(addrs, tp.listen4) && strings.Contains(addrs, tp.listen6), true)
 	expect(t, "answers after the repair", answerOf(query(tp.client, "udp", tp.v4(), name, dns.TypeA, 2*time.Second)), "NOERROR 10.96.0.42")

@@ -266,7 +266,7 @@ func testHandover(t *testing.T, startNode func(t *testing.T, ns, name, corefile 
 	// takes slowDelay: those misses are still in flight when A gets SIGTERM, and A must answer
 	// them before it goes. The node block asks the central role for both zones.
 	const slowDelay = 500 * time.Millisecond
-	slowResolver(t, tp.upstream, tp.upstreamIP+":5454", slowDelay)
+	slowServer(t, tp.upstream, tp.upstreamIP+":5454", "192.0.2.80", slowDelay, true)
 	start(t, tp.upstream, "upstream", tp.upstreamCorefile()+fmt.Sprintf(`example.org:53 {
     bind %[1]s
     forward . %[1]s:5454
