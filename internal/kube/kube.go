@@ -30,8 +30,8 @@ type ClientConfig struct {
 	Burst int
 }
 
-// NewClient builds a clientset that speaks protobuf over HTTP/1.1.
-func NewClient(c ClientConfig) (kubernetes.Interface, error) {
+// RESTConfig is the client configuration for c: protobuf on the wire, HTTP/1.1.
+func RESTConfig(c ClientConfig) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	switch {
@@ -62,6 +62,15 @@ func NewClient(c ClientConfig) (kubernetes.Interface, error) {
 	}
 	if c.Burst > 0 {
 		cfg.Burst = c.Burst
+	}
+	return cfg, nil
+}
+
+// NewClient builds a clientset from RESTConfig(c).
+func NewClient(c ClientConfig) (kubernetes.Interface, error) {
+	cfg, err := RESTConfig(c)
+	if err != nil {
+		return nil, err
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

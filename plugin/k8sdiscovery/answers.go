@@ -274,14 +274,19 @@ func (k *K8sDiscovery) namedSRV(e *svcEntry, name, proto string, anyName bool) *
 	return &rrset{}
 }
 
-// endpointRecords is <endpoint>.<svc>.<ns>.svc: the ready addresses published under that label.
+// endpointRecords is <endpoint>.<svc>.<ns>.svc (<endpoint>.<cluster>.<svc>.<ns>.svc for a
+// multicluster Service): the ready addresses published under that label.
 func (k *K8sDiscovery) endpointRecords(e *svcEntry, label string) *rrset {
 	r := &rrset{ttl: k.cfg.headlessTTL}
 	if k := e.svc.kind; k != kindClusterIP && k != kindHeadless {
 		return r
 	}
+	label, cluster, _ := strings.Cut(label, ".")
 	ip, isIP := canonicalDashedIP(label)
 	for _, sl := range e.slices {
+		if sl.cluster != cluster {
+			continue
+		}
 		for i := range sl.eps {
 			if ep := &sl.eps[i]; ep.matches(label, ip, isIP) {
 				r.addAddr(ep.addr)
@@ -304,7 +309,7 @@ func addTargetAddrs(e *svcEntry, r *rrset) {
 	}
 	for _, sl := range e.slices {
 		for i := range sl.eps {
-			if t, ok := targets[sl.eps[i].label()]; ok {
+			if t, ok := targets[sl.label(&sl.eps[i])]; ok {
 				r.addExtra(t, sl.eps[i].addr)
 			}
 		}
@@ -317,7 +322,7 @@ func (k *K8sDiscovery) eachEndpointPort(e *svcEntry, fn func(ep *endpoint, p por
 	for _, sl := range e.slices {
 		for i := range sl.eps {
 			ep := &sl.eps[i]
-			label := ep.label()
+			label := sl.label(ep)
 			if len(sl.ports) == 0 {
 				fn(ep, port{}, label)
 			}

@@ -105,7 +105,11 @@ func externalAddresses(svc *corev1.Service) (ips []netip.Addr, hosts []string) {
 func (k *K8sDiscovery) toSlice(s *discoveryv1.EndpointSlice, epoch uint32) *endpointSlice {
 	// The label's value exactly, as kube-proxy joins them: label values are case-sensitive, and
 	// Service names are lower case, so a slice labelled "MIXED" belongs to no Service.
-	svc := s.Labels[serviceNameLabel]
+	return k.sliceOf(s, s.Labels[serviceNameLabel], epoch)
+}
+
+// sliceOf keeps what toSlice keeps, for the Service (or ServiceImport) named svc.
+func (k *K8sDiscovery) sliceOf(s *discoveryv1.EndpointSlice, svc string, epoch uint32) *endpointSlice {
 	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
 		return nil
 	}

@@ -6,6 +6,7 @@ package k8sdiscovery
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,9 +54,17 @@ func newK8sDiscovery(cfg config) *K8sDiscovery {
 		k.store.nsLabels, _ = labels.Parse(cfg.namespaceLabels) // checked when the stanza was read
 	}
 	for _, z := range cfg.zones {
-		if !isReverseZone(z) {
+		if !isReverseZone(z) && !slices.Contains(cfg.multicluster, z) {
 			k.primary = z
 			break
+		}
+	}
+	if k.primary == "" { // only multicluster zones: PTR targets (of the cluster's own names) go in the first
+		for _, z := range cfg.zones {
+			if !isReverseZone(z) {
+				k.primary = z
+				break
+			}
 		}
 	}
 	if cfg.fall {
@@ -118,7 +127,7 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 func (k *K8sDiscovery) answerForward(ctx context.Context, v *view, m *dns.Msg, state request.Request, zone string) string {
 	qname, qtype := state.QName(), state.QType()
 	rel := relativeName(state.Name(), zone)
-	rec, ok := k.lookup(v, rel, qtype)
+	rec, ok := k.lookup(v, zone, rel, qtype)
 	if !ok {
 		m.Rcode = dns.RcodeNameError
 		return "nxdomain"
@@ -151,7 +160,7 @@ func (k *K8sDiscovery) writeRecords(v *view, m *dns.Msg, owner, rel string, rec 
 		return
 	case rel == "" && qtype == dns.TypeNS:
 		m.Answer = append(m.Answer, &dns.NS{Hdr: hdr(owner, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone})
-		if ns, ok := k.lookup(v, "ns.dns", dns.TypeA); ok {
+		if ns, ok := k.lookup(v, zone, "ns.dns", dns.TypeA); ok {
 			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeA)...)
 			m.Extra = append(m.Extra, k.addressRRs("ns.dns."+zone, ns, dns.TypeAAAA)...)
 		}
@@ -188,7 +197,7 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, v *view, m *dns.Msg, sta
 			k.resolveOutside(ctx, m, state, target, qtype)
 			return
 		}
-		next, ok := k.lookup(v, relativeName(target, tzone), qtype)
+		next, ok := k.lookup(v, tzone, relativeName(target, tzone), qtype)
 		if !ok {
 			m.Rcode = dns.RcodeNameError
 			return
@@ -249,9 +258,17 @@ func (k *K8sDiscovery) answerReverse(v *view, m *dns.Msg, state request.Request,
 	return "ptr"
 }
 
-// lookup resolves a relative name through the query's view.
-func (k *K8sDiscovery) lookup(v *view, rel string, qtype uint16) (*rrset, bool) {
-	return k.resolve(v, rel, qtype == dns.TypeSRV)
+// lookup resolves a name relative to a forward zone through the query's view.
+func (k *K8sDiscovery) lookup(v *view, zone, rel string, qtype uint16) (*rrset, bool) {
+	return k.resolveIn(v, zone, rel, qtype == dns.TypeSRV)
+}
+
+// resolveIn is resolve, or resolveClusterset in a multicluster zone.
+func (k *K8sDiscovery) resolveIn(v *view, zone, rel string, withSRV bool) (*rrset, bool) {
+	if k.isClusterset(zone) {
+		return k.resolveClusterset(v, rel, withSRV)
+	}
+	return k.resolve(v, rel, withSRV)
 }
 
 func (k *K8sDiscovery) addressRRs(owner string, rec *rrset, qtype uint16) []dns.RR {

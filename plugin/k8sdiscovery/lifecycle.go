@@ -12,6 +12,13 @@ func (k *K8sDiscovery) start() error {
 		return err
 	}
 	w := newWatcher(k, client)
+	if len(k.cfg.multicluster) > 0 {
+		imports, err := k.newImportClient()
+		if err != nil {
+			return err
+		}
+		w.watchImports(imports)
+	}
 	w.streaming = k.cfg.manifests == "" // a fake clientset (manifests) cannot stream lists
 	w.run(k.stopCh)
 	deadline := time.Now().Add(k.cfg.startupTimeout)

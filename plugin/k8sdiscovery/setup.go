@@ -1,6 +1,7 @@
 package k8sdiscovery
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,7 @@ type config struct {
 	startupTimeout         time.Duration // startup_timeout: the longest startup waits for the first sync
 	namespaceLabels        string        // namespace_labels: only namespaces whose labels match are served
 	zonal                  bool          // zonal: <zone>.pin|prefer._zone.<svc>.<ns>.svc names for headless Services
+	multicluster           []string      // multicluster: the zones (among zones) of ServiceImports' names
 }
 
 func defaultConfig() config {
@@ -206,6 +208,18 @@ func parseStanza(c *caddy.Controller) (config, error) {
 				return cfg, c.Errf("zonal takes no arguments")
 			}
 			cfg.zonal = true
+		case "multicluster":
+			if len(args) == 0 {
+				return cfg, c.Errf("multicluster: want the zones of the Multi-Cluster Services names, such as clusterset.local (each also a zone of k8sdiscovery)")
+			}
+			for _, a := range args {
+				z := strings.ToLower(dns.Fqdn(a))
+				if !slices.Contains(cfg.zones, z) || isReverseZone(z) {
+					return cfg, c.Errf("multicluster: %s is not a forward zone of this k8sdiscovery (its zones: %s); name it after k8sdiscovery too, as in `k8sdiscovery cluster.local clusterset.local`",
+						z, strings.Join(cfg.zones, " "))
+				}
+				cfg.multicluster = appendUnique(cfg.multicluster, z)
+			}
 		case "noendpoints":
 			if len(args) != 0 {
 				return cfg, c.Errf("noendpoints takes no arguments")
@@ -228,7 +242,7 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		default:
 			return cfg, c.Errf("unknown option %q (want kubeconfig, endpoint, tls, manifests, namespaces, namespace_labels, labels, pods, ttl, headless_ttl, "+
 				"endpoint_pod_names, ptr_hostname_only, externalname_ip, dns_service, fallthrough, noendpoints, ignore empty_service, "+
-				"startup_timeout, zonal, apiserver_qps, apiserver_burst or apiserver_max_inflight)", opt)
+				"startup_timeout, zonal, multicluster, apiserver_qps, apiserver_burst or apiserver_max_inflight)", opt)
 		}
 	}
 	if !headlessTTLSet {
@@ -243,9 +257,17 @@ func parseStanza(c *caddy.Controller) (config, error) {
 	if cfg.tlsCert != "" && cfg.endpoint == "" {
 		return cfg, c.Errf("tls applies to the API server given by endpoint; with a kubeconfig, put the certificates in the kubeconfig")
 	}
-	if cfg.maxInflight > 0 && cfg.maxInflight < maxRequests {
-		return cfg, c.Errf("apiserver_max_inflight %d: the plugin keeps one request open per resource it watches (up to %d: services, endpointslices, namespaces, pods); want %d or more, or leave it out",
-			cfg.maxInflight, maxRequests, maxRequests)
+	if need, what := cfg.requests(); cfg.maxInflight > 0 && cfg.maxInflight < need {
+		return cfg, c.Errf("apiserver_max_inflight %d: the plugin keeps one request open per resource it watches (up to %d: %s); want %d or more, or leave it out",
+			cfg.maxInflight, need, what, need)
+	}
+	if len(cfg.multicluster) > 0 && cfg.manifests != "" {
+		return cfg, c.Errf("multicluster reads ServiceImports from an API server (a custom resource); it cannot be combined with manifests")
+	}
+	if len(cfg.multicluster) > 0 && cfg.zonal {
+		for _, z := range cfg.multicluster {
+			log.Infof("zonal names are not served in the multicluster zone %s (as upstream)", z)
+		}
 	}
 	if cfg.manifests != "" && (cfg.kubeconfig != "" || cfg.endpoint != "") {
 		return cfg, c.Errf("manifests cannot be combined with kubeconfig or endpoint: pick one source of objects")
@@ -260,6 +282,15 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		return cfg, c.Errf("want at least one forward zone such as cluster.local, got only %v", cfg.zones)
 	}
 	return cfg, nil
+}
+
+// requests is the most list and watch requests the plugin keeps open at once (one per resource
+// it may watch), and those resources.
+func (cfg config) requests() (int, string) {
+	if len(cfg.multicluster) > 0 {
+		return maxRequests + 1, "services, endpointslices, namespaces, pods, serviceimports"
+	}
+	return maxRequests, "services, endpointslices, namespaces, pods"
 }
 
 // durationSince is time.Since, replaceable in tests.

@@ -70,6 +70,15 @@ func TestParseStanza(t *testing.T) {
 		{name: "namespace_labels with namespaces", input: "k8sdiscovery {\nnamespaces a\nnamespace_labels x=y\n}", wantErr: "namespace_labels cannot be combined with namespaces"},
 		{name: "bad namespace_labels", input: "k8sdiscovery {\nnamespace_labels a=b=c\n}", wantErr: "namespace_labels: want a label selector"},
 		{name: "zonal without endpoints", input: "k8sdiscovery {\nzonal\nnoendpoints\n}", wantErr: "zonal needs the EndpointSlices"},
+		{name: "multicluster", input: "k8sdiscovery cluster.local ClusterSet.Local {\nmulticluster clusterset.local\n}", check: func(t *testing.T, c config) {
+			if len(c.multicluster) != 1 || c.multicluster[0] != "clusterset.local." {
+				t.Errorf("multicluster: %v", c.multicluster)
+			}
+		}},
+		{name: "multicluster without zones", input: "k8sdiscovery cluster.local clusterset.local {\nmulticluster\n}", wantErr: "Testfile:2 - Error during parsing: multicluster: want the zones"},
+		{name: "multicluster zone not served", input: "k8sdiscovery cluster.local {\nmulticluster clusterset.local\n}", wantErr: "multicluster: clusterset.local. is not a forward zone of this k8sdiscovery"},
+		{name: "multicluster with manifests", input: "k8sdiscovery cluster.local clusterset.local {\nmanifests /x\nmulticluster clusterset.local\n}", wantErr: "multicluster reads ServiceImports from an API server"},
+		{name: "max_inflight with multicluster", input: "k8sdiscovery cluster.local clusterset.local {\nmulticluster clusterset.local\napiserver_max_inflight 4\n}", wantErr: "want 5 or more"},
 		{name: "ignore something else", input: "k8sdiscovery {\nignore pods\n}", wantErr: "ignore: want empty_service"},
 		{name: "bad startup_timeout", input: "k8sdiscovery {\nstartup_timeout soon\n}", wantErr: `startup_timeout: "soon" is not a duration`},
 		{name: "headless_ttl follows ttl", input: "k8sdiscovery {\nttl 20\n}", check: func(t *testing.T, c config) {

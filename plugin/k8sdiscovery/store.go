@@ -61,6 +61,7 @@ type endpointSlice struct {
 	ports   []port
 	eps     []endpoint
 	zones   []string // with zonal: the endpoints' topology zones, lower case (endpoint.zone indexes it)
+	cluster string   // multicluster: the source cluster (an endpoint is <hostname>.<cluster>); "" for the cluster's own
 	trigger int64    // last-change-trigger-time, Unix ns (programming latency)
 	epoch   uint32
 }
@@ -97,6 +98,10 @@ type nsData struct {
 	services map[string]*svcEntry
 	slices   map[string]*endpointSlice // by slice name
 	pods     map[string]*podData       // by pod name
+
+	// multicluster: ServiceImports and their slices (nil until one is seen).
+	imports  map[string]*svcEntry
+	mcSlices map[string]*endpointSlice
 }
 
 // addrIndex maps an address to the values that hold it. Most addresses have one holder, kept in
@@ -164,7 +169,7 @@ type store struct {
 	namespaces map[string]*nsData
 	ptrs       addrIndex[*svcEntry] // addresses with PTR records → the Service names that own them
 	podIPs     addrIndex[*podData]
-	counts     struct{ services, slices, namespaces, pods int }
+	counts     struct{ services, slices, namespaces, pods, imports int }
 	serial     uint32
 	changes    uint64 // writes that changed DNS data (each bumped the serial)
 
@@ -242,7 +247,7 @@ func (s *store) ns(name string) *nsData {
 
 // gc drops a namespace that holds nothing; the caller holds mu.
 func (s *store) gc(n *nsData) {
-	if !n.exists && len(n.services) == 0 && len(n.slices) == 0 && len(n.pods) == 0 {
+	if !n.exists && len(n.services) == 0 && len(n.slices) == 0 && len(n.pods) == 0 && len(n.imports) == 0 && len(n.mcSlices) == 0 {
 		delete(s.namespaces, n.name)
 	}
 }
@@ -436,7 +441,10 @@ func (s *store) putPod(ns, name string, p *podData) bool {
 
 // sweep removes the objects of one resource that the list of epoch did not name.
 func (s *store) sweep(resource string, epoch uint32) int {
-	type victim struct{ ns, name string }
+	type victim struct {
+		ns, name string
+		mc       bool // a multicluster slice
+	}
 	var gone []victim
 	s.mu.RLock()
 	for _, n := range s.namespaces {
@@ -444,23 +452,34 @@ func (s *store) sweep(resource string, epoch uint32) int {
 		case resServices:
 			for name, e := range n.services {
 				if e.svc != nil && e.svc.epoch != epoch {
-					gone = append(gone, victim{n.name, name})
+					gone = append(gone, victim{n.name, name, false})
 				}
 			}
 		case resSlices:
 			for name, sl := range n.slices {
 				if sl.epoch != epoch {
-					gone = append(gone, victim{n.name, name})
+					gone = append(gone, victim{n.name, name, false})
+				}
+			}
+			for name, sl := range n.mcSlices {
+				if sl.epoch != epoch {
+					gone = append(gone, victim{n.name, name, true})
+				}
+			}
+		case resImports:
+			for name, e := range n.imports {
+				if e.svc != nil && e.svc.epoch != epoch {
+					gone = append(gone, victim{n.name, name, false})
 				}
 			}
 		case resNamespaces:
 			if n.exists && n.nsEpoch != epoch {
-				gone = append(gone, victim{n.name, ""})
+				gone = append(gone, victim{n.name, "", false})
 			}
 		case resPods:
 			for name, p := range n.pods {
 				if p.epoch != epoch {
-					gone = append(gone, victim{n.name, name})
+					gone = append(gone, victim{n.name, name, false})
 				}
 			}
 		}
@@ -471,7 +490,13 @@ func (s *store) sweep(resource string, epoch uint32) int {
 		case resServices:
 			s.putService(v.ns, v.name, nil)
 		case resSlices:
-			s.putSlice(v.ns, v.name, nil)
+			if v.mc {
+				s.putMCSlice(v.ns, v.name, nil)
+			} else {
+				s.putSlice(v.ns, v.name, nil)
+			}
+		case resImports:
+			s.putImport(v.ns, v.name, nil)
 		case resNamespaces:
 			s.putNamespace(v.ns, false, epoch, nil)
 		case resPods:
@@ -488,7 +513,7 @@ func (a *service) equal(b *service) bool {
 }
 
 func (a *endpointSlice) equal(b *endpointSlice) bool {
-	return a.service == b.service && slices.Equal(a.ports, b.ports) && slices.Equal(a.eps, b.eps) && slices.Equal(a.zones, b.zones)
+	return a.service == b.service && a.cluster == b.cluster && slices.Equal(a.ports, b.ports) && slices.Equal(a.eps, b.eps) && slices.Equal(a.zones, b.zones)
 }
 
 func (a *podData) equal(b *podData) bool {
@@ -545,6 +570,15 @@ func (ep *endpoint) label() string {
 		return ep.name
 	}
 	return dashedIP(ep.addr)
+}
+
+// label is the name an endpoint of the slice is published under, relative to its Service: with
+// the source cluster after it for a multicluster Service.
+func (sl *endpointSlice) label(ep *endpoint) string {
+	if sl.cluster != "" {
+		return ep.label() + "." + sl.cluster
+	}
+	return ep.label()
 }
 
 // matches reports whether the endpoint is published under label (lower case); ip is the label

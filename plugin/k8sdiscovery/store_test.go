@@ -69,7 +69,7 @@ func TestStoreEmptyNonTerminals(t *testing.T) {
 	k.store.putService("ns1", "web", svc)
 	exists := func(name string) bool {
 		v := k.store.read()
-		_, ok := k.lookup(v, name, dns.TypeA)
+		_, ok := k.lookup(v, "cluster.local.", name, dns.TypeA)
 		v.end()
 		return ok
 	}

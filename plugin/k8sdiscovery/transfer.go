@@ -16,7 +16,7 @@ import (
 const xfrChunk = 100
 
 // Transfer implements transfer.Transferer for a forward zone: the SOA, the NS and its address,
-// dns-version, then every published Service's records (A/AAAA, the SRV of the Service and of each
+// dns-version, then every published Service's (in a multicluster zone, ServiceImport's) records (A/AAAA, the SRV of the Service and of each
 // named port, an ExternalName's CNAME) and every endpoint's A/AAAA, and the SOA again. Pod
 // records and reverse zones are not transferred (as upstream). An IXFR whose serial is current
 // gets the SOA alone.
@@ -58,7 +58,11 @@ func (k *K8sDiscovery) zoneRecords(v *view, zone string) []dns.RR {
 		if !s.visible(n) {
 			continue
 		}
-		for svcName, e := range n.services {
+		entries := n.services
+		if k.isClusterset(zone) {
+			entries = n.imports
+		}
+		for svcName, e := range entries {
 			if !e.published() {
 				continue
 			}
@@ -71,7 +75,7 @@ func (k *K8sDiscovery) zoneRecords(v *view, zone string) []dns.RR {
 			}
 			for _, sl := range e.slices {
 				for i := range sl.eps {
-					names = append(names, sl.eps[i].label()+"."+base)
+					names = append(names, sl.label(&sl.eps[i])+"."+base)
 					for _, p := range sl.ports {
 						if p.name != "" && e.svc.kind == kindHeadless {
 							names = append(names, "_"+p.name+"._"+p.proto+"."+base)
@@ -87,7 +91,7 @@ func (k *K8sDiscovery) zoneRecords(v *view, zone string) []dns.RR {
 	m := new(dns.Msg)
 	m.Answer = append(m.Answer, &dns.NS{Hdr: hdr(zone, dns.TypeNS, k.cfg.ttl), Ns: "ns.dns." + zone})
 	for _, rel := range append([]string{"ns.dns", "dns-version"}, names...) {
-		rec, ok := k.resolve(v, rel, true)
+		rec, ok := k.resolveIn(v, zone, rel, true)
 		if !ok {
 			continue
 		}

@@ -33,7 +33,8 @@ const (
 	// defaultStartupTimeout is how long startup waits for the first sync (startup_timeout).
 	defaultStartupTimeout = 5 * time.Second
 	// maxRequests is the most requests the watcher has open at once: one list or watch per
-	// resource. apiserver_max_inflight below it is refused.
+	// resource (one more, serviceimports, with multicluster: config.requests). apiserver_max_inflight
+	// below it is refused.
 	maxRequests = 4
 
 	// listPage is the number of objects asked for per list request. A list is applied page by
@@ -72,7 +73,14 @@ type resource struct {
 	watch func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 	put   func(obj kruntime.Object, epoch uint32) // an object added or changed
 	del   func(obj kruntime.Object)               // an object deleted
+
+	// optional: a custom resource whose CRD may not be installed. While the API server does not
+	// serve it, it counts as listed and empty, and is asked for again every absentRetry.
+	optional bool
 }
+
+// absentRetry is how often an optional resource that the API server does not serve is asked for.
+const absentRetry = 30 * time.Second
 
 // watcher keeps the store up to date. Each resource has one goroutine: it lists page by page,
 // writing every object into the store as it comes, then watches from the list's resource
@@ -238,6 +246,30 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 			w.listed()
 		}
 	}
+	notServed := false
+	// unserved handles an optional resource that the API server does not serve: nothing of it
+	// exists (what the store held is swept), and it is asked for again after absentRetry.
+	unserved := func() bool {
+		if !notServed {
+			notServed = true
+			log.Infof("%s: not served by the API server (is its CRD installed?): none until it is; asking again every %s", r.name, absentRetry)
+		}
+		synced(0)
+		markListed()
+		backoff, failures = 0, 0
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(absentRetry):
+			return true
+		}
+	}
+	served := func() {
+		if notServed {
+			notServed = false
+			log.Infof("%s: served by the API server now", r.name)
+		}
+	}
 	for ctx.Err() == nil {
 		if rv == "" && stream {
 			// A streaming list: one watch that first sends every object, then a bookmark.
@@ -252,12 +284,19 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 					stream = false
 					continue
 				}
+				if r.optional && absent(err) {
+					if !unserved() {
+						return
+					}
+					continue
+				}
 				if ctx.Err() != nil || !wait(fmt.Errorf("streaming list: %w", err)) {
 					return
 				}
 				continue
 			}
 			succeeded()
+			served()
 			beginListGC()
 			var complete bool
 			rv, complete, err = w.consume(ctx, r, wi, "", epoch, func(n int) {
@@ -291,11 +330,18 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 			epoch++
 			next, n, err := w.list(ctx, r, epoch)
 			if err != nil {
+				if r.optional && absent(err) {
+					if !unserved() {
+						return
+					}
+					continue
+				}
 				if ctx.Err() != nil || !wait(fmt.Errorf("list: %w", err)) {
 					return
 				}
 				continue
 			}
+			served()
 			synced(n)
 			rv = next
 		}
@@ -305,7 +351,7 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 		// missed (a fake clientset's watch does not resume from a version).
 		markListed()
 		if err != nil {
-			if expired(err) {
+			if expired(err) || (r.optional && absent(err)) {
 				rv = ""
 				continue
 			}
@@ -498,11 +544,17 @@ func (w *watcher) putSlice(obj kruntime.Object, epoch uint32) {
 	if changed && sl != nil && sl.trigger != 0 && sl.trigger != prev && w.k.synced.Load() {
 		programmingLatency.Observe(durationSince(time.Unix(0, sl.trigger)).Seconds())
 	}
+	if len(w.k.cfg.multicluster) > 0 {
+		w.k.store.putMCSlice(strings.ToLower(o.Namespace), o.Name, w.k.toMCSlice(o, epoch))
+	}
 }
 
 func (w *watcher) delSlice(obj kruntime.Object) {
 	if o, ok := obj.(*discoveryv1.EndpointSlice); ok {
 		w.k.store.putSlice(strings.ToLower(o.Namespace), o.Name, nil)
+		if len(w.k.cfg.multicluster) > 0 {
+			w.k.store.putMCSlice(strings.ToLower(o.Namespace), o.Name, nil)
+		}
 	}
 }
 
@@ -553,6 +605,9 @@ func (w *watcher) reportObjects(ctx context.Context) {
 		objectsIndexed.WithLabelValues("namespaces").Set(float64(nss))
 		objectsIndexed.WithLabelValues("pods").Set(float64(pods))
 		objectsIndexed.WithLabelValues("reverse_addresses").Set(float64(addrs))
+		if len(w.k.cfg.multicluster) > 0 {
+			objectsIndexed.WithLabelValues(resImports).Set(float64(w.k.store.importCount()))
+		}
 		select {
 		case <-ctx.Done():
 			return
