@@ -80,7 +80,7 @@ type resource struct {
 }
 
 // absentRetry is how often an optional resource that the API server does not serve is asked for.
-const absentRetry = 30 * time.Second
+const absentRetry = 10 * time.Second
 
 // watcher keeps the store up to date. Each resource has one goroutine: it lists page by page,
 // writing every object into the store as it comes, then watches from the list's resource
