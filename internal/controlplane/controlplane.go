@@ -1,6 +1,7 @@
 // Package controlplane holds what the e2e tests and the benchmarks both need to run a local
 // kube-apiserver: an admin token, the token file and service-account key the apiserver reads,
-// and a kubeconfig for it.
+// and a kubeconfig for it; and, for tests outside the e2e package, StartAPIServer, which runs
+// etcd and kube-apiserver with those.
 package controlplane
 
 import (
