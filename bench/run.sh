@@ -582,7 +582,15 @@ scenario_handover() {
 # ---- RESULTS.md
 
 write_results() {
-	local status=$1
+	local status=$1 plots=()
+	# The figures as JSON (bench/results.json) and as charts (bench/plots/*.png), from the same files.
+	go build -o "$BENCHCTL" ./bench/benchctl
+	"$BENCHCTL" results "$OUT" "$ROOT/bench/results.json"
+	"$BENCHCTL" plot "$ROOT/bench/results.json" "$ROOT/bench/plots"
+	local p
+	for p in qps cpu latency memory; do
+		[ -e "$ROOT/bench/plots/$p.png" ] && plots+=("$p")
+	done
 	{
 		echo "# Benchmark results"
 		echo
@@ -656,6 +664,14 @@ write_results() {
 						l["TCP pipelined"], s["TCP pipelined"], (lf == 0 ? "met" : "not met") }' "$OUT/section.handover.md"
 			fi
 			echo
+		fi
+		if [ ${#plots[@]} -gt 0 ]; then
+			echo "The same figures as charts (\`benchctl plot\` from bench/results.json, which \`benchctl results\` writes from this run's files):"
+			echo
+			for p in "${plots[@]}"; do
+				echo "![$p](plots/$p.png)"
+				echo
+			done
 		fi
 		echo "## Details"
 		echo

@@ -14,6 +14,8 @@
 //	benchctl metric URL NAME               the sum of a prometheus metric's samples
 //	benchctl api-requests -kubeconfig FILE LIST/WATCH requests the apiserver served, per resource
 //	benchctl tcpload ...                   TCP load as stub resolvers make it: a connection per query
+//	benchctl results RUN-DIR OUT.json      a run's figures as JSON with named fields (results.go)
+//	benchctl plot RESULTS.json DIR         PNG charts of those figures (plot.go)
 package main
 
 import (
@@ -23,7 +25,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchctl freeport|secrets|kubeconfig|ready|load|etcd-compact|sync|mem|fetch|latency|walk|metric|api-requests|tcpload ...")
+		fmt.Fprintln(os.Stderr, "usage: benchctl freeport|secrets|kubeconfig|ready|load|etcd-compact|sync|mem|fetch|latency|walk|metric|api-requests|tcpload|results|plot ...")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
@@ -41,6 +43,8 @@ func main() {
 		"metric":       metric,
 		"api-requests": apiRequests,
 		"tcpload":      tcpLoad,
+		"results":      results,
+		"plot":         plotResults,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {

@@ -1,0 +1,249 @@
+package main
+
+// benchctl plot RESULTS.json DIR: PNG charts of a run's figures (`benchctl results`), shown by
+// RESULTS.md and the README: qps.png (throughput per scenario), cpu.png (CPU per query), latency.png
+// (p50 and p99 at a fixed rate) and memory.png (heap and RSS at scale, steady and at a relist).
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+var (
+	oursColor   = color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff} // blue
+	theirsColor = color.RGBA{R: 0xb0, G: 0xb0, B: 0xb0, A: 0xff} // grey
+	peakColor   = color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff} // orange
+)
+
+func plotResults(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("usage: benchctl plot RESULTS.json DIR")
+	}
+	b, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %v", args[0], err)
+	}
+	dir := args[1]
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	sub := fmt.Sprintf("run of %s at %s; server on one core, load on the other", res.Run.Date, res.Run.Commit)
+	if len(res.Scenarios) > 0 {
+		var qps, cpu, p50, p99 []*plot.Plot
+		for _, s := range res.Scenarios {
+			labels := make([]string, len(s.Servers))
+			q, c, l50, l99 := make([]float64, len(s.Servers)), make([]float64, len(s.Servers)), make([]float64, len(s.Servers)), make([]float64, len(s.Servers))
+			ours := make([]bool, len(s.Servers))
+			for i, srv := range s.Servers {
+				labels[i], ours[i] = srv.Label, srv.Ours
+				q[i], c[i], l50[i], l99[i] = srv.MeanQPS, srv.MeanCPUu, srv.P50ms, srv.P99ms
+			}
+			p, err := oursVsTheirs(s.Title, "queries per second", labels, ours, q, "%.0f")
+			if err != nil {
+				return err
+			}
+			qps = append(qps, p)
+			if p, err = oursVsTheirs(s.Title, "CPU µs per answered query (lower is better)", labels, ours, c, "%.1f"); err != nil {
+				return err
+			}
+			cpu = append(cpu, p)
+			title := fmt.Sprintf("%s (at %d q/s)", s.Title, s.LatencyRate)
+			if p, err = oursVsTheirs(title, "p50 latency ms", labels, ours, l50, "%.3f"); err != nil {
+				return err
+			}
+			p50 = append(p50, p)
+			if p, err = oursVsTheirs(title, "p99 latency ms", labels, ours, l99, "%.2f"); err != nil {
+				return err
+			}
+			p99 = append(p99, p)
+		}
+		w := vg.Length(len(res.Scenarios)) * 10 * vg.Centimeter
+		if err := saveTiles(filepath.Join(dir, "qps.png"), "Throughput, mean of the runs — "+sub, [][]*plot.Plot{qps}, w, 10*vg.Centimeter); err != nil {
+			return err
+		}
+		if err := saveTiles(filepath.Join(dir, "cpu.png"), "CPU per query — "+sub, [][]*plot.Plot{cpu}, w, 10*vg.Centimeter); err != nil {
+			return err
+		}
+		if err := saveTiles(filepath.Join(dir, "latency.png"), "Latency at half the slowest server's QPS — "+sub, [][]*plot.Plot{p50, p99}, w, 19*vg.Centimeter); err != nil {
+			return err
+		}
+	}
+	if len(res.Memory) > 0 {
+		labels := make([]string, len(res.Memory))
+		var steadyHeap, peakHeap, steadyRSS, peakRSS []float64
+		for i, m := range res.Memory {
+			labels[i] = m.Label
+			steadyHeap, peakHeap = append(steadyHeap, m.SteadyHeap), append(peakHeap, m.RelistPeakHeap)
+			steadyRSS, peakRSS = append(steadyRSS, m.SteadyRSS), append(peakRSS, m.RelistPeakRSS)
+		}
+		heap, err := steadyVsPeak("Go heap in use", "MiB", labels, steadyHeap, peakHeap)
+		if err != nil {
+			return err
+		}
+		rss, err := steadyVsPeak("RSS", "MiB", labels, steadyRSS, peakRSS)
+		if err != nil {
+			return err
+		}
+		if err := saveTiles(filepath.Join(dir, "memory.png"), "Memory at scale, steady and at a relist — "+sub,
+			[][]*plot.Plot{{heap, rss}}, 26*vg.Centimeter, 12*vg.Centimeter); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oursVsTheirs is a bar per server, ours in colour, with each value written above its bar.
+func oursVsTheirs(title, ylabel string, labels []string, ours []bool, values []float64, format string) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = ylabel
+	mine, others := make(plotter.Values, len(values)), make(plotter.Values, len(values))
+	for i, v := range values {
+		if ours[i] {
+			mine[i] = v
+		} else {
+			others[i] = v
+		}
+	}
+	for _, set := range []struct {
+		v plotter.Values
+		c color.Color
+	}{{mine, oursColor}, {others, theirsColor}} {
+		bars, err := plotter.NewBarChart(set.v, barWidth(len(values)))
+		if err != nil {
+			return nil, err
+		}
+		bars.Color, bars.LineStyle.Width = set.c, 0
+		p.Add(bars)
+	}
+	if err := addValueLabels(p, values, 0, format); err != nil {
+		return nil, err
+	}
+	p.NominalX(wrapped(labels)...)
+	p.Y.Min = 0
+	p.Y.Max *= 1.12 // room for the labels
+	p.Y.Tick.Marker = plainTicks{}
+	return p, nil
+}
+
+// barWidth fits n bars into a panel of the charts' width.
+func barWidth(n int) vg.Length { return min(1.4*vg.Centimeter, 5.6*vg.Centimeter/vg.Length(n)) }
+
+// wrapped puts each word of a bar's label on a line of its own.
+func wrapped(labels []string) []string {
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		out[i] = strings.ReplaceAll(strings.ReplaceAll(l, ", ", "\n"), " ", "\n")
+	}
+	return out
+}
+
+// plainTicks are gonum's default ticks written without decimals that say nothing (50000, not 50000.00).
+type plainTicks struct{}
+
+func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = fmt.Sprintf("%.6g", ticks[i].Value)
+		}
+	}
+	return ticks
+}
+
+// steadyVsPeak is two bars per configuration: the steady value and the relist peak.
+func steadyVsPeak(title, ylabel string, labels []string, steady, peak []float64) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = ylabel
+	w := 0.9 * vg.Centimeter
+	for i, set := range []struct {
+		name string
+		v    []float64
+		c    color.Color
+	}{{"steady (after a forced GC)", steady, oursColor}, {"relist peak", peak, peakColor}} {
+		bars, err := plotter.NewBarChart(plotter.Values(set.v), w)
+		if err != nil {
+			return nil, err
+		}
+		bars.Color, bars.LineStyle.Width = set.c, 0
+		bars.Offset = vg.Length(2*i-1) * w / 2
+		p.Add(bars)
+		p.Legend.Add(set.name, bars)
+		if err := addValueLabels(p, set.v, float64(2*i-1)*0.22, "%.0f"); err != nil {
+			return nil, err
+		}
+	}
+	p.Legend.Top, p.Legend.Left = true, true
+	p.NominalX(wrapped(labels)...)
+	p.Y.Min = 0
+	p.Y.Max *= 1.25
+	p.Y.Tick.Marker = plainTicks{}
+	return p, nil
+}
+
+func addValueLabels(p *plot.Plot, values []float64, dx float64, format string) error {
+	xys := make(plotter.XYs, len(values))
+	text := make([]string, len(values))
+	for i, v := range values {
+		xys[i] = plotter.XY{X: float64(i) + dx, Y: v}
+		text[i] = fmt.Sprintf(format, v)
+	}
+	l, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: text})
+	if err != nil {
+		return err
+	}
+	for i := range l.TextStyle {
+		l.TextStyle[i].XAlign = draw.XCenter
+		l.TextStyle[i].YAlign = draw.YBottom
+	}
+	p.Add(l)
+	return nil
+}
+
+// saveTiles draws rows of plots on one PNG under a title.
+func saveTiles(path, title string, rows [][]*plot.Plot, w, h vg.Length) error {
+	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(110))
+	dc := draw.New(img)
+	dc.SetColor(color.White)
+	dc.Fill(dc.Rectangle.Path())
+	head := plot.New()
+	head.Title.Text = title
+	const titleH = 0.9 * vg.Centimeter
+	headCanvas := draw.Crop(dc, 0, 0, h-titleH, 0)
+	head.Title.TextStyle.Font.Size = 11
+	head.HideAxes()
+	head.Draw(headCanvas)
+	body := draw.Crop(dc, 0, 0, 0, -titleH)
+	tiles := draw.Tiles{Rows: len(rows), Cols: len(rows[0]), PadX: vg.Centimeter, PadY: 0.5 * vg.Centimeter,
+		PadTop: 0.2 * vg.Centimeter, PadBottom: 0.3 * vg.Centimeter, PadLeft: 0.3 * vg.Centimeter, PadRight: 0.3 * vg.Centimeter}
+	canvases := plot.Align(rows, tiles, body)
+	for i := range rows {
+		for j := range rows[i] {
+			rows[i][j].Draw(canvases[i][j])
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
