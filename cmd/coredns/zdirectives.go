@@ -13,6 +13,7 @@ var directives = []string{
 	"nsid",
 	"bufsize",
 	"bind",
+	"pipelining",
 	"debug",
 	"ready",
 	"health",

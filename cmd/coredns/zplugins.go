@@ -6,6 +6,7 @@ package main
 import (
 	_ "github.com/clusterdns/clusterdns/plugin/k8sdiscovery"
 	_ "github.com/clusterdns/clusterdns/plugin/nodecache"
+	_ "github.com/clusterdns/clusterdns/plugin/pipelining"
 	_ "github.com/clusterdns/clusterdns/plugin/searchpath"
 	_ "github.com/coredns/caddy/onevent"
 	_ "github.com/coredns/coredns/plugin/acl"

@@ -2,7 +2,6 @@ package nodecache
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sort"
 	"strings"
@@ -81,11 +80,11 @@ type packetDoor struct {
 	closed  chan struct{}
 
 	// The TCP side: the door's own listeners (nil when they could not be opened; CoreDNS's
-	// server then takes TCP alone), each served by a miekg/dns server that calls CoreDNS's
-	// server as CoreDNS's own TCP server does. Owning them is what lets a handover stop taking
-	// connections and still answer the ones it took.
-	stream     *packetio.StreamListener
-	streamSrvs []*dns.Server
+	// server then takes TCP alone), served by a packetio.StreamServer that calls CoreDNS's
+	// server as CoreDNS's own TCP server does, but answers the queries pipelined on one
+	// connection concurrently. Owning them is what lets a handover stop taking connections and
+	// still answer the ones it took.
+	stream *packetio.StreamListener
 }
 
 // TCP timeouts of the door's connections, CoreDNS's defaults: the first query must arrive
@@ -142,13 +141,11 @@ func (d *packetDoor) openStream() {
 		return
 	}
 	d.stream = sl
+	srv := &packetio.StreamServer{Handler: dns.HandlerFunc(d.serveChain),
+		ReadTimeout: tcpReadTimeout, WriteTimeout: tcpWriteTimeout, IdleTimeout: tcpIdleTimeout}
 	for _, l := range sl.Listeners() {
-		srv := &dns.Server{Listener: l, Net: "tcp", Handler: dns.HandlerFunc(d.serveChain),
-			MaxTCPQueries: -1, ReadTimeout: tcpReadTimeout, WriteTimeout: tcpWriteTimeout,
-			IdleTimeout: func() time.Duration { return tcpIdleTimeout }}
-		d.streamSrvs = append(d.streamSrvs, srv)
 		go func() {
-			if err := srv.ActivateAndServe(); err != nil && !isClosed(d.closed) && !errors.Is(err, net.ErrClosed) {
+			if err := srv.Serve(l); err != nil && !isClosed(d.closed) {
 				log.Errorf("packet door %s: TCP server stopped: %v", d.key, err)
 			}
 		}()
