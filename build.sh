@@ -194,6 +194,7 @@ test_all() {
 	# The e2e suite needs etcd, kube-apiserver and kube-controller-manager: built once from the Go
 	# module proxy into .cache/ (10-20 min cold on 2 cores, skipped when present).
 	test/e2e/controlplane/build.sh
+	monitoring/tools/build.sh # promtool and the PromQL parser for monitoring/'s tests (about 15 min cold)
 	# Unit and integration tests quietly; the acceptance suites verbosely, since they print what
 	# they tried and measured (queries sent/answered/lost, programming latency, restart times).
 	local acceptance='/test/(e2e|nodecache|robustness)$'
