@@ -6,16 +6,17 @@
 #   monitoring/tools/build.sh        build the tools that are not there yet (none if both are)
 #   monitoring/tools/build.sh dir    print the tool folder
 #
-# Only `go` is needed. The versions are the ones in go.mod beside this script; the folder is named
-# by Prometheus's, so a bump in go.mod builds afresh. The monitoring tests fail, saying to run this
-# script, when a tool is missing.
+# Only `go` is needed. The versions are the ones in go.mod beside this script. The monitoring tests
+# fail, saying to run this script, when a tool is missing.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PROM_VERSION=$(awk '$1 == "github.com/prometheus/prometheus" { print $2 }' "$HERE/go.mod")
 [ -n "$PROM_VERSION" ] || { echo "monitoring tools: no prometheus version in $HERE/go.mod" >&2; exit 1; }
-OUT=${MONITORING_TOOLS_DIR:-$ROOT/.cache/monitoring-tools/prometheus-$PROM_VERSION}
+# Named by the sources too, so that a change to go.mod or promqlcheck builds afresh.
+SOURCES=$(cat "$HERE/go.mod" "$HERE/go.sum" "$HERE"/promqlcheck/*.go | sha256sum | cut -c1-12)
+OUT=${MONITORING_TOOLS_DIR:-$ROOT/.cache/monitoring-tools/prometheus-$PROM_VERSION-$SOURCES}
 # name → package, in build order.
 TOOLS=(promtool promqlcheck)
 declare -A PKG=(
