@@ -347,3 +347,50 @@ func TestValues(t *testing.T) {
 		t.Errorf("ConfigMap %s, want coredns-%s (kustomize's name for this Corefile)", cmName, hash)
 	}
 }
+
+// TestMonitorJobsMatchRules: the job names the ServiceMonitors give their targets (the Service's
+// jobLabel label, else the Service's name, as Prometheus Operator names them) are exactly the jobs
+// monitoring/rules.yaml matches, so that the alerts and recording rules see the chart's targets.
+func TestMonitorJobsMatchRules(t *testing.T) {
+	objs := helmTemplate(t, sets("prometheus.monitor.enabled=true")...)
+	jobs := map[string]bool{}
+	for _, m := range ofKind(objs, "ServiceMonitor") {
+		selector := stringMap(m.get("spec", "selector", "matchLabels"))
+		jobLabel, _ := m.get("spec", "jobLabel").(string)
+		for _, s := range ofKind(objs, "Service") {
+			labels := stringMap(s.get("metadata", "labels"))
+			if !selects(selector, labels) {
+				continue
+			}
+			job := s.metadata("name")
+			if jobLabel != "" {
+				if labels[jobLabel] == "" {
+					t.Errorf("ServiceMonitor %s: jobLabel %q, which Service %s does not carry", m.metadata("name"), jobLabel, job)
+				}
+				job = labels[jobLabel]
+			}
+			jobs[job] = true
+		}
+	}
+	rules, err := os.ReadFile("../monitoring/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	matched := map[string]bool{}
+	for _, m := range regexp.MustCompile(`job="([^"]+)"`).FindAllStringSubmatch(string(rules), -1) {
+		matched[m[1]] = true
+	}
+	if len(matched) == 0 {
+		t.Fatal("monitoring/rules.yaml matches no job")
+	}
+	for job := range matched {
+		if !jobs[job] {
+			t.Errorf("monitoring/rules.yaml matches job=%q, which no ServiceMonitor of the chart produces (it produces %v)", job, sortedKeys(jobs))
+		}
+	}
+	for job := range jobs {
+		if !matched[job] {
+			t.Errorf("the chart's ServiceMonitors produce job %q, which monitoring/rules.yaml does not match", job)
+		}
+	}
+}
