@@ -35,7 +35,7 @@ type K8sDiscovery struct {
 
 	cfg      config
 	zones    []string // all zones, lower case
-	primary  string   // first forward zone: PTR targets are written in it
+	primary  string   // first forward zone but multicluster ones: PTR targets are written in it
 	fall     fall.F
 	store    *store
 	upstream resolver

@@ -41,7 +41,8 @@ func (k *K8sDiscovery) Metadata(ctx context.Context, state request.Request) cont
 		return ctx
 	}
 	rel := relativeName(qname, zone)
-	if before, after, found := strings.Cut(rel, "._zone."); k.cfg.zonal && found {
+	multicluster := k.isClusterset(zone)
+	if before, after, found := strings.Cut(rel, "._zone."); k.cfg.zonal && !multicluster && found {
 		// A zonal name: kubernetes/zone is the topology zone asked, the rest as for the Service.
 		if i := strings.LastIndexByte(before, '.'); i > 0 {
 			topo := before[:i]
@@ -49,7 +50,7 @@ func (k *K8sDiscovery) Metadata(ctx context.Context, state request.Request) cont
 			rel = after
 		}
 	}
-	p, err := parseQueryName(rel)
+	p, err := parseQueryName(rel, multicluster)
 	if err != "" {
 		metadata.SetValueFunc(ctx, "kubernetes/parse-error", func() string { return err })
 		return ctx
@@ -59,6 +60,9 @@ func (k *K8sDiscovery) Metadata(ctx context.Context, state request.Request) cont
 		"kubernetes/endpoint": p.endpoint, "kubernetes/port-name": p.port, "kubernetes/protocol": p.protocol,
 	} {
 		metadata.SetValueFunc(ctx, key, func() string { return value })
+	}
+	if multicluster {
+		metadata.SetValueFunc(ctx, "kubernetes/cluster", func() string { return p.cluster })
 	}
 	return ctx
 }
@@ -88,10 +92,11 @@ func (k *K8sDiscovery) clientPod(addr netip.Addr) (ns, name string) {
 // queryName is a name of the zone read against the schema.
 type queryName struct {
 	kind, namespace, service, endpoint, port, protocol string
+	cluster                                            string // multicluster: the endpoint's source cluster
 }
 
 // parseQueryName reads a name relative to the zone; err says why it does not fit.
-func parseQueryName(rel string) (queryName, string) {
+func parseQueryName(rel string, multicluster bool) (queryName, string) {
 	if rel == "" || rel == "dns-version" || rel == "ns.dns" || rel == "svc" || rel == "pod" || rel == "dns" {
 		return queryName{}, ""
 	}
@@ -124,6 +129,10 @@ func parseQueryName(rel string) (queryName, string) {
 			q.endpoint = l[0]
 		}
 	case 5:
+		if multicluster && !strings.HasPrefix(l[0], "_") && !strings.HasPrefix(l[1], "_") {
+			q.endpoint, q.cluster = l[0], l[1] // <endpoint>.<cluster>.<service>.<namespace>.svc
+			break
+		}
 		if !strings.HasPrefix(l[0], "_") || !strings.HasPrefix(l[1], "_") {
 			return queryName{}, "an SRV name is _<port>._<protocol>.<service>.<namespace>.svc"
 		}

@@ -10,8 +10,9 @@ package k8sdiscovery
 //	_<port>._<proto>.<svc>.<ns>.svc.<zone>     SRV, as for a Service
 //	<hostname>.<cluster>.<svc>.<ns>.svc.<zone> A/AAAA of an endpoint of that cluster
 //
-// As upstream: the TTL is ttl for both kinds, there are no PTR records for these addresses, and
-// pod names are answered as in a cluster zone.
+// As for Services: ttl for a ClusterSetIP import, headless_ttl for a Headless one and endpoint
+// names (upstream: ttl for all; the same unless headless_ttl is set). As upstream: no PTR records
+// for these addresses, and pod names are answered as in a cluster zone.
 
 import (
 	"context"
@@ -20,7 +21,6 @@ import (
 	"strings"
 
 	"github.com/clusterdns/clusterdns/internal/kube"
-	"github.com/coredns/coredns/coremain"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,12 +34,7 @@ const resImports = "serviceimports"
 
 // newImportClient is the ServiceImports client (JSON: custom resources have no protobuf form).
 func (k *K8sDiscovery) newImportClient() (mcsclient.ServiceImportsGetter, error) {
-	cfg, err := kube.RESTConfig(kube.ClientConfig{
-		Kubeconfig: k.cfg.kubeconfig, Context: k.cfg.kubeContext, Endpoint: k.cfg.endpoint,
-		UserAgent: "clusterdns/" + coremain.CoreVersion + " (" + pluginName + ")",
-		CertFile:  k.cfg.tlsCert, KeyFile: k.cfg.tlsKey, CAFile: k.cfg.tlsCA,
-		QPS: k.cfg.qps, Burst: k.cfg.burst,
-	})
+	cfg, err := kube.RESTConfig(k.clientConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -48,8 +43,9 @@ func (k *K8sDiscovery) newImportClient() (mcsclient.ServiceImportsGetter, error)
 }
 
 // watchImports adds the ServiceImports to what the watcher lists and watches. Without the CRD
-// (the API server answers NotFound) the resource counts as listed and empty, so that the
-// plugin syncs and serves the cluster's names; it is asked again every importRetry.
+// (the API server answers NotFound), or without RBAC to read them (Forbidden), the resource counts
+// as listed and empty, so that the plugin syncs and serves the cluster's names; it is asked again
+// every absentRetry.
 func (w *watcher) watchImports(c mcsclient.ServiceImportsGetter) {
 	w.resources = append(w.resources, &resource{
 		name: resImports,
@@ -66,12 +62,14 @@ func (w *watcher) watchImports(c mcsclient.ServiceImportsGetter) {
 		put:      w.putImport,
 		del:      w.delImport,
 		optional: true,
+		group:    mcsv1alpha1.GroupName,
 	})
 	w.pending++
 }
 
-// absent reports whether err says that the resource is not served (its CRD is not installed).
-func absent(err error) bool { return apierrors.IsNotFound(err) }
+// absent reports whether err says that the resource is not served (its CRD is not installed) or
+// not ours to read (no RBAC for it).
+func absent(err error) bool { return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) }
 
 func (w *watcher) putImport(obj kruntime.Object, epoch uint32) {
 	o, ok := obj.(*mcsv1alpha1.ServiceImport)
@@ -252,7 +250,7 @@ func (k *K8sDiscovery) resolveClusterset(v *view, rel string, withSRV bool) (*rr
 		return nil, false
 	case len(l) == 2 && l[1] == "svc": // <ns>.svc: a Namespace object, or an import below
 		n := v.s.namespaces[l[0]]
-		return &rrset{}, v.s.visible(n) && (n.exists || slices.ContainsFunc(mapValues(n.imports), (*svcEntry).published))
+		return &rrset{}, v.s.visible(n) && (n.exists || anyPublished(n.imports))
 	case len(l) < 3 || l[len(l)-1] != "svc":
 		return k.resolve(v, rel, withSRV) // the apex, svc, dns-version, ns.dns, pod names
 	}
@@ -286,10 +284,12 @@ func (k *K8sDiscovery) resolveClusterset(v *view, rel string, withSRV bool) (*rr
 	}
 }
 
-func mapValues[K comparable, V any](m map[K]V) []V {
-	out := make([]V, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
+// anyPublished: one of the names exists.
+func anyPublished(entries map[string]*svcEntry) bool {
+	for _, e := range entries {
+		if e.published() {
+			return true
+		}
 	}
-	return out
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coredns/coredns/plugin/metadata"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	mcsfake "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned/fake"
@@ -46,16 +48,22 @@ func multiclusterConfig() config {
 }
 
 func startMulticluster(t *testing.T, cfg config, imports []runtime.Object, objs ...runtime.Object) (*K8sDiscovery, *mcsfake.Clientset) {
+	k, mc, _ := startMulticlusterClients(t, cfg, imports, objs...)
+	return k, mc
+}
+
+func startMulticlusterClients(t *testing.T, cfg config, imports []runtime.Object, objs ...runtime.Object) (*K8sDiscovery, *mcsfake.Clientset, *fake.Clientset) {
 	t.Helper()
 	k := newK8sDiscovery(cfg)
 	k.upstream = outsideWorld{}
 	mc := mcsfake.NewSimpleClientset(imports...)
-	w := newWatcher(k, fakeClient(objs...))
+	kc := fakeClient(objs...)
+	w := newWatcher(k, kc)
 	w.watchImports(mc.MulticlusterV1alpha1())
 	w.run(k.stopCh)
 	t.Cleanup(k.stop)
 	waitFor(t, "first sync", k.synced.Load)
-	return k, mc
+	return k, mc, kc
 }
 
 func TestMulticlusterNames(t *testing.T) {
@@ -144,13 +152,58 @@ func TestMulticlusterNames(t *testing.T) {
 func TestMulticlusterEmpty(t *testing.T) {
 	noPorts := serviceImport("ns1", "noports", mcsv1alpha1.ClusterSetIP, "10.200.0.2")
 	noPorts.Spec.Ports = nil
+	imports := []runtime.Object{noPorts, serviceImport("ns1", "web", mcsv1alpha1.ClusterSetIP, "10.200.0.1")}
+	k, _ := startMulticluster(t, multiclusterConfig(), imports, namespace("ns1"))
+	eventually(t, k, "noports.ns1.svc.clusterset.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "web.ns1.svc.clusterset.local.", dns.TypeA, "NOERROR", "10.200.0.1")
+
 	cfg := multiclusterConfig()
 	cfg.ignoreEmptyService = true
-	k, _ := startMulticluster(t, cfg, []runtime.Object{noPorts, serviceImport("ns1", "web", mcsv1alpha1.ClusterSetIP, "10.200.0.1")}, namespace("ns1"))
-	for _, name := range []string{"noports.ns1.svc.clusterset.local.", "web.ns1.svc.clusterset.local."} {
-		if rcode, got := answers(k, name, dns.TypeA); rcode != "NXDOMAIN" {
-			t.Errorf("%s: %s %v, want NXDOMAIN", name, rcode, got)
-		}
+	k, _ = startMulticluster(t, cfg, imports, namespace("ns1"))
+	eventually(t, k, "web.ns1.svc.clusterset.local.", dns.TypeA, "NXDOMAIN")
+}
+
+// A relist sweeps the imports and MCS slices it no longer names; a slice that loses its MCS label
+// leaves the import; one with both labels serves both names.
+func TestMulticlusterSliceChangesAndSweep(t *testing.T) {
+	ready := boolPtr(true)
+	both := mcSlice("ns1", "db", "east", "db-east", ep{ip: "10.1.0.1", hostname: "db-0", ready: ready})
+	both.Labels[discoveryv1.LabelServiceName] = "db"
+	k, _, kc := startMulticlusterClients(t, multiclusterConfig(), []runtime.Object{serviceImport("ns1", "db", mcsv1alpha1.Headless)},
+		namespace("ns1"), headlessService("ns1", "db"), both)
+	eventually(t, k, "db.ns1.svc.clusterset.local.", dns.TypeA, "NOERROR", "10.1.0.1")
+	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.1")
+
+	// The slice moves to another source cluster, then loses its MCS label.
+	slices := kc.DiscoveryV1().EndpointSlices("ns1")
+	both.Labels[mcsv1alpha1.LabelSourceCluster] = "west"
+	if _, err := slices.Update(context.Background(), both, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, k, "db-0.west.db.ns1.svc.clusterset.local.", dns.TypeA, "NOERROR", "10.1.0.1")
+	eventually(t, k, "db-0.east.db.ns1.svc.clusterset.local.", dns.TypeA, "NXDOMAIN")
+	delete(both.Labels, mcsv1alpha1.LabelServiceName)
+	if _, err := slices.Update(context.Background(), both, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, k, "db.ns1.svc.clusterset.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.1.0.1")
+	both.Labels[mcsv1alpha1.LabelServiceName] = "db"
+	if _, err := slices.Update(context.Background(), both, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, k, "db.ns1.svc.clusterset.local.", dns.TypeA, "NOERROR", "10.1.0.1")
+
+	// Sweeps: a relist (epoch 99) that names nothing removes every import and MCS slice.
+	k.store.sweep(resImports, 99)
+	eventually(t, k, "db.ns1.svc.clusterset.local.", dns.TypeA, "NXDOMAIN")
+	k.store.putImport("ns1", "db", toImport(serviceImport("ns1", "db", mcsv1alpha1.Headless), 100))
+	eventually(t, k, "db.ns1.svc.clusterset.local.", dns.TypeA, "NOERROR", "10.1.0.1")
+	k.store.sweep(resSlices, 99)
+	eventually(t, k, "db.ns1.svc.clusterset.local.", dns.TypeA, "NXDOMAIN")
+	eventually(t, k, "db.ns1.svc.cluster.local.", dns.TypeA, "NXDOMAIN")
+	if _, slices, _, _, addrs := k.store.stats(); addrs != 0 || slices != 0 {
+		t.Errorf("%d slices and %d reverse addresses after the sweep", slices, addrs)
 	}
 }
 
@@ -206,4 +259,51 @@ func TestMulticlusterTransfer(t *testing.T) {
 	if strings.Contains(all, "local.ns1") {
 		t.Errorf("transfer of clusterset.local holds a cluster Service:\n%s", all)
 	}
+}
+
+// Metadata in a multicluster zone reads <endpoint>.<cluster> names and sets kubernetes/cluster
+// (as upstream); zonal names are not read there.
+func TestMulticlusterMetadata(t *testing.T) {
+	cfg := multiclusterConfig()
+	cfg.zonal = true
+	k, _ := startMulticluster(t, cfg, nil, namespace("ns1"))
+	for _, c := range []struct {
+		qname string
+		want  map[string]string
+	}{
+		{"db-0.east.db.ns1.svc.clusterset.local.", map[string]string{"kubernetes/cluster": "east", "kubernetes/endpoint": "db-0", "kubernetes/service": "db"}},
+		{"_http._tcp.web.ns1.svc.clusterset.local.", map[string]string{"kubernetes/cluster": "", "kubernetes/port-name": "http"}},
+		{"a.pin._zone.db.ns1.svc.clusterset.local.", map[string]string{"kubernetes/zone": "", "kubernetes/parse-error": "more labels than the schema has"}},
+		{"db-0.east.db.ns1.svc.cluster.local.", map[string]string{"kubernetes/parse-error": "an SRV name is _<port>._<protocol>.<service>.<namespace>.svc"}},
+	} {
+		ctx := k.Metadata(metadata.ContextWithMetadata(context.Background()), stateFrom("10.1.0.50", c.qname))
+		for key, want := range c.want {
+			got := ""
+			if f := metadata.ValueFunc(ctx, key); f != nil {
+				got = f()
+			}
+			if got != want {
+				t.Errorf("%s: %s = %q, want %q", c.qname, key, got, want)
+			}
+		}
+	}
+	ctx := k.Metadata(metadata.ContextWithMetadata(context.Background()), stateFrom("10.1.0.50", "web.ns1.svc.cluster.local."))
+	if f := metadata.ValueFunc(ctx, "kubernetes/cluster"); f != nil {
+		t.Errorf("kubernetes/cluster set for a cluster zone name: %q", f())
+	}
+}
+
+// Without RBAC for ServiceImports (Forbidden), as without the CRD, the plugin syncs.
+func TestMulticlusterForbidden(t *testing.T) {
+	k := newK8sDiscovery(multiclusterConfig())
+	mc := mcsfake.NewSimpleClientset()
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: mcsv1alpha1.GroupName, Resource: "serviceimports"}, "", nil)
+	mc.PrependReactor("list", "serviceimports", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, forbidden })
+	mc.PrependWatchReactor("serviceimports", func(k8stesting.Action) (bool, watch.Interface, error) { return true, nil, forbidden })
+	w := newWatcher(k, fakeClient(namespace("ns1"), clusterIPService("ns1", "local", "10.96.0.5")))
+	w.watchImports(mc.MulticlusterV1alpha1())
+	w.run(k.stopCh)
+	t.Cleanup(k.stop)
+	waitFor(t, "first sync without RBAC for ServiceImports", k.synced.Load)
+	eventually(t, k, "local.ns1.svc.cluster.local.", dns.TypeA, "NOERROR", "10.96.0.5")
 }

@@ -261,6 +261,9 @@ func parseStanza(c *caddy.Controller) (config, error) {
 		return cfg, c.Errf("apiserver_max_inflight %d: the plugin keeps one request open per resource it watches (up to %d: %s); want %d or more, or leave it out",
 			cfg.maxInflight, need, what, need)
 	}
+	if len(cfg.multicluster) > 0 && cfg.noEndpoints {
+		return cfg, c.Errf("multicluster needs the EndpointSlices (Headless imports and <hostname>.<cluster> names come from them); remove noendpoints")
+	}
 	if len(cfg.multicluster) > 0 && cfg.manifests != "" {
 		return cfg, c.Errf("multicluster reads ServiceImports from an API server (a custom resource); it cannot be combined with manifests")
 	}

@@ -78,6 +78,7 @@ func TestParseStanza(t *testing.T) {
 		{name: "multicluster without zones", input: "k8sdiscovery cluster.local clusterset.local {\nmulticluster\n}", wantErr: "Testfile:2 - Error during parsing: multicluster: want the zones"},
 		{name: "multicluster zone not served", input: "k8sdiscovery cluster.local {\nmulticluster clusterset.local\n}", wantErr: "multicluster: clusterset.local. is not a forward zone of this k8sdiscovery"},
 		{name: "multicluster with manifests", input: "k8sdiscovery cluster.local clusterset.local {\nmanifests /x\nmulticluster clusterset.local\n}", wantErr: "multicluster reads ServiceImports from an API server"},
+		{name: "multicluster without endpoints", input: "k8sdiscovery cluster.local clusterset.local {\nmulticluster clusterset.local\nnoendpoints\n}", wantErr: "multicluster needs the EndpointSlices"},
 		{name: "max_inflight with multicluster", input: "k8sdiscovery cluster.local clusterset.local {\nmulticluster clusterset.local\napiserver_max_inflight 4\n}", wantErr: "want 5 or more"},
 		{name: "ignore something else", input: "k8sdiscovery {\nignore pods\n}", wantErr: "ignore: want empty_service"},
 		{name: "bad startup_timeout", input: "k8sdiscovery {\nstartup_timeout soon\n}", wantErr: `startup_timeout: "soon" is not a duration`},

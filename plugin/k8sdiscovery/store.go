@@ -530,15 +530,7 @@ func (s *store) visible(n *nsData) bool {
 
 // svcExists: <ns>.svc exists for a Namespace object, and while a published Service lives below.
 func (n *nsData) svcExists() bool {
-	if n.exists {
-		return true
-	}
-	for _, e := range n.services {
-		if e.published() {
-			return true
-		}
-	}
-	return false
+	return n.exists || anyPublished(n.services)
 }
 
 // published: the Service's name exists (a headless Service only while it has a ready endpoint).

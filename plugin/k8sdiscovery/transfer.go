@@ -16,10 +16,10 @@ import (
 const xfrChunk = 100
 
 // Transfer implements transfer.Transferer for a forward zone: the SOA, the NS and its address,
-// dns-version, then every published Service's (in a multicluster zone, ServiceImport's) records (A/AAAA, the SRV of the Service and of each
-// named port, an ExternalName's CNAME) and every endpoint's A/AAAA, and the SOA again. Pod
-// records and reverse zones are not transferred (as upstream). An IXFR whose serial is current
-// gets the SOA alone.
+// dns-version, then every published Service's (in a multicluster zone, ServiceImport's) records
+// (A/AAAA, the SRV of the Service and of each named port, an ExternalName's CNAME) and every
+// endpoint's A/AAAA, and the SOA again. Pod records and reverse zones are not transferred (as
+// upstream). An IXFR whose serial is current gets the SOA alone.
 func (k *K8sDiscovery) Transfer(zone string, serial uint32) (<-chan []dns.RR, error) {
 	zone = strings.ToLower(dns.Fqdn(zone))
 	if !slices.Contains(k.zones, zone) || isReverseZone(zone) || !k.synced.Load() {

@@ -74,9 +74,11 @@ type resource struct {
 	put   func(obj kruntime.Object, epoch uint32) // an object added or changed
 	del   func(obj kruntime.Object)               // an object deleted
 
-	// optional: a custom resource whose CRD may not be installed. While the API server does not
-	// serve it, it counts as listed and empty, and is asked for again every absentRetry.
+	// optional: a custom resource whose CRD may not be installed (group: its API group, for
+	// messages). While the API server does not serve it, or forbids us to read it, it counts as
+	// listed and empty, and is asked for again every absentRetry.
 	optional bool
+	group    string
 }
 
 // absentRetry is how often an optional resource that the API server does not serve is asked for.
@@ -247,14 +249,22 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 		}
 	}
 	notServed := false
-	// unserved handles an optional resource that the API server does not serve: nothing of it
-	// exists (what the store held is swept), and it is asked for again after absentRetry.
-	unserved := func() bool {
+	// unserved handles an optional resource that the API server does not serve (or does not let
+	// us read): nothing of it exists (what the store held is swept), and it is asked for again
+	// after absentRetry.
+	unserved := func(err error) bool {
 		if !notServed {
 			notServed = true
-			log.Infof("%s: not served by the API server (is its CRD installed?): none until it is; asking again every %s", r.name, absentRetry)
+			if apierrors.IsForbidden(err) {
+				log.Warningf("%s: not allowed to list and watch them (RBAC: grant list and watch on %s): none until allowed; asking again every %s: %v",
+					r.name, r.name+"."+r.group, absentRetry, err)
+			} else {
+				log.Infof("%s: not served by the API server (is its CRD installed?): none until it is; asking again every %s", r.name, absentRetry)
+			}
 		}
-		synced(0)
+		if gone := w.k.store.sweep(r.name, epoch); gone > 0 {
+			log.Infof("%s: %d removed", r.name, gone)
+		}
 		markListed()
 		backoff, failures = 0, 0
 		select {
@@ -285,7 +295,7 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 					continue
 				}
 				if r.optional && absent(err) {
-					if !unserved() {
+					if !unserved(err) {
 						return
 					}
 					continue
@@ -331,7 +341,7 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 			next, n, err := w.list(ctx, r, epoch)
 			if err != nil {
 				if r.optional && absent(err) {
-					if !unserved() {
+					if !unserved(err) {
 						return
 					}
 					continue
@@ -351,8 +361,15 @@ func (w *watcher) loop(ctx context.Context, r *resource) {
 		// missed (a fake clientset's watch does not resume from a version).
 		markListed()
 		if err != nil {
-			if expired(err) || (r.optional && absent(err)) {
+			if expired(err) {
 				rv = ""
+				continue
+			}
+			if r.optional && absent(err) {
+				rv = ""
+				if !unserved(err) {
+					return
+				}
 				continue
 			}
 			if ctx.Err() != nil || !wait(fmt.Errorf("watch: %w", err)) {
