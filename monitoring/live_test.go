@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/netnsrun"
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 )
 
 // notUnderLoad are the metrics the dashboard or the rules read that the live test cannot make
@@ -380,33 +379,8 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-// inNamespace runs fn on a thread inside network namespace ns; sockets made there stay there.
-func inNamespace(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, so the runtime retires it with the goroutine.
-		return fmt.Errorf("restore namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNamespace runs fn inside the network namespace (internal/netnsrun).
+func inNamespace(ns string, fn func() error) error { return netnsrun.In(ns, fn) }
 
 // exchange asks server from ns over a fresh socket, from address from when it is not empty.
 func exchange(ns, network, from, server, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {

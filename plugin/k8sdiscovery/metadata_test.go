@@ -33,17 +33,7 @@ func TestMetadata(t *testing.T) {
 		{"example.org.", map[string]string{"kubernetes/kind": "", "kubernetes/client-pod-name": "client-1"}},
 	}
 	for _, c := range cases {
-		ctx := metadata.ContextWithMetadata(context.Background())
-		ctx = k.Metadata(ctx, stateFrom("10.1.0.50", c.qname))
-		for key, want := range c.want {
-			got := ""
-			if f := metadata.ValueFunc(ctx, key); f != nil {
-				got = f()
-			}
-			if got != want {
-				t.Errorf("%s: %s = %q, want %q", c.qname, key, got, want)
-			}
-		}
+		expectMetadata(t, k, "10.1.0.50", c.qname, c.want)
 	}
 	ctx := k.Metadata(metadata.ContextWithMetadata(context.Background()), stateFrom("10.1.0.99", "web.ns1.svc.cluster.local."))
 	if f := metadata.ValueFunc(ctx, "kubernetes/client-namespace"); f != nil {
@@ -52,3 +42,18 @@ func TestMetadata(t *testing.T) {
 }
 
 func mustParseAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// expectMetadata asks for qname from addr and checks the labels set (a label not set reads "").
+func expectMetadata(t *testing.T, k *K8sDiscovery, addr, qname string, want map[string]string) {
+	t.Helper()
+	ctx := k.Metadata(metadata.ContextWithMetadata(context.Background()), stateFrom(addr, qname))
+	for key, w := range want {
+		got := ""
+		if f := metadata.ValueFunc(ctx, key); f != nil {
+			got = f()
+		}
+		if got != w {
+			t.Errorf("%s: %s = %q, want %q", qname, key, got, w)
+		}
+	}
+}

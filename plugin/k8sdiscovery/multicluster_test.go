@@ -276,16 +276,7 @@ func TestMulticlusterMetadata(t *testing.T) {
 		{"a.pin._zone.db.ns1.svc.clusterset.local.", map[string]string{"kubernetes/zone": "", "kubernetes/parse-error": "more labels than the schema has"}},
 		{"db-0.east.db.ns1.svc.cluster.local.", map[string]string{"kubernetes/parse-error": "an SRV name is _<port>._<protocol>.<service>.<namespace>.svc"}},
 	} {
-		ctx := k.Metadata(metadata.ContextWithMetadata(context.Background()), stateFrom("10.1.0.50", c.qname))
-		for key, want := range c.want {
-			got := ""
-			if f := metadata.ValueFunc(ctx, key); f != nil {
-				got = f()
-			}
-			if got != want {
-				t.Errorf("%s: %s = %q, want %q", c.qname, key, got, want)
-			}
-		}
+		expectMetadata(t, k, "10.1.0.50", c.qname, c.want)
 	}
 	ctx := k.Metadata(metadata.ContextWithMetadata(context.Background()), stateFrom("10.1.0.50", "web.ns1.svc.cluster.local."))
 	if f := metadata.ValueFunc(ctx, "kubernetes/cluster"); f != nil {

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/netnsrun"
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 )
 
 // Helpers to run the built binary in network namespaces made by the test and to talk to it.
@@ -245,33 +244,8 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// inNetns runs fn on a thread switched into the namespace; sockets made in fn stay there.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, so the runtime retires it with the goroutine.
-		return fmt.Errorf("restore namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNetns runs fn inside the network namespace (internal/netnsrun).
+func inNetns(ns string, fn func() error) error { return netnsrun.In(ns, fn) }
 
 // query asks server (ip:port) from namespace ns, over a fresh socket (a fresh source port, as
 // a stub resolver does).
