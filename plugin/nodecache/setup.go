@@ -281,11 +281,11 @@ func parseStanza(c *caddy.Controller) (config, error) {
 func parseUpstream(c *caddy.Controller) (transport.Line, error) {
 	args := c.RemainingArgs()
 	u := transport.Line{Proto: "tcp"}
-	if len(args) > 0 && (args[0] == "tcp" || args[0] == "udp") {
+	if len(args) > 0 && (args[0] == "tcp" || args[0] == "udp" || args[0] == "pipelined") {
 		u.Proto, args = args[0], args[1:]
 	}
 	if len(args) == 0 {
-		return u, c.Errf("upstream: want [tcp|udp] ADDRESS... (host[:port] or a resolv.conf path)")
+		return u, c.Errf("upstream: want [tcp|udp|pipelined] ADDRESS... (host[:port] or a resolv.conf path)")
 	}
 	addrs, err := parse.HostPortOrFile(args...)
 	if err != nil {

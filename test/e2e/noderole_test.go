@@ -60,23 +60,28 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 	slow := startSlowResolver(t, slowDelay)
 
 	type variant struct {
-		name     string
-		corefile func(nodePort, centralPort int) string
+		name      string
+		pipelined bool // the central role answers pipelined TCP on a port of its own, which the node asks
+		corefile  func(nodePort, centralPort int) string
 	}
-	// Every zone of a server block needs the port: "a b c:PORT" puts only c on PORT, a and b on 53.
-	variants := []variant{
-		{"nodecache", func(nodePort, centralPort int) string {
+	nodecache := func(transport string) func(nodePort, centralPort int) string {
+		return func(nodePort, centralPort int) string {
 			return fmt.Sprintf(`cluster.local:%[1]d in-addr.arpa:%[1]d ip6.arpa:%[1]d {
     nodecache {
         listen 127.0.0.1
         interface lo
         packet_filter none
-        upstream tcp 127.0.0.1:%[2]d
+        upstream %[3]s 127.0.0.1:%[2]d
     }
 }
-`, nodePort, centralPort)
-		}},
-		{"cache+forward", func(nodePort, centralPort int) string {
+`, nodePort, centralPort, transport)
+		}
+	}
+	// Every zone of a server block needs the port: "a b c:PORT" puts only c on PORT, a and b on 53.
+	variants := []variant{
+		{"nodecache", false, nodecache("tcp")},
+		{"nodecache pipelined", true, nodecache("pipelined")},
+		{"cache+forward", false, func(nodePort, centralPort int) string {
 			return fmt.Sprintf(`cluster.local:%[1]d in-addr.arpa:%[1]d ip6.arpa:%[1]d {
     bind 127.0.0.1
     cache 30
@@ -96,15 +101,23 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 	for vi, v := range variants {
 		// A fresh central role per variant, so the first variant's leftovers (queries still
 		// queued on its connections) do not weigh on the second.
-		tag := strings.ReplaceAll(v.name, "+", "-")
-		centralPort := mustFreePort()
-		central := startCentral(t, "noderole-central-"+tag, centralPort, false, slow.addr)
+		tag := strings.NewReplacer("+", "-", " ", "-").Replace(v.name)
+		centralPort, askPort := mustFreePort(), 0
+		var extra []string
+		if v.pipelined {
+			askPort = mustFreePort()
+			extra = append(extra, fmt.Sprintf("pipelining 127.0.0.1:%d", askPort))
+		}
+		central := startCentral(t, "noderole-central-"+tag, centralPort, false, slow.addr, extra...)
 		if err := central.waitAnswer(svcNames[services-1], svcIPs[services-1]); err != nil {
 			t.Fatalf("central role for %s: %v", v.name, err)
 		}
+		if askPort == 0 {
+			askPort = centralPort
+		}
 		nodePort := mustFreePort()
 		nodeAddr := fmt.Sprintf("127.0.0.1:%d", nodePort)
-		node := startLogged(t, "noderole-node-"+tag, v.corefile(nodePort, centralPort))
+		node := startLogged(t, "noderole-node-"+tag, v.corefile(nodePort, askPort))
 		if err := waitAnswers(node.process, nodeAddr, svcNames[0], svcIPs[0], 30*time.Second); err != nil {
 			if node.exited() && os.Geteuid() != 0 {
 				t.Skipf("the node role (%s) did not start without root; run as root (CI does): %v", v.name, err)
@@ -147,7 +160,7 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 	}
 
 	row := func(label string, f func(r result) string) {
-		t.Logf("  %-40s %14s %14s", label, f(results[0]), f(results[1]))
+		t.Logf("  %-40s %20s %20s %20s", label, f(results[0]), f(results[1]), f(results[2]))
 	}
 	count := func(o func(r result) *outcomes, kind string) func(r result) string {
 		return func(r result) string { return fmt.Sprint(o(r).get(kind)) }
@@ -155,7 +168,7 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 	cl := func(r result) *outcomes { return r.cluster }
 	pt := func(r result) *outcomes { return r.ptr }
 	t.Logf("node role under load, %d q/s cluster names + %d q/s PTRs to a %s resolver, %s each:", clusterRate, ptrRate, slowDelay, loadFor)
-	t.Logf("  %-40s %14s %14s", "", variants[0].name, variants[1].name)
+	t.Logf("  %-40s %20s %20s %20s", "", variants[0].name, variants[1].name, variants[2].name)
 	row("cluster names sent", count(cl, "sent"))
 	row("  answered right", count(cl, "ok"))
 	row("  SERVFAIL", count(cl, "servfail"))
@@ -169,18 +182,19 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 	row(fmt.Sprintf("  lost (no answer in %s)", ptrTimeout), count(pt, "lost"))
 	row("queries at the slow resolver", func(r result) string { return fmt.Sprint(r.slowAsked) })
 
-	if r := results[1]; r.cluster.get("ok") != r.cluster.get("sent") {
+	if r := results[2]; r.cluster.get("ok") != r.cluster.get("sent") {
 		t.Logf("%s (not asserted): %d cluster names not answered right; first failures:\n%s",
-			variants[1].name, r.cluster.get("sent")-r.cluster.get("ok"), r.cluster.sampleText())
+			variants[2].name, r.cluster.get("sent")-r.cluster.get("ok"), r.cluster.sampleText())
 	}
-	ours := results[0]
-	sent := ours.cluster.get("sent")
-	if ours.slowAsked < int64(ours.ptr.get("sent"))/4 {
-		t.Errorf("only %d of %d PTRs reached the slow resolver: the case this test is about did not happen", ours.slowAsked, ours.ptr.get("sent"))
-	}
-	if lost, sf, wrong := ours.cluster.get("lost"), ours.cluster.get("servfail"), ours.cluster.get("wrong"); lost+sf+wrong > 0 || ours.cluster.get("ok") != sent {
-		t.Errorf("node role: of %d cluster names %d lost, %d SERVFAIL, %d wrong (want all %d answered right); first failures:\n%s",
-			sent, lost, sf, wrong, sent, ours.cluster.sampleText())
+	for i, ours := range results[:2] {
+		sent := ours.cluster.get("sent")
+		if ours.slowAsked < int64(ours.ptr.get("sent"))/4 {
+			t.Errorf("%s: only %d of %d PTRs reached the slow resolver: the case this test is about did not happen", variants[i].name, ours.slowAsked, ours.ptr.get("sent"))
+		}
+		if lost, sf, wrong := ours.cluster.get("lost"), ours.cluster.get("servfail"), ours.cluster.get("wrong"); lost+sf+wrong > 0 || ours.cluster.get("ok") != sent {
+			t.Errorf("%s: of %d cluster names %d lost, %d SERVFAIL, %d wrong (want all %d answered right); first failures:\n%s",
+				variants[i].name, sent, lost, sf, wrong, sent, ours.cluster.sampleText())
+		}
 	}
 }
 
@@ -361,13 +375,17 @@ type centralServer struct {
 }
 
 // startCentral starts the central role on 127.0.0.1:port (CoreDNS binds with SO_REUSEPORT, so
-// two may share it), with the log plugin when withLog, forwarding other names to forwardTo.
-func startCentral(t *testing.T, name string, port int, withLog bool, forwardTo string) *centralServer {
+// two may share it), with the log plugin when withLog, forwarding other names to forwardTo; extra
+// lines go into the server block.
+func startCentral(t *testing.T, name string, port int, withLog bool, forwardTo string, extra ...string) *centralServer {
 	t.Helper()
 	readyPort := mustFreePort()
 	logLine := ""
 	if withLog {
 		logLine = "    log\n"
+	}
+	for _, l := range extra {
+		logLine += "    " + l + "\n"
 	}
 	s := &centralServer{addr: fmt.Sprintf("127.0.0.1:%d", port), readyURL: fmt.Sprintf("http://127.0.0.1:%d/ready", readyPort)}
 	s.loggedServer = startLogged(t, name, fmt.Sprintf(`.:%d {

@@ -14,11 +14,12 @@ import (
 // Endpoint is one upstream server reached over one protocol.
 type Endpoint struct {
 	Addr  string
-	Proto string // "tcp" or "udp"
+	Proto string // "tcp", "udp" or "pipelined"
 
 	cfg Config
 	tcp *tcpPool    // every endpoint has one: UDP answers with TC set are asked again over TCP
 	udp *udpSockets // UDP endpoints only
+	mux *muxPool    // pipelined endpoints only
 
 	duration prometheus.Observer
 
@@ -32,8 +33,11 @@ const maxFails = 2
 func newEndpoint(addr, proto string, cfg Config) *Endpoint {
 	e := &Endpoint{Addr: addr, Proto: proto, cfg: cfg, tcp: newTCPPool(addr, cfg),
 		duration: requestDuration.WithLabelValues(addr, proto)}
-	if proto == "udp" {
+	switch proto {
+	case "udp":
 		e.udp = newUDPSockets(addr)
+	case "pipelined":
+		e.mux = newMuxPool(addr, cfg)
 	}
 	return e
 }
@@ -57,6 +61,9 @@ func (e *Endpoint) exchange(ctx context.Context, q []byte) ([]byte, error) {
 }
 
 func (e *Endpoint) exchangeOnce(ctx context.Context, q []byte) ([]byte, error) {
+	if e.mux != nil {
+		return e.mux.exchange(ctx, q)
+	}
 	if e.udp != nil {
 		resp, err := e.udp.exchange(ctx, q)
 		if err != nil || dnswire.Flags(resp)&dnswire.FlagTC == 0 {
@@ -88,8 +95,19 @@ func (e *Endpoint) record(start time.Time, err error) {
 	}
 }
 
+// reap closes idle connections.
+func (e *Endpoint) reap() {
+	e.tcp.reap()
+	if e.mux != nil {
+		e.mux.reap()
+	}
+}
+
 func (e *Endpoint) close() {
 	e.tcp.close()
+	if e.mux != nil {
+		e.mux.close()
+	}
 	if e.udp != nil {
 		e.udp.close()
 	}

@@ -140,7 +140,7 @@ func (g *Group) healthCheck() {
 		var wg sync.WaitGroup
 		for _, e := range g.Endpoints() {
 			wg.Go(func() {
-				e.tcp.reap()
+				e.reap()
 				ctx, cancel := context.WithTimeout(context.Background(), g.cfg.HealthEvery)
 				defer cancel()
 				e.exchange(ctx, packed)

@@ -6,7 +6,9 @@
 // own for as long as it is outstanding: a pool per upstream reuses idle connections, grows to
 // MaxConcurrent, closes connections idle for IdleTimeout (below CoreDNS's own 10 s) and retires
 // them after MaxAge, so that the nodes of a cluster spread onto central replicas added later
-// (kube-proxy balances per connection). UDP queries share a few sockets per upstream, matched by
+// (kube-proxy balances per connection). An upstream known to answer the queries of one connection
+// concurrently (`pipelined`: this project's pipelining plugin) gets them on a few shared
+// connections instead (pipelined.go). UDP queries share a few sockets per upstream, matched by
 // random ID and question.
 //
 // Only what an upstream did counts against it: an error or a timeout of a query it was sent, or
@@ -42,7 +44,7 @@ const (
 // Line is one `upstream` line of the stanza: servers reached over one protocol, tried in
 // rotation; lines fail over in order.
 type Line struct {
-	Proto string // "tcp" or "udp"
+	Proto string // "tcp", "udp" or "pipelined" (TCP to an upstream that answers a connection's queries concurrently)
 	Addrs []string
 }
 
