@@ -22,10 +22,13 @@
 #   handover a node-cache handover (SIGTERM beside a second instance) under UDP and TCP clients at
 #           full speed, hits and misses, a slow resolver behind the central role
 #           (bench/nodecache/handover.sh; uses both CPUs)
+#   lowrate CPU per query at fixed rates (LOW_RATES, 2000 and 10000 q/s), where a node cache spends
+#           most of its life: the central role (k8sdiscovery vs kubernetes, the index scenario's
+#           objects and queries) and the node role (nodecache vs cache + forward, hits)
 #
 # Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
 # INDEX_SERVICES (1000), MISS_SERVICES (100), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
-# RELIST_WATCH (60 s), SKIP_BUILD=1, BENCH_LINK, BENCH_NET, SERVER_CPU (0), LOAD_CPU (1), BENCH_OUT and BENCH_RESULTS (where
+# RELIST_WATCH (60 s), LOW_RATES ("2000 10000"), SKIP_BUILD=1, BENCH_LINK, BENCH_NET, SERVER_CPU (0), LOAD_CPU (1), BENCH_OUT and BENCH_RESULTS (where
 # the working files and the table go).
 #
 #   bench/run.sh          a run (what ./build.sh bench does)
@@ -37,7 +40,7 @@ ROOT=$(pwd)
 OUT=${BENCH_OUT:-$ROOT/bench/out/run}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
 
-SCENARIOS=${SCENARIOS:-index hit miss search memory handover}
+SCENARIOS=${SCENARIOS:-index hit miss search memory handover lowrate}
 ROUNDS=${ROUNDS:-3}
 RUN_SECONDS=${RUN_SECONDS:-10}
 # Queries dnsperf keeps in flight. 100 fits a default-sized socket receive buffer (212992 bytes);
@@ -52,6 +55,7 @@ MEM_SERVICES=${MEM_SERVICES:-10000}
 MEM_PODS=${MEM_PODS:-150000}
 MEM_SETTLE=${MEM_SETTLE:-20}
 RELIST_WATCH=${RELIST_WATCH:-60}
+LOW_RATES=${LOW_RATES:-2000 10000}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -579,17 +583,97 @@ scenario_handover() {
 	cp "$OUT/handover/section.handover.md" "$OUT/section.handover.md"
 }
 
+# ---- scenario 7: CPU per query at fixed rates
+
+# fixed_rounds SCENARIO RATE NAMES...: for each of ROUNDS rounds, every server in order (A/B/A/B),
+# a fresh process, a warm-up (hit only) and a run of RUN_SECONDS at RATE q/s; CPU as in
+# dnsperf_run, into SCENARIO.NAME.qRATE.runs.
+fixed_rounds() {
+	local scenario=$1 rate=$2 name round file
+	shift 2
+	for name in "$@"; do rm -f "$OUT/$scenario.$name.q$rate.runs"; done
+	for round in $(seq 1 "$ROUNDS"); do
+		for name in "$@"; do
+			CURRENT=$scenario.$name
+			"start_${scenario}_$name"
+			file=$("query_file_$scenario" "$name" "q$rate.$round")
+			[ "$scenario" = hit ] && taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 1 -c 4 -q 100 >/dev/null 2>&1
+			dnsperf_run "$SERVER_PID" "$scenario.$name.q$rate" "$file" "$RUN_SECONDS" -c 8 -q "$OUTSTANDING" -Q "$rate"
+			stop_pid "$SERVER_PID"
+			log "lowrate $scenario $rate q/s round $round $name: $(tail -1 "$OUT/$scenario.$name.q$rate.runs") (load $(cut -d' ' -f1 /proc/loadavg))"
+		done
+	done
+}
+
+scenario_lowrate() {
+	local rate
+	log "scenario lowrate: CPU per query at $LOW_RATES q/s"
+	cp_start "$OUT/cp-lowrate"
+	"$BENCHCTL" load -kubeconfig "$KUBECONFIG_BENCH" -services "$INDEX_SERVICES" -endpoints-per-service 5 \
+		-queries "$OUT/index.queries" -probes "$OUT/index.probes" | tee "$OUT/lowrate.load" >&2
+	for rate in $LOW_RATES; do fixed_rounds index "$rate" ours upstream; done
+	cp_stop
+	start_stub
+	for rate in $LOW_RATES; do fixed_rounds hit "$rate" ours cache; done
+	stop_pid "$STUB_PID"
+	section_lowrate
+}
+
+# lowrate_row SCENARIO RATE NAME LABEL ROLE REF: a row of the fixed-rate table.
+lowrate_row() {
+	local scenario=$1 rate=$2 name=$3 label=$4 role=$5 ref=$6 runs r=""
+	runs=$OUT/$scenario.$name.q$rate.runs
+	[ -e "$runs" ] || return 0
+	if [ "$name" != "$ref" ]; then
+		r=$(ratio "$(mean_col_f "$OUT/$scenario.$ref.q$rate.runs" 4)" "$(mean_col_f "$runs" 4)")
+	fi
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$role" "$label" "$rate" "$(mean_col "$runs" 1)" \
+		"$(mean_col "$runs" 3)" "$(mean_col_f "$runs" 4)" "${r:-—}" "$(awk '{ s += $2 } END { print s + 0 }' "$runs")"
+}
+
+section_lowrate() {
+	local rate
+	{
+		echo "### 7. CPU per query at fixed rates"
+		echo
+		echo "The same servers, objects and queries as scenarios 1 and 2, asked at a fixed rate instead of as fast as they answer:"
+		echo "$ROUNDS rounds of ${RUN_SECONDS} s per server and rate, A/B/A/B, a fresh process each run. CPU is the server's user+system"
+		echo "time over the run, per answered query; the last column is ours ÷ theirs (lower is better for us; the target is ≤ 0.5)."
+		echo
+		echo "| role | server | q/s asked | answered q/s | CPU % of a core | CPU µs per query | ours ÷ theirs, CPU per query | lost |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+		for rate in $LOW_RATES; do
+			lowrate_row index "$rate" ours "k8sdiscovery" central ours
+			lowrate_row index "$rate" upstream "upstream kubernetes" central ours
+		done
+		for rate in $LOW_RATES; do
+			lowrate_row hit "$rate" ours "nodecache" "node (hits)" ours
+			lowrate_row hit "$rate" cache "CoreDNS cache + forward" "node (hits)" ours
+		done
+		echo
+	} >"$OUT/section.lowrate.md"
+}
+
 # ---- RESULTS.md
 
 write_results() {
 	local status=$1 plots=()
-	# The figures as JSON (bench/results.json) and as charts (bench/plots/*.png), from the same files.
+	# The figures as JSON and as charts, from the same files: bench/results.json and bench/plots/
+	# for bench/RESULTS.md; results.<name>.json and plots/<name>/ for RESULTS.<name>.md.
+	local dir name json plotdir
+	dir=$(dirname "$RESULTS")
+	name=$(basename "$RESULTS" .md)
+	name=${name#RESULTS}
+	name=${name#.}
+	json=$dir/results${name:+.$name}.json
+	plotdir=plots${name:+/$name}
 	go build -o "$BENCHCTL" ./bench/benchctl
-	"$BENCHCTL" results "$OUT" "$ROOT/bench/results.json"
-	"$BENCHCTL" plot "$ROOT/bench/results.json" "$ROOT/bench/plots"
+	"$BENCHCTL" results "$OUT" "$json"
+	rm -f "$dir/$plotdir"/*.png
+	"$BENCHCTL" plot "$json" "$dir/$plotdir"
 	local p
-	for p in qps cpu latency memory; do
-		[ -e "$ROOT/bench/plots/$p.png" ] && plots+=("$p")
+	for p in qps cpu latency memory fixed-rate-cpu; do
+		[ -e "$dir/$plotdir/$p.png" ] && plots+=("$p")
 	done
 	{
 		echo "# Benchmark results"
@@ -625,7 +709,7 @@ write_results() {
 			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "" ""
 			echo
 		fi
-		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ] || [ -e "$OUT/section.handover.md" ]; then
+		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ] || [ -e "$OUT/section.handover.md" ] || [ -e "$OUT/section.lowrate.md" ]; then
 			echo "| target | measured | |"
 			echo "| --- | --- | --- |"
 			if [ -e "$OUT/section.search.md" ]; then
@@ -663,20 +747,35 @@ write_results() {
 						l["UDP"] + l["TCP"], f["UDP"] + f["TCP"], s["UDP"] + s["TCP"], q["UDP"] / n["UDP"], q["TCP"] / n["TCP"], n["UDP"],
 						l["TCP pipelined"], s["TCP pipelined"], (lf == 0 ? "met" : "not met") }' "$OUT/section.handover.md"
 			fi
+			if [ -e "$OUT/section.lowrate.md" ]; then
+				local rate role scenario theirs o t r
+				for scenario in index hit; do
+					[ "$scenario" = index ] && role="central role (k8sdiscovery vs kubernetes)" theirs=upstream
+					[ "$scenario" = hit ] && role="node role, hits (nodecache vs cache + forward)" theirs=cache
+					for rate in $LOW_RATES; do
+						[ -e "$OUT/$scenario.ours.q$rate.runs" ] || continue
+						o=$(mean_col_f "$OUT/$scenario.ours.q$rate.runs" 4)
+						t=$(mean_col_f "$OUT/$scenario.$theirs.q$rate.runs" 4)
+						r=$(ratio "$o" "$t")
+						printf '| 7. CPU per query at %s q/s ≤ 0.5× upstream, %s | %s vs %s µs: %s× | %s |\n' "$rate" "$role" "$o" "$t" "$r" \
+							"$(awk -v r="$r" 'BEGIN { print (r + 0 <= 0.5 ? "met" : "not met") }')"
+					done
+				done
+			fi
 			echo
 		fi
 		if [ ${#plots[@]} -gt 0 ]; then
-			echo "The same figures as charts (\`benchctl plot\` from bench/results.json, which \`benchctl results\` writes from this run's files):"
+			echo "The same figures as charts (\`benchctl plot\` from $(basename "$json"), which \`benchctl results\` writes from this run's files):"
 			echo
 			for p in "${plots[@]}"; do
-				echo "![$p](plots/$p.png)"
+				echo "![$p]($plotdir/$p.png)"
 				echo
 			done
 		fi
 		echo "## Details"
 		echo
 		local s
-		for s in index hit miss search memory handover; do
+		for s in index hit miss search memory handover lowrate; do
 			[ -e "$OUT/section.$s.md" ] && cat "$OUT/section.$s.md"
 		done
 		if compgen -G "$OUT/profile.*.txt" >/dev/null; then
@@ -759,7 +858,7 @@ case "${1:-run}" in
 run)
 	for s in $SCENARIOS; do
 		case $s in
-		index | hit | miss | search | memory | handover) ;;
+		index | hit | miss | search | memory | handover | lowrate) ;;
 		*) echo "bench: unknown scenario $s" >&2; exit 2 ;;
 		esac
 	done
@@ -789,6 +888,7 @@ report)
 	[ -e "$OUT/miss.ours.runs" ] && section_miss
 	[ -e "$OUT/search.with" ] && section_search
 	[ -e "$OUT/memory.upstream-verified" ] && section_memory
+	compgen -G "$OUT/index.ours.q*.runs" >/dev/null && section_lowrate
 	write_results ok
 	;;
 *)

@@ -82,6 +82,11 @@ func plotResults(args []string) error {
 			return err
 		}
 	}
+	if len(res.FixedRate) > 0 {
+		if err := plotFixedRate(res.FixedRate, filepath.Join(dir, "fixed-rate-cpu.png"), "CPU per query at fixed rates — "+sub); err != nil {
+			return err
+		}
+	}
 	if len(res.Memory) > 0 {
 		labels := make([]string, len(res.Memory))
 		var steadyHeap, peakHeap, steadyRSS, peakRSS []float64
@@ -104,6 +109,50 @@ func plotResults(args []string) error {
 		}
 	}
 	return nil
+}
+
+// plotFixedRate is a panel per role: for each rate, ours and theirs side by side (CPU per query).
+func plotFixedRate(rows []FixedRate, path, title string) error {
+	var panels []*plot.Plot
+	for _, role := range []string{"central", "node"} {
+		var rates []int
+		ours, theirs := map[int]float64{}, map[int]float64{}
+		var oursLabel, theirsLabel string
+		for _, r := range rows {
+			if r.Role != role {
+				continue
+			}
+			if _, seen := ours[r.Rate]; !seen {
+				if _, seen := theirs[r.Rate]; !seen {
+					rates = append(rates, r.Rate)
+				}
+			}
+			if r.Ours {
+				ours[r.Rate], oursLabel = r.MeanCPUu, r.Label
+			} else {
+				theirs[r.Rate], theirsLabel = r.MeanCPUu, r.Label
+			}
+		}
+		if len(rates) == 0 {
+			continue
+		}
+		labels := make([]string, len(rates))
+		var o, t []float64
+		for i, rate := range rates {
+			labels[i] = fmt.Sprintf("%d q/s", rate)
+			o, t = append(o, ours[rate]), append(t, theirs[rate])
+		}
+		p, err := groupedBars(role+" role", "CPU µs per answered query (lower is better)", labels, "%.1f",
+			barSeries{oursLabel, o, oursColor}, barSeries{theirsLabel, t, theirsColor})
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
+	}
+	if len(panels) == 0 {
+		return nil
+	}
+	return saveTiles(path, title, [][]*plot.Plot{panels}, vg.Length(len(panels))*12*vg.Centimeter, 11*vg.Centimeter)
 }
 
 // oursVsTheirs is a bar per server, ours in colour, with each value written above its bar.
@@ -167,29 +216,38 @@ func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
 
 // steadyVsPeak is two bars per configuration: the steady value and the relist peak.
 func steadyVsPeak(title, ylabel string, labels []string, steady, peak []float64) (*plot.Plot, error) {
+	return groupedBars(title, ylabel, wrapped(labels), "%.0f",
+		barSeries{"steady (after a forced GC)", steady, oursColor}, barSeries{"relist peak", peak, peakColor})
+}
+
+// barSeries is one bar of each group of groupedBars.
+type barSeries struct {
+	name   string
+	values []float64
+	color  color.Color
+}
+
+// groupedBars is two bars per label, a legend and each bar's value above it.
+func groupedBars(title, ylabel string, labels []string, format string, a, b barSeries) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = title
 	p.Y.Label.Text = ylabel
 	w := 0.9 * vg.Centimeter
-	for i, set := range []struct {
-		name string
-		v    []float64
-		c    color.Color
-	}{{"steady (after a forced GC)", steady, oursColor}, {"relist peak", peak, peakColor}} {
-		bars, err := plotter.NewBarChart(plotter.Values(set.v), w)
+	for i, set := range []barSeries{a, b} {
+		bars, err := plotter.NewBarChart(plotter.Values(set.values), w)
 		if err != nil {
 			return nil, err
 		}
-		bars.Color, bars.LineStyle.Width = set.c, 0
+		bars.Color, bars.LineStyle.Width = set.color, 0
 		bars.Offset = vg.Length(2*i-1) * w / 2
 		p.Add(bars)
 		p.Legend.Add(set.name, bars)
-		if err := addValueLabels(p, set.v, float64(2*i-1)*0.22, "%.0f"); err != nil {
+		if err := addValueLabels(p, set.values, float64(2*i-1)*0.22, format); err != nil {
 			return nil, err
 		}
 	}
 	p.Legend.Top, p.Legend.Left = true, true
-	p.NominalX(wrapped(labels)...)
+	p.NominalX(labels...)
 	p.Y.Min = 0
 	p.Y.Max *= 1.25
 	p.Y.Tick.Marker = plainTicks{}

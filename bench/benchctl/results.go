@@ -16,9 +16,22 @@ import (
 
 // Results is bench/results.json.
 type Results struct {
-	Run       RunInfo    `json:"run"`
-	Scenarios []Scenario `json:"scenarios"`
-	Memory    []Memory   `json:"memory,omitempty"`
+	Run       RunInfo     `json:"run"`
+	Scenarios []Scenario  `json:"scenarios"`
+	Memory    []Memory    `json:"memory,omitempty"`
+	FixedRate []FixedRate `json:"fixed_rate,omitempty"`
+}
+
+// FixedRate is one server's runs at one fixed rate (scenario lowrate).
+type FixedRate struct {
+	Role     string       `json:"role"` // "central" or "node"
+	Server   string       `json:"server"`
+	Label    string       `json:"label"`
+	Ours     bool         `json:"ours"`
+	Rate     int          `json:"rate_qps"`
+	Runs     []Throughput `json:"runs"`
+	MeanCPUu float64      `json:"mean_cpu_us_per_query"`
+	MeanCPU  float64      `json:"mean_cpu_percent"`
 }
 
 // RunInfo is when and how the run was made (bench/out/run/meta).
@@ -120,6 +133,30 @@ func results(args []string) error {
 		}
 		res.Scenarios = append(res.Scenarios, s)
 	}
+	for _, rate := range strings.Fields(meta["LOW_RATES"]) {
+		for _, sc := range []struct{ scenario, role string }{{"index", "central"}, {"hit", "node"}} {
+			for _, b := range benchScenarios {
+				if b.id != sc.scenario {
+					continue
+				}
+				for i, srv := range b.servers {
+					runs, err := readRuns(filepath.Join(dir, sc.scenario+"."+srv[0]+".q"+rate+".runs"))
+					if os.IsNotExist(err) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					f := FixedRate{Role: sc.role, Server: srv[0], Label: srv[1], Ours: i == 0, Rate: atoi(rate), Runs: runs}
+					for _, r := range runs {
+						f.MeanCPUu += r.CPUPerQuery / float64(len(runs))
+						f.MeanCPU += r.CPUPercent / float64(len(runs))
+					}
+					res.FixedRate = append(res.FixedRate, f)
+				}
+			}
+		}
+	}
 	for _, m := range memoryRuns {
 		f, err := fields(filepath.Join(dir, "memory."+m[0]))
 		if err != nil {
@@ -141,21 +178,16 @@ func results(args []string) error {
 	return os.WriteFile(out, append(b, '\n'), 0o644)
 }
 
-// readServer reads <scenario>.<name>.runs (dnsperf_run: qps lost cpu% cpu-µs/query rcodes size
-// load), .lat (benchctl latency: p50 p99 max n) and .rss (one peak per round).
+// readServer reads <scenario>.<name>.runs, .lat (benchctl latency: p50 p99 max n) and .rss (one
+// peak per round).
 func readServer(dir, scenario, name string) (Server, error) {
 	base := filepath.Join(dir, scenario+"."+name)
 	s := Server{Name: name}
-	runs, err := lines(base + ".runs")
+	runs, err := readRuns(base + ".runs")
 	if err != nil {
 		return s, err
 	}
-	for _, l := range runs {
-		f := strings.Fields(l)
-		if len(f) < 7 {
-			return s, fmt.Errorf("%s.runs: %q has %d fields, want 7", base, l, len(f))
-		}
-		t := Throughput{QPS: atof(f[0]), Lost: atoi(f[1]), CPUPercent: atof(f[2]), CPUPerQuery: atof(f[3]), Rcodes: f[4], Load: atof(f[6])}
+	for _, t := range runs {
 		s.Runs = append(s.Runs, t)
 		s.MeanQPS += t.QPS / float64(len(runs))
 		s.MeanCPUu += t.CPUPerQuery / float64(len(runs))
@@ -168,6 +200,23 @@ func readServer(dir, scenario, name string) (Server, error) {
 		s.PeakRSS = append(s.PeakRSS, atoi(l))
 	}
 	return s, nil
+}
+
+// readRuns reads a .runs file (dnsperf_run: qps lost cpu% cpu-µs/query rcodes size load).
+func readRuns(path string) ([]Throughput, error) {
+	ls, err := lines(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Throughput
+	for _, l := range ls {
+		f := strings.Fields(l)
+		if len(f) < 7 {
+			return nil, fmt.Errorf("%s: %q has %d fields, want 7", path, l, len(f))
+		}
+		out = append(out, Throughput{QPS: atof(f[0]), Lost: atoi(f[1]), CPUPercent: atof(f[2]), CPUPerQuery: atof(f[3]), Rcodes: f[4], Load: atof(f[6])})
+	}
+	return out, nil
 }
 
 // readMeta reads the `declare -- NAME="value"` lines save_meta writes.

@@ -14,24 +14,27 @@ func fakeRun(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
-		"meta":                    "declare -- RUN_DATE=\"2026-12-01 16:09 UTC\"\ndeclare -- RUN_COMMIT=\"abc1234\"\ndeclare -- ROUNDS=\"2\"\ndeclare -- RUN_SECONDS=\"10\"\ndeclare -- RUN_MINUTES=\"30\"\n",
-		"index.ours.runs":         "40000 0 95 20.00 NOERROR:100.00% 211 1.88\n50000 1 93 18.00 NOERROR:100.00% 211 2.19\n",
-		"index.ours.lat":          "0.144 10.329 20.868 229423\n",
-		"index.ours.rss":          "54\n55\n",
-		"index.upstream.runs":     "30000 0 95 30.00 NOERROR:100.00% 211 1.9\n30000 0 95 30.00 NOERROR:100.00% 211 1.9\n",
-		"index.upstream.lat":      "0.179 19.754 30.1 229000\n",
-		"index.upstream.rss":      "64\n64\n",
-		"index.latency_rate":      "15000\n",
-		"miss.ours.runs":          "24000 0 90 36.00 NOERROR:100.00% 90 1.1\n",
-		"miss.ours.lat":           "0.3 7.5 9 1000\n",
-		"miss.ours.rss":           "60\n",
-		"miss.forward.runs":       "18000 0 90 50.00 NOERROR:100.00% 90 1.1\n",
-		"miss.forward.lat":        "0.7 10.8 12 1000\n",
-		"miss.forward.rss":        "57\n",
-		"miss.latency_rate":       "9000\n",
-		"memory.ours":             "2.6 77 77 33 33 100 100 100 34 54 96 21.3 96 96 96 32 49\n",
-		"memory.upstream":         "2.7 211 234 105 105 350 298 350 164 301 98 23.0 215 215 215 142 158\n",
-		"index.ours.dnsperf.last": "ignored",
+		"meta":                      "declare -- RUN_DATE=\"2026-12-01 16:09 UTC\"\ndeclare -- RUN_COMMIT=\"abc1234\"\ndeclare -- ROUNDS=\"2\"\ndeclare -- RUN_SECONDS=\"10\"\ndeclare -- RUN_MINUTES=\"30\"\ndeclare -- LOW_RATES=\"2000 10000\"\n",
+		"index.ours.q2000.runs":     "2000 0 10 50.00 NOERROR:100.00% 211 1.0\n2000 0 12 60.00 NOERROR:100.00% 211 1.0\n",
+		"index.upstream.q2000.runs": "2000 0 20 100.00 NOERROR:100.00% 211 1.0\n",
+		"hit.ours.q10000.runs":      "10000 0 15 15.00 NOERROR:100.00% 90 1.0\n",
+		"index.ours.runs":           "40000 0 95 20.00 NOERROR:100.00% 211 1.88\n50000 1 93 18.00 NOERROR:100.00% 211 2.19\n",
+		"index.ours.lat":            "0.144 10.329 20.868 229423\n",
+		"index.ours.rss":            "54\n55\n",
+		"index.upstream.runs":       "30000 0 95 30.00 NOERROR:100.00% 211 1.9\n30000 0 95 30.00 NOERROR:100.00% 211 1.9\n",
+		"index.upstream.lat":        "0.179 19.754 30.1 229000\n",
+		"index.upstream.rss":        "64\n64\n",
+		"index.latency_rate":        "15000\n",
+		"miss.ours.runs":            "24000 0 90 36.00 NOERROR:100.00% 90 1.1\n",
+		"miss.ours.lat":             "0.3 7.5 9 1000\n",
+		"miss.ours.rss":             "60\n",
+		"miss.forward.runs":         "18000 0 90 50.00 NOERROR:100.00% 90 1.1\n",
+		"miss.forward.lat":          "0.7 10.8 12 1000\n",
+		"miss.forward.rss":          "57\n",
+		"miss.latency_rate":         "9000\n",
+		"memory.ours":               "2.6 77 77 33 33 100 100 100 34 54 96 21.3 96 96 96 32 49\n",
+		"memory.upstream":           "2.7 211 234 105 105 350 298 350 164 301 98 23.0 215 215 215 142 158\n",
+		"index.ours.dnsperf.last":   "ignored",
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
@@ -83,6 +86,32 @@ func TestResultsNamesTheColumns(t *testing.T) {
 	}
 }
 
+func TestResultsFixedRates(t *testing.T) {
+	dir := fakeRun(t)
+	out := filepath.Join(t.TempDir(), "results.json")
+	if err := results([]string{dir, out}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.FixedRate) != 3 {
+		t.Fatalf("fixed-rate rows: %+v", r.FixedRate)
+	}
+	ours := r.FixedRate[0]
+	if ours.Role != "central" || !ours.Ours || ours.Rate != 2000 || ours.MeanCPUu != 55 || ours.MeanCPU != 11 || len(ours.Runs) != 2 {
+		t.Errorf("central ours at 2000: %+v", ours)
+	}
+	if up := r.FixedRate[1]; up.Ours || up.Label != "upstream kubernetes" || up.MeanCPUu != 100 {
+		t.Errorf("central upstream at 2000: %+v", up)
+	}
+	if hit := r.FixedRate[2]; hit.Role != "node" || hit.Rate != 10000 || hit.Label != "nodecache" {
+		t.Errorf("node at 10000: %+v", hit)
+	}
+}
+
 func TestResultsRefusesAShortRecord(t *testing.T) {
 	dir := fakeRun(t)
 	os.WriteFile(filepath.Join(dir, "index.ours.runs"), []byte("40000 0 95\n"), 0o644)
@@ -102,7 +131,7 @@ func TestPlotWritesEveryChart(t *testing.T) {
 	if err := plotResults([]string{js, plots}); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"qps", "cpu", "latency", "memory"} {
+	for _, name := range []string{"qps", "cpu", "latency", "memory", "fixed-rate-cpu"} {
 		f, err := os.Open(filepath.Join(plots, name+".png"))
 		if err != nil {
 			t.Fatal(err)
