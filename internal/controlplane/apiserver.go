@@ -19,36 +19,68 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// APIServer is etcd and kube-apiserver on loopback with no controllers: enough for the API's own
-// checks (schema validation, admission, server-side dry runs), not for anything that needs a
-// controller to act. The e2e suite has a fuller launcher of its own (test/e2e/controlplane_test.go).
-type APIServer struct {
-	// Kubeconfig is a file whose current context is the admin (system:masters) of this apiserver.
-	Kubeconfig string
+// Options say what Start brings up.
+type Options struct {
+	BinDir string // etcd, kube-apiserver, kube-controller-manager (test/e2e/controlplane/build.sh)
+	Dir    string // data, certificates, kubeconfig and logs (<name>.log)
 
-	dir             string
-	etcd, apiserver *child
+	// ServiceCIDRs is the apiserver's --service-cluster-ip-range; default 10.96.0.0/16.
+	ServiceCIDRs string
+	// Controllers, when not empty, starts kube-controller-manager with these --controllers.
+	Controllers string
+	// User names the admin (system:masters) the token and kubeconfig are for; default "admin".
+	User string
 }
 
-// StartAPIServer starts etcd and kube-apiserver from binDir (test/e2e/controlplane/build.sh
-// builds them), with their data, certificates and logs in dir, and returns once /readyz answers
-// ok. Stop ends both; they are also killed when the calling process dies.
-func StartAPIServer(binDir, dir string) (*APIServer, error) {
+// ControlPlane is etcd and kube-apiserver on loopback, and kube-controller-manager when asked
+// for: the one launcher of the tests that need a real API server (the e2e suite, charts/).
+// Without controllers it is enough for the API's own checks (schema validation, admission,
+// server-side dry runs), not for anything that needs a controller to act.
+type ControlPlane struct {
+	// Kubeconfig is a file whose current context is the admin of this apiserver.
+	Kubeconfig string
+	// Token is the admin's bearer token; CAFile the apiserver's self-signed serving certificate.
+	Token, CAFile string
+	// APIPort is the apiserver's secure port on 127.0.0.1.
+	APIPort int
+
+	o                                  Options
+	etcd, apiserver, controllerManager *child
+	apiserverArgs                      []string
+}
+
+// APIServer is the former name of a ControlPlane without controllers.
+type APIServer = ControlPlane
+
+// StartAPIServer starts etcd and kube-apiserver from binDir, with their files in dir.
+func StartAPIServer(binDir, dir string) (*ControlPlane, error) {
+	return Start(Options{BinDir: binDir, Dir: dir})
+}
+
+// Start brings up etcd, kube-apiserver (waiting for /readyz) and, with o.Controllers,
+// kube-controller-manager. Stop ends them; they are also killed when the calling process dies.
+func Start(o Options) (*ControlPlane, error) {
+	if o.ServiceCIDRs == "" {
+		o.ServiceCIDRs = "10.96.0.0/16"
+	}
+	if o.User == "" {
+		o.User = "admin"
+	}
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	a := &APIServer{dir: dir}
-	a.etcd, err = startChild(dir, "etcd", filepath.Join(binDir, "etcd"),
-		"--name=apiserver-test",
-		"--data-dir="+filepath.Join(dir, "etcd-data"),
+	c := &ControlPlane{o: o, APIPort: ports[2]}
+	c.etcd, err = startChild(o.Dir, "etcd", filepath.Join(o.BinDir, "etcd"),
+		"--name=clusterdns-test",
+		"--data-dir="+filepath.Join(o.Dir, "etcd-data"),
 		"--listen-client-urls="+etcdURL,
 		"--advertise-client-urls="+etcdURL,
 		"--listen-peer-urls="+peerURL,
 		"--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=apiserver-test="+peerURL,
+		"--initial-cluster=clusterdns-test="+peerURL,
 		"--unsafe-no-fsync",
 		"--log-level=warn",
 	)
@@ -56,7 +88,7 @@ func StartAPIServer(binDir, dir string) (*APIServer, error) {
 		return nil, err
 	}
 	httpClient := &http.Client{Timeout: 2 * time.Second}
-	if err := a.etcd.waitFor(30*time.Second, func() error {
+	if err := c.etcd.waitFor(30*time.Second, func() error {
 		resp, err := httpClient.Get(etcdURL + "/health")
 		if err != nil {
 			return err
@@ -67,63 +99,114 @@ func StartAPIServer(binDir, dir string) (*APIServer, error) {
 		}
 		return nil
 	}); err != nil {
-		a.Stop()
+		c.Stop()
 		return nil, err
 	}
 
-	token, err := NewToken()
+	c.Token, err = NewToken()
 	if err == nil {
-		err = WriteSecrets(dir, "admin", token)
+		err = WriteSecrets(o.Dir, o.User, c.Token)
 	}
 	if err != nil {
-		a.Stop()
+		c.Stop()
 		return nil, fmt.Errorf("apiserver secrets: %w", err)
 	}
-	a.apiserver, err = startChild(dir, "kube-apiserver", filepath.Join(binDir, "kube-apiserver"),
-		"--etcd-servers="+etcdURL,
+	c.apiserverArgs = []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", ports[2]),
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
+		fmt.Sprintf("--secure-port=%d", c.APIPort),
+		"--cert-dir=" + filepath.Join(o.Dir, "certs"),
+		"--token-auth-file=" + filepath.Join(o.Dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
-		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-account-key-file=" + filepath.Join(o.Dir, "sa.key"),
+		"--service-account-signing-key-file=" + filepath.Join(o.Dir, "sa.key"),
+		"--service-cluster-ip-range=" + o.ServiceCIDRs,
 		"--endpoint-reconciler-type=none",
 		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
+	}
+	if err := c.startAPIServer(); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	c.CAFile = filepath.Join(o.Dir, "certs", "apiserver.crt")
+	if err := c.apiserver.waitFor(30*time.Second, func() error { _, err := os.Stat(c.CAFile); return err }); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	c.Kubeconfig = filepath.Join(o.Dir, "kubeconfig")
+	if err := WriteKubeconfig(c.Kubeconfig, "clusterdns-test", o.User, c.Server(), c.CAFile, c.Token); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	if err := c.waitReady(60 * time.Second); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	if o.Controllers != "" {
+		if err := c.startControllerManager(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *ControlPlane) startAPIServer() error {
+	var err error
+	c.apiserver, err = startChild(c.o.Dir, "kube-apiserver", filepath.Join(c.o.BinDir, "kube-apiserver"), c.apiserverArgs...)
+	return err
+}
+
+func (c *ControlPlane) startControllerManager() error {
+	var err error
+	c.controllerManager, err = startChild(c.o.Dir, "kube-controller-manager", filepath.Join(c.o.BinDir, "kube-controller-manager"),
+		"--kubeconfig="+c.Kubeconfig,
+		"--controllers="+c.o.Controllers,
+		"--leader-elect=false",
+		"--secure-port=0",
 	)
 	if err != nil {
-		a.Stop()
-		return nil, err
+		return err
 	}
-	crt := filepath.Join(dir, "certs", "apiserver.crt")
-	if err := a.apiserver.waitFor(30*time.Second, func() error { _, err := os.Stat(crt); return err }); err != nil {
-		a.Stop()
-		return nil, err
+	// It has no health port (--secure-port=0); a quick exit is the failure to look for.
+	time.Sleep(500 * time.Millisecond)
+	if c.controllerManager.exited() {
+		return fmt.Errorf("kube-controller-manager exited: %v\n%s", c.controllerManager.err, c.controllerManager.logTail(30))
 	}
-	a.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	server := fmt.Sprintf("https://127.0.0.1:%d", ports[2])
-	if err := WriteKubeconfig(a.Kubeconfig, "apiserver-test", "admin", server, crt, token); err != nil {
-		a.Stop()
-		return nil, err
-	}
-	if err := a.waitReady(60 * time.Second); err != nil {
-		a.Stop()
-		return nil, err
-	}
-	return a, nil
+	return nil
 }
+
+// Server is the apiserver's URL.
+func (c *ControlPlane) Server() string { return fmt.Sprintf("https://127.0.0.1:%d", c.APIPort) }
 
 // RESTConfig is the admin's client configuration.
-func (a *APIServer) RESTConfig() (*rest.Config, error) {
-	return clientcmd.BuildConfigFromFlags("", a.Kubeconfig)
+func (c *ControlPlane) RESTConfig() (*rest.Config, error) {
+	return clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
 }
 
-func (a *APIServer) waitReady(timeout time.Duration) error {
-	cfg, err := a.RESTConfig()
+// PIDs are the process IDs of etcd, kube-apiserver and kube-controller-manager (0: not running).
+func (c *ControlPlane) PIDs() (etcd, apiserver, controllerManager int) {
+	return c.etcd.pid(), c.apiserver.pid(), c.controllerManager.pid()
+}
+
+// StopAPIServer stops only the apiserver (etcd keeps the data); RestartAPIServer brings it back
+// with the same flags, port and certificate. With clients watching, a graceful stop can wait for
+// their long-running requests for a minute: after 10 s it is killed (reported).
+func (c *ControlPlane) StopAPIServer() (killed bool) { return c.apiserver.stop(10 * time.Second) }
+
+// RestartAPIServer starts the apiserver again and waits for /readyz.
+func (c *ControlPlane) RestartAPIServer() error {
+	if err := c.startAPIServer(); err != nil {
+		return err
+	}
+	return c.waitReady(60 * time.Second)
+}
+
+func (c *ControlPlane) waitReady(timeout time.Duration) error {
+	cfg, err := c.RESTConfig()
 	if err != nil {
 		return err
 	}
@@ -132,7 +215,7 @@ func (a *APIServer) waitReady(timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return a.apiserver.waitFor(timeout, func() error {
+	return c.apiserver.waitFor(timeout, func() error {
 		b, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
 		if err != nil {
 			return err
@@ -144,13 +227,14 @@ func (a *APIServer) waitReady(timeout time.Duration) error {
 	})
 }
 
-// Stop ends kube-apiserver, then etcd, each by its PID (SIGTERM, SIGKILL after a grace period).
-func (a *APIServer) Stop() {
-	a.apiserver.stop(15 * time.Second)
-	a.etcd.stop(10 * time.Second)
+// Stop ends what Start started, by PID, in reverse order (SIGTERM, SIGKILL after a grace period).
+func (c *ControlPlane) Stop() {
+	c.controllerManager.stop(10 * time.Second)
+	c.apiserver.stop(15 * time.Second)
+	c.etcd.stop(10 * time.Second)
 }
 
-// child is one process StartAPIServer started, logging to dir/<name>.log.
+// child is one process Start started, logging to dir/<name>.log.
 type child struct {
 	name, logPath string
 	cmd           *exec.Cmd
@@ -205,17 +289,36 @@ func (c *child) exited() bool {
 	}
 }
 
-func (c *child) stop(grace time.Duration) {
+func (c *child) stop(grace time.Duration) (killed bool) {
 	if c == nil || c.exited() {
-		return
+		return false
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
+		return false
 	case <-time.After(grace):
 		_ = c.cmd.Process.Kill()
 		<-c.done
+		return true
 	}
+}
+
+func (c *child) pid() int {
+	if c == nil || c.exited() {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
+// logTail is the last n lines of the child's log.
+func (c *child) logTail(n int) string {
+	b, _ := os.ReadFile(c.logPath)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // waitFor polls cond until it returns nil, the process exits (the error carries its last log
@@ -228,12 +331,7 @@ func (c *child) waitFor(timeout time.Duration, cond func() error) error {
 			return nil
 		}
 		if c.exited() {
-			b, _ := os.ReadFile(c.logPath)
-			lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-			if len(lines) > 30 {
-				lines = lines[len(lines)-30:]
-			}
-			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", c.name, c.err, c.logPath, strings.Join(lines, "\n"))
+			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", c.name, c.err, c.logPath, c.logTail(30))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s: %w", c.name, timeout, last)

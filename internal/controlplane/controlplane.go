@@ -1,7 +1,8 @@
-// Package controlplane holds what the e2e tests and the benchmarks both need to run a local
-// kube-apiserver: an admin token, the token file and service-account key the apiserver reads,
-// and a kubeconfig for it; and, for tests outside the e2e package, StartAPIServer, which runs
-// etcd and kube-apiserver with those.
+// Package controlplane runs a local control plane for the tests: Start (apiserver.go) brings up
+// etcd, kube-apiserver and, when asked, kube-controller-manager on loopback — the one launcher of
+// the e2e suite and of charts/'s tests. The helpers here (an admin token, the token file and
+// service-account key the apiserver reads, a kubeconfig for it) are also what bench/ uses, whose
+// shell scripts still start their own apiserver with the flags of the memory benchmark.
 package controlplane
 
 import (

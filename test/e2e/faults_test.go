@@ -30,7 +30,7 @@ func TestAPIServerRestart(t *testing.T) {
 	if harness.cp.stopAPIServer() {
 		how = "SIGTERM, then SIGKILL after the grace period"
 	}
-	t.Logf("kube-apiserver (pid %d) stopped in %s (%s)", harness.cp.apiserver.pid(), time.Since(stopped).Round(time.Millisecond), how)
+	t.Logf("kube-apiserver (pid %d) stopped in %s (%s)", harness.cp.apiserverPID(), time.Since(stopped).Round(time.Millisecond), how)
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted { // leave a working control plane to the tests that follow
@@ -75,7 +75,7 @@ func TestAPIServerRestart(t *testing.T) {
 	}
 	restarted = true
 	restartedAt := time.Now()
-	t.Logf("kube-apiserver restarted (pid %d) and ready in %s", harness.cp.apiserver.pid(), time.Since(start).Round(time.Millisecond))
+	t.Logf("kube-apiserver restarted (pid %d) and ready in %s", harness.cp.apiserverPID(), time.Since(start).Round(time.Millisecond))
 
 	createService(t, clusterIPService("fault", "after", []string{"10.96.0.51"}, port("http", 80, corev1.ProtocolTCP)))
 	deleteService(t, "fault", "before")

@@ -126,9 +126,9 @@ func run(m *testing.M) (code int) {
 	if _, err = harness.client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
 		return
 	}
+	etcdPID, apiPID, kcmPID := harness.cp.PIDs()
 	logf("control plane up in %s (etcd pid %d, kube-apiserver pid %d, kube-controller-manager pid %d); work dir %s",
-		time.Since(start).Round(time.Millisecond), harness.cp.etcd.pid(), harness.cp.apiserver.pid(),
-		harness.cp.controllerManager.pid(), harness.dir)
+		time.Since(start).Round(time.Millisecond), etcdPID, apiPID, kcmPID, harness.dir)
 
 	defer func() {
 		if sharedDNS != nil {
