@@ -116,6 +116,8 @@ restore_sysctls() {
 teardown() {
 	set +e
 	log "teardown"
+	# The pods' own logs, before deleting the pods removes them.
+	[ -d "$STATE/pod-logs" ] && cp -r "$STATE/pod-logs" "$LOGS/pods" 2>/dev/null
 	if [ -s "$STATE/pids/kubelet" ] && kill -0 "$(cat "$STATE/pids/kubelet")" 2>/dev/null; then
 		# Through the kubelet, so each sandbox's CNI DEL runs and its netns is removed.
 		k delete pods --all -n default --grace-period=5 --timeout=30s >/dev/null 2>&1
@@ -182,7 +184,8 @@ on_exit() {
 	local t0=$SECONDS
 	teardown
 	local left
-	left=$(grep -laF -- "$STATE" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | tr '\n' ' ')
+	# The pattern comes from a file: grep's own command line must not hold it.
+	left=$(grep -laF -f <(echo "$STATE") /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | tr '\n' ' ')
 	if ip netns list | grep -qw "$NETNS" || [ -e "$STATE" ] || [ -n "$left" ]; then
 		step "teardown" FAIL "left: netns $(ip netns list | grep -cw "$NETNS"), $STATE $([ -e "$STATE" ] && echo exists || echo gone), processes: ${left:-none}"
 	else
