@@ -33,9 +33,10 @@ SERVICE_CIDR=10.96.0.0/16
 KUBE_DNS_IP=10.96.0.10
 NODE_LOCAL_DNS=169.254.20.10
 CNI_NETWORK=clusterdns-realnode
-# Names the client pods ask, relative (the search list kubelet writes does the rest) and absolute.
+# Names the client pods ask, relative (the search list kubelet writes does the rest) and absolute:
+# ClusterIP Services, a headless one and an ExternalName (manifests/names.yaml).
 NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.kube-system.svc
-	kubernetes.default.svc.cluster.local.)
+	kubernetes.default.svc.cluster.local. dns-headless.kube-system api-alias)
 
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
 for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
@@ -406,7 +407,7 @@ restore_sysctls
 
 # --- the central role, as an operator would deploy it -------------------------------------------
 # What kubeadm creates and deploy/cluster keeps: the kube-dns Service at the 10th address.
-k apply -f "$HERE/manifests/kube-dns.yaml" >/dev/null
+k apply -f "$HERE/manifests/kube-dns.yaml" -f "$HERE/manifests/names.yaml" >/dev/null
 TAG=$(sed -n 's/.*"io.containerd.image.name":"docker.io\/clusterdns\/coredns:\([^"]*\)".*/\1/p' <(tar -xOf "$ROOT/coredns.image.tar" index.json))
 # The operator's overlay: deploy/<role> with the image tag that ./build.sh image printed.
 overlay() {
