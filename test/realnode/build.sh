@@ -9,8 +9,9 @@
 #     (`go install ...@version` works: containerd's go.mod has no replace directives), into
 #     .cache/realnode/containerd-<version>/;
 #   - runc, the CNI plugins (/usr/lib/cni), conntrack and iptables from Debian packages;
-#   - the pause and client images (cmd/pause, cmd/resolve) as OCI tarballs, built with
-#     cmd/mkimage, into .cache/realnode/images/.
+#   - the pause and client images (cmd/pause; cmd/resolve, Go's stub resolver; cmd/getaddrinfo,
+#     musl's, built with Debian's musl-gcc) as OCI tarballs, built with cmd/mkimage, into
+#     .cache/realnode/images/.
 #
 #   test/realnode/build.sh          build and install what is missing
 #   test/realnode/build.sh gomod    regenerate kube/go.mod and go.sum from the control plane's
@@ -35,7 +36,7 @@ CONTAINERD_OUT=$CACHE/containerd-$CONTAINERD_VERSION
 IMAGES_OUT=$CACHE/images
 KUBE_CMDS=(kubelet kube-proxy kube-scheduler)
 CONTAINERD_CMDS=(containerd containerd-shim-runc-v2 ctr)
-DEBIAN_PACKAGES=(runc containernetworking-plugins conntrack iptables)
+DEBIAN_PACKAGES=(runc containernetworking-plugins conntrack iptables musl-tools)
 
 log() { echo "realnode build: $*" >&2; }
 
@@ -116,14 +117,18 @@ debian() {
 images() {
 	local prog tag hash
 	mkdir -p "$IMAGES_OUT"
-	for prog in pause resolve; do
-		hash=$(cat "$HERE/cmd/$prog/"*.go "$ROOT/internal/image/image.go" "$ROOT/cmd/mkimage/main.go" | sha256sum | cut -c1-12)
+	for prog in pause resolve getaddrinfo; do
+		hash=$(cat "$HERE/cmd/$prog/"* "$ROOT/internal/image/image.go" "$ROOT/cmd/mkimage/main.go" | sha256sum | cut -c1-12)
 		tag="clusterdns.test/$prog:$hash"
 		if [ -s "$IMAGES_OUT/$prog.tag" ] && [ "$(cat "$IMAGES_OUT/$prog.tag")" = "$tag" ] && [ -s "$IMAGES_OUT/$prog.image.tar" ]; then
 			continue
 		fi
-		(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$IMAGES_OUT/$prog" "./test/realnode/cmd/$prog" &&
-			go run ./cmd/mkimage -binary "$IMAGES_OUT/$prog" -program "/$prog" -tag "$tag" -o "$IMAGES_OUT/$prog.image.tar" >&2)
+		if [ -f "$HERE/cmd/$prog/$prog.c" ]; then
+			musl-gcc -static -Os -s -Wall -o "$IMAGES_OUT/$prog" "$HERE/cmd/$prog/$prog.c"
+		else
+			(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$IMAGES_OUT/$prog" "./test/realnode/cmd/$prog")
+		fi
+		(cd "$ROOT" && go run ./cmd/mkimage -binary "$IMAGES_OUT/$prog" -program "/$prog" -tag "$tag" -o "$IMAGES_OUT/$prog.image.tar" >&2)
 		echo "$tag" >"$IMAGES_OUT/$prog.tag"
 	done
 }

@@ -41,7 +41,7 @@ NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.ku
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
 for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
 	"$KUBE/kubelet" "$KUBE/kube-proxy" "$KUBE/kube-scheduler" "$CONTAINERD/containerd" "$CONTAINERD/ctr" \
-	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$ROOT/coredns.image.tar"; do
+	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
 	[ -e "$b" ] || { echo "run.sh: $b is missing: run ./build.sh realnode (it builds everything first)" >&2; exit 1; }
 done
 ip netns list | grep -qw "$NETNS" && { echo "run.sh: netns $NETNS exists: another run is active, or run $0 teardown" >&2; exit 1; }
@@ -287,6 +287,7 @@ start kube-scheduler kube-scheduler --kubeconfig="$KUBECONFIG" --leader-elect=fa
 # --- containerd ---------------------------------------------------------------------------------
 PAUSE=$(cat "$IMAGES/pause.tag")
 RESOLVE=$(cat "$IMAGES/resolve.tag")
+GETADDRINFO=$(cat "$IMAGES/getaddrinfo.tag")
 # Everything under $STATE: no /etc/containerd, no /run/containerd socket, no NRI socket in /var/run.
 cat >"$STATE/containerd.toml" <<EOF
 version = 4
@@ -339,11 +340,11 @@ EOF
 start containerd containerd --config "$STATE/containerd.toml"
 if wait_for "containerd" 60 ctr_node version; then
 	IMPORTED=()
-	for tar in "$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$ROOT/coredns.image.tar"; do
+	for tar in "$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
 		ctr_node images import "$tar" >>"$LOGS/import.log" 2>&1 && IMPORTED+=("$(basename "$tar")")
 	done
 	step "containerd $(ctr_node version 2>/dev/null | awk '/Server/{s=1} s && /Version/{print $2; exit}'), images imported" \
-		"$([ ${#IMPORTED[@]} = 3 ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
+		"$([ ${#IMPORTED[@]} = 4 ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
 else
 	step "containerd" FAIL "see $LOGS/containerd.log"
 	exit 1
@@ -441,10 +442,15 @@ else
 fi
 
 # --- resolution from pods -----------------------------------------------------------------------
-# client POD DNSPOLICY [NAMESERVER]: a pod of the client image resolving NAMES; passes when it
-# exits 0 (every name answered). Its log (resolv.conf and the answers) goes to $LOGS/POD.log.
+# client POD IMAGE DNSPOLICY NAMESERVER -- ARGS...: a pod of a client image resolving NAMES;
+# passes when it exits 0 (every name answered). Its log (resolv.conf and the answers) goes to
+# $LOGS/POD.log. With a NAMESERVER (not "") the pod sets its own resolv.conf (dnsPolicy None) with the search
+# list kubelet would write.
 client() {
-	local pod=$1 policy=$2 ns=${3:-} dnsconfig="" phase="" t0=$SECONDS
+	local pod=$1 image=$2 policy=$3 ns=$4 dnsconfig="" phase="" t0=$SECONDS args
+	shift 4
+	[ "${1:-}" = -- ] && shift
+	args=$(printf '"%s", ' "$@")
 	if [ -n "$ns" ]; then
 		dnsconfig="
   dnsConfig:
@@ -462,10 +468,10 @@ spec:
   restartPolicy: Never
   dnsPolicy: $policy$dnsconfig
   containers:
-  - name: resolve
-    image: $RESOLVE
+  - name: client
+    image: $image
     imagePullPolicy: Never
-    args: [-repeat, 60s, $(IFS=,; echo "${NAMES[*]}" | sed 's/,/, /g')]
+    args: [${args%, }]
 EOF
 	while ((SECONDS - t0 < 150)); do
 		phase=$(k get pod "$pod" -o jsonpath='{.status.phase}' 2>/dev/null)
@@ -476,14 +482,19 @@ EOF
 	sed 's/^/    /' "$LOGS/$pod.log" >&2
 	[ "$phase" = Succeeded ]
 }
-if client resolve-node ClusterFirst; then
-	step "pod resolves through the node role ($NODE_LOCAL_DNS)" pass "${#NAMES[@]} names, search list from kubelet, ndots:5"
-else
-	step "pod resolves through the node role ($NODE_LOCAL_DNS)" FAIL "$(grep -c '^FAIL' "$LOGS/resolve-node.log") of ${#NAMES[@]} names failed (log: resolve-node.log)"
-fi
-if client resolve-central None "$KUBE_DNS_IP"; then
-	step "pod resolves through the central role ($KUBE_DNS_IP)" pass "${#NAMES[@]} names, same search list"
-else
-	step "pod resolves through the central role ($KUBE_DNS_IP)" FAIL "$(grep -c '^FAIL' "$LOGS/resolve-central.log") of ${#NAMES[@]} names failed (log: resolve-central.log)"
-fi
+# resolves LABEL POD IMAGE DNSPOLICY NAMESERVER ARGS...: one client pod, one row of the table.
+resolves() {
+	local label=$1 pod=$2
+	shift 2
+	if client "$pod" "$@"; then
+		step "$label" pass "${#NAMES[@]} names, search list and ndots:5 as kubelet writes them"
+	else
+		step "$label" FAIL "$(grep -c '^FAIL' "$LOGS/$pod.log") of ${#NAMES[@]} names failed ($pod.log)"
+	fi
+}
+# Go's resolver first, with retries: it also waits out the first seconds of a new role.
+resolves "Go resolver, through the node role ($NODE_LOCAL_DNS)" go-node "$RESOLVE" ClusterFirst "" -- -repeat 60s "${NAMES[@]}"
+resolves "Go resolver, through the central role ($KUBE_DNS_IP)" go-central "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${NAMES[@]}"
+resolves "musl getaddrinfo, through the node role" musl-node "$GETADDRINFO" ClusterFirst "" -- "${NAMES[@]}"
+resolves "musl getaddrinfo, through the central role" musl-central "$GETADDRINFO" None "$KUBE_DNS_IP" -- "${NAMES[@]}"
 log "up and checked in $((SECONDS - START)) s"
