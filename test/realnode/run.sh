@@ -44,7 +44,6 @@ for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kube
 	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
 	[ -e "$b" ] || { echo "run.sh: $b is missing: run ./build.sh realnode (it builds everything first)" >&2; exit 1; }
 done
-ip netns list | grep -qw "$NETNS" && { echo "run.sh: netns $NETNS exists: another run is active, or run $0 teardown" >&2; exit 1; }
 
 export PATH=$CONTAINERD:$KUBE:$CP:/usr/sbin:/usr/bin:/sbin:/bin
 START=$SECONDS
@@ -176,6 +175,9 @@ teardown() {
 on_exit() {
 	local rc=$?
 	trap - EXIT INT TERM
+	# A signal's trap can run inside a function whose output is redirected to a log (k ... >log):
+	# the table goes where the run's output went.
+	exec 1>&3 2>&4
 	if [ "$FAILED" = 0 ] && [ "$rc" != 0 ]; then step "script" FAIL "exited $rc before its last step (see logs)"; fi
 	if [ -n "${REALNODE_KEEP:-}" ]; then
 		log "REALNODE_KEEP: the node is up. nsenter --net=/run/netns/$NETNS kubectl --kubeconfig $KUBECONFIG ...; Ctrl-C tears down"
@@ -204,6 +206,7 @@ if [ "${1:-}" = teardown ]; then
 	teardown
 	exit 0
 fi
+ip netns list | grep -qw "$NETNS" && { echo "run.sh: netns $NETNS exists: another run is active, or run $0 teardown" >&2; exit 1; }
 
 # --- the node's network and state -------------------------------------------------------------
 rm -rf "$STATE"
@@ -214,6 +217,7 @@ ls /run/netns >"$STATE/netns.before" 2>/dev/null || true
 [ -d /run/containerd ] || { mkdir -p /run/containerd && touch "$STATE/run/containerd.created"; }
 [ -d /var/lib/cni ] || touch "$STATE/run/cni.created"
 save_sysctls
+exec 3>&1 4>&2
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
