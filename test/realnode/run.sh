@@ -4,8 +4,8 @@
 # table of what passed, and tears everything down, also when a step fails (trap).
 #
 #   test/realnode/run.sh            (root; after test/realnode/build.sh and ./build.sh image)
-#   REALNODE_KEEP=1 test/realnode/run.sh   stop before the teardown and wait for Ctrl-C, with
-#                                           KUBECONFIG and the netns printed for poking around
+#   REALNODE_KEEP=1 test/realnode/run.sh   stop before the teardown and wait for Ctrl-C (or
+#                                           SIGINT/SIGTERM), with how to reach the node printed
 #
 # The whole node lives in its own network namespace (NETNS below): etcd, kube-apiserver, kubelet,
 # kube-proxy's iptables rules, the CNI bridge, the node role's interface and nftables table. Other
@@ -37,6 +37,9 @@ CNI_NETWORK=clusterdns-realnode
 # ClusterIP Services, a headless one and an ExternalName (manifests/names.yaml).
 NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.kube-system.svc
 	kubernetes.default.svc.cluster.local. dns-headless.kube-system api-alias)
+# Those that exist before deploy/node (clusterdns-upstream is its Service).
+KUBEADM_NAMES=(kubernetes kube-dns.kube-system dns-headless.kube-system api-alias)
+KUBEADM_COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.14.6
 
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
 for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
@@ -181,8 +184,11 @@ on_exit() {
 	if [ "$FAILED" = 0 ] && [ "$rc" != 0 ]; then step "script" FAIL "exited $rc before its last step (see logs)"; fi
 	if [ -n "${REALNODE_KEEP:-}" ]; then
 		log "REALNODE_KEEP: the node is up. nsenter --net=/run/netns/$NETNS kubectl --kubeconfig $KUBECONFIG ...; Ctrl-C tears down"
-		trap : INT
-		sleep infinity || true
+		# wait returns on a signal (kill -INT from another shell too; a foreground sleep would not).
+		trap : INT TERM
+		sleep infinity &
+		wait $! || true
+		kill $! 2>/dev/null
 	fi
 	local t0=$SECONDS
 	teardown
@@ -410,42 +416,7 @@ else
 fi
 restore_sysctls
 
-# --- the central role, as an operator would deploy it -------------------------------------------
-# What kubeadm creates and deploy/cluster keeps: the kube-dns Service at the 10th address.
-k apply -f "$HERE/manifests/kube-dns.yaml" -f "$HERE/manifests/names.yaml" >/dev/null
-TAG=$(sed -n 's/.*"io.containerd.image.name":"docker.io\/clusterdns\/coredns:\([^"]*\)".*/\1/p' <(tar -xOf "$ROOT/coredns.image.tar" index.json))
-# The operator's overlay: deploy/<role> with the image tag that ./build.sh image printed.
-overlay() {
-	mkdir -p "$STATE/deploy/$1"
-	cat >"$STATE/deploy/$1/kustomization.yaml" <<EOF
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- $(realpath --relative-to="$STATE/deploy/$1" "$ROOT/deploy/$1")
-images:
-- name: clusterdns/coredns
-  newTag: "$TAG"
-EOF
-	echo "$STATE/deploy/$1"
-}
-k apply --server-side --force-conflicts -k "$(overlay cluster)" >"$LOGS/apply-cluster.log" 2>&1 ||
-	step "kubectl apply -k deploy/cluster" FAIL "$(tail -1 "$LOGS/apply-cluster.log")"
-if k -n kube-system rollout status deployment/coredns --timeout=180s >>"$LOGS/apply-cluster.log" 2>&1; then
-	step "central role: coredns pods Ready" pass "$(k -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}/{.spec.replicas} ready, image clusterdns/coredns:'"$TAG")"
-else
-	step "central role: coredns pods Ready" FAIL "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
-fi
-
-# --- the node role ------------------------------------------------------------------------------
-k apply --server-side --force-conflicts -k "$(overlay node)" >"$LOGS/apply-node.log" 2>&1 ||
-	step "kubectl apply -k deploy/node" FAIL "$(tail -1 "$LOGS/apply-node.log")"
-if k -n kube-system rollout status daemonset/clusterdns-node --timeout=180s >>"$LOGS/apply-node.log" 2>&1; then
-	step "node role: clusterdns-node DaemonSet Ready" pass "$(k -n kube-system get daemonset clusterdns-node -o jsonpath='{.status.numberReady}/{.status.desiredNumberScheduled} ready')"
-else
-	step "node role: clusterdns-node DaemonSet Ready" FAIL "$(k -n kube-system get pods -l k8s-app=clusterdns-node --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
-fi
-
-# --- resolution from pods -----------------------------------------------------------------------
+# --- client pods -------------------------------------------------------------------------------
 # client POD IMAGE DNSPOLICY NAMESERVER -- ARGS...: a pod of a client image resolving NAMES;
 # passes when it exits 0 (every name answered). Its log (resolv.conf and the answers) goes to
 # $LOGS/POD.log. With a NAMESERVER (not "") the pod sets its own resolv.conf (dnsPolicy None) with the search
@@ -491,11 +462,59 @@ resolves() {
 	local label=$1 pod=$2
 	shift 2
 	if client "$pod" "$@"; then
-		step "$label" pass "${#NAMES[@]} names, search list and ndots:5 as kubelet writes them"
+		step "$label" pass "$(grep -c '^ok' "$LOGS/$pod.log") names, search list and ndots:5 as kubelet writes them"
 	else
-		step "$label" FAIL "$(grep -c '^FAIL' "$LOGS/$pod.log") of ${#NAMES[@]} names failed ($pod.log)"
+		step "$label" FAIL "$(grep -c '^FAIL' "$LOGS/$pod.log") names failed, $(grep -c '^ok' "$LOGS/$pod.log") answered ($pod.log)"
 	fi
 }
+# --- kubeadm's CoreDNS: the cluster as an operator has it -----------------------------------------
+TAG=$(sed -n 's/.*"io.containerd.image.name":"docker.io\/clusterdns\/coredns:\([^"]*\)".*/\1/p' <(tar -xOf "$ROOT/coredns.image.tar" index.json))
+# kubeadm's image name on our image: a stand-in for registry.k8s.io (manifests/kubeadm-coredns.yaml).
+ctr_node images tag "docker.io/clusterdns/coredns:$TAG" "$KUBEADM_COREDNS_IMAGE" >>"$LOGS/import.log" 2>&1
+k apply -f "$HERE/manifests/kube-dns.yaml" -f "$HERE/manifests/kubeadm-coredns.yaml" -f "$HERE/manifests/names.yaml" >"$LOGS/apply-kubeadm.log" 2>&1
+if k -n kube-system rollout status deployment/coredns --timeout=120s >>"$LOGS/apply-kubeadm.log" 2>&1; then
+	step "kubeadm's coredns add-on Ready (stand-in image)" pass "kube-dns Service $KUBE_DNS_IP, Deployment coredns 2/2"
+else
+	step "kubeadm's coredns add-on Ready (stand-in image)" FAIL "see apply-kubeadm.log"
+fi
+resolves "Go resolver, through kubeadm's CoreDNS ($KUBE_DNS_IP)" go-kubeadm "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${KUBEADM_NAMES[@]}"
+KUBEADM_UID=$(k -n kube-system get deployment coredns -o jsonpath='{.metadata.uid}')
+
+# --- the central role, as an operator would deploy it over kubeadm's ------------------------------
+# The operator's overlay: deploy/<role> with the image tag that ./build.sh image printed.
+overlay() {
+	mkdir -p "$STATE/deploy/$1"
+	cat >"$STATE/deploy/$1/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- $(realpath --relative-to="$STATE/deploy/$1" "$ROOT/deploy/$1")
+images:
+- name: clusterdns/coredns
+  newTag: "$TAG"
+EOF
+	echo "$STATE/deploy/$1"
+}
+k apply --server-side --force-conflicts -k "$(overlay cluster)" >"$LOGS/apply-cluster.log" 2>&1 ||
+	step "kubectl apply -k deploy/cluster" FAIL "$(tail -1 "$LOGS/apply-cluster.log")"
+if k -n kube-system rollout status deployment/coredns --timeout=180s >>"$LOGS/apply-cluster.log" 2>&1; then
+	step "central role: coredns pods Ready" pass "$(k -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}/{.spec.replicas} ready, image clusterdns/coredns:'"$TAG")$(
+		[ "$(k -n kube-system get deployment coredns -o jsonpath='{.metadata.uid}')" = "$KUBEADM_UID" ] && echo ", kubeadm's Deployment patched in place")$(
+		echo ", replica sets (ready/wanted): $(k -n kube-system get rs -l k8s-app=kube-dns -o jsonpath='{range .items[*]}{.status.readyReplicas}/{.spec.replicas} {end}')")"
+else
+	step "central role: coredns pods Ready" FAIL "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
+fi
+
+# --- the node role ------------------------------------------------------------------------------
+k apply --server-side --force-conflicts -k "$(overlay node)" >"$LOGS/apply-node.log" 2>&1 ||
+	step "kubectl apply -k deploy/node" FAIL "$(tail -1 "$LOGS/apply-node.log")"
+if k -n kube-system rollout status daemonset/clusterdns-node --timeout=180s >>"$LOGS/apply-node.log" 2>&1; then
+	step "node role: clusterdns-node DaemonSet Ready" pass "$(k -n kube-system get daemonset clusterdns-node -o jsonpath='{.status.numberReady}/{.status.desiredNumberScheduled} ready')"
+else
+	step "node role: clusterdns-node DaemonSet Ready" FAIL "$(k -n kube-system get pods -l k8s-app=clusterdns-node --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
+fi
+
+# --- resolution from pods through both roles ----------------------------------------------------
 # Go's resolver first, with retries: it also waits out the first seconds of a new role.
 resolves "Go resolver, through the node role ($NODE_LOCAL_DNS)" go-node "$RESOLVE" ClusterFirst "" -- -repeat 60s "${NAMES[@]}"
 resolves "Go resolver, through the central role ($KUBE_DNS_IP)" go-central "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${NAMES[@]}"
