@@ -471,7 +471,10 @@ resolves() {
 TAG=$(sed -n 's/.*"io.containerd.image.name":"docker.io\/clusterdns\/coredns:\([^"]*\)".*/\1/p' <(tar -xOf "$ROOT/coredns.image.tar" index.json))
 # kubeadm's image name on our image: a stand-in for registry.k8s.io (manifests/kubeadm-coredns.yaml).
 ctr_node images tag "docker.io/clusterdns/coredns:$TAG" "$KUBEADM_COREDNS_IMAGE" >>"$LOGS/import.log" 2>&1
-k apply -f "$HERE/manifests/kube-dns.yaml" -f "$HERE/manifests/kubeadm-coredns.yaml" -f "$HERE/manifests/names.yaml" >"$LOGS/apply-kubeadm.log" 2>&1
+# Created as kubeadm creates them (client-go Create: no last-applied annotation, an Update
+# manager), so the server-side apply below meets the field owners it meets on a kubeadm cluster.
+k create -f "$HERE/manifests/kube-dns.yaml" -f "$HERE/manifests/kubeadm-coredns.yaml" >"$LOGS/apply-kubeadm.log" 2>&1
+k apply -f "$HERE/manifests/names.yaml" >>"$LOGS/apply-kubeadm.log" 2>&1
 if k -n kube-system rollout status deployment/coredns --timeout=120s >>"$LOGS/apply-kubeadm.log" 2>&1; then
 	step "kubeadm's coredns add-on Ready (stand-in image)" pass "kube-dns Service $KUBE_DNS_IP, Deployment coredns 2/2"
 else
