@@ -6,6 +6,8 @@
 #   test/realnode/run.sh            (root; after test/realnode/build.sh and ./build.sh image)
 #   REALNODE_KEEP=1 test/realnode/run.sh   stop before the teardown and wait for Ctrl-C (or
 #                                           SIGINT/SIGTERM), with how to reach the node printed
+#   REALNODE_NODE_RESOLVER=ADDR test/realnode/run.sh   the node's resolver (default: the stand-in
+#                                           for the internet that the run starts, 10.199.0.2)
 #
 # The whole node lives in its own network namespace (NETNS below): etcd, kube-apiserver, kubelet,
 # kube-proxy's iptables rules, the CNI bridge, the node role's interface and nftables table. Other
@@ -27,6 +29,9 @@ STATE=${REALNODE_STATE:-/var/lib/clusterdns-realnode}
 NETNS=clusterdns-realnode
 NODE_NAME=realnode
 NODE_IP=10.199.0.1
+# The node's resolver for names outside the cluster (the namespace has no way out): ./coredns
+# serving example.com from a zone file and NXDOMAIN for the rest, as a stand-in for the internet.
+OUTSIDE_DNS=10.199.0.2
 CLUSTER_CIDR=10.244.0.0/16
 POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/16
@@ -36,15 +41,15 @@ CNI_NETWORK=clusterdns-realnode
 # Names the client pods ask, relative (the search list kubelet writes does the rest) and absolute:
 # ClusterIP Services, a headless one and an ExternalName (manifests/names.yaml).
 NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.kube-system.svc
-	kubernetes.default.svc.cluster.local. dns-headless.kube-system api-alias)
+	kubernetes.default.svc.cluster.local. dns-headless.kube-system api-alias www.example.com)
 # Those that exist before deploy/node (clusterdns-upstream is its Service).
-KUBEADM_NAMES=(kubernetes kube-dns.kube-system dns-headless.kube-system api-alias)
+KUBEADM_NAMES=(kubernetes kube-dns.kube-system dns-headless.kube-system api-alias www.example.com)
 KUBEADM_COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.14.6
 
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
 for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
 	"$KUBE/kubelet" "$KUBE/kube-proxy" "$KUBE/kube-scheduler" "$CONTAINERD/containerd" "$CONTAINERD/ctr" \
-	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
+	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar" "$ROOT/coredns"; do
 	[ -e "$b" ] || { echo "run.sh: $b is missing: run ./build.sh realnode (it builds everything first)" >&2; exit 1; }
 done
 
@@ -148,6 +153,7 @@ teardown() {
 	done
 	stop_pid kube-apiserver
 	stop_pid etcd
+	stop_pid outside-dns
 	# Mounts under $STATE (kubelet's volumes, container rootfs, sandbox shm), deepest first.
 	local m
 	for m in $(awk -v s="$STATE" 'index($5, s "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
@@ -232,6 +238,7 @@ in_node ip link set lo up
 # The node's address, on a bridge with no ports: this kernel has no dummy driver.
 in_node ip link add node0 type bridge
 in_node ip addr add "$NODE_IP/24" dev node0
+in_node ip addr add "$OUTSIDE_DNS/24" dev node0
 in_node ip link set node0 up
 # A real node has a default route. Without any, a host-network client (the node role's watch of
 # https://10.96.0.1) fails with "network is unreachable" before kube-proxy's DNAT is consulted:
@@ -244,7 +251,35 @@ in_node sysctl -q -w net.ipv4.ip_forward=1
 # Pod-to-Service traffic where both pods sit on the CNI bridge needs the bridge's frames to pass
 # iptables (kube-proxy's DNAT and its reverse); per network namespace on this kernel.
 in_node sysctl -q -w net.bridge.bridge-nf-call-iptables=1
-step "node network namespace $NETNS" pass "node IP $NODE_IP, pod CIDR $POD_CIDR"
+mkdir -p "$STATE/outside"
+cat >"$STATE/outside/example.com.zone" <<'EOF'
+$ORIGIN example.com.
+@    3600 IN SOA ns.example.com. hostmaster.example.com. 1 7200 3600 1209600 60
+@    3600 IN NS  ns.example.com.
+ns   3600 IN A   10.199.0.2
+www  3600 IN A   192.0.2.10
+www  3600 IN AAAA 2001:db8::10
+EOF
+cat >"$STATE/outside/Corefile" <<EOF
+example.com {
+    bind $OUTSIDE_DNS
+    file $STATE/outside/example.com.zone
+}
+. {
+    bind $OUTSIDE_DNS
+    template IN NS . {
+        answer ". 86400 IN NS ns.example.com."
+    }
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+EOF
+# The node's resolv.conf as kubelet hands it to dnsPolicy Default pods (both roles of ours).
+# REALNODE_NODE_RESOLVER=10.255.255.53 (no route to it) plays an outside resolver out of reach.
+echo "nameserver ${REALNODE_NODE_RESOLVER:-$OUTSIDE_DNS}" >"$STATE/resolv.conf"
+start outside-dns "$ROOT/coredns" -conf "$STATE/outside/Corefile"
+step "node network namespace $NETNS" pass "node IP $NODE_IP, pod CIDR $POD_CIDR, outside resolver $OUTSIDE_DNS"
 
 # --- control plane ------------------------------------------------------------------------------
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -371,7 +406,7 @@ containerRuntimeEndpoint: unix://$STATE/containerd.sock
 # The node role's address: every ClusterFirst pod's nameserver (deploy/node).
 clusterDNS: [$NODE_LOCAL_DNS]
 clusterDomain: cluster.local
-resolvConf: /etc/resolv.conf
+resolvConf: $STATE/resolv.conf
 # The apiserver reaches the kubelet (logs, exec) without client certificates: a test node in its
 # own network namespace.
 authentication:
