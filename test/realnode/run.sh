@@ -279,7 +279,7 @@ EOF
 # REALNODE_NODE_RESOLVER=10.255.255.53 (no route to it) plays an outside resolver out of reach.
 echo "nameserver ${REALNODE_NODE_RESOLVER:-$OUTSIDE_DNS}" >"$STATE/resolv.conf"
 start outside-dns "$ROOT/coredns" -conf "$STATE/outside/Corefile"
-step "node network namespace $NETNS" pass "node IP $NODE_IP, pod CIDR $POD_CIDR, outside resolver $OUTSIDE_DNS"
+step "node network namespace $NETNS" pass "node IP $NODE_IP, pod CIDR $POD_CIDR, node resolver ${REALNODE_NODE_RESOLVER:-$OUTSIDE_DNS}"
 
 # --- control plane ------------------------------------------------------------------------------
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
