@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Brings up a one-node Kubernetes cluster on this machine, deploys clusterdns the way an operator
-# would (deploy/cluster, then deploy/node), resolves names from pods through both roles, prints a
-# table of what passed, and tears everything down, also when a step fails (trap).
+# Brings up a one-node Kubernetes cluster on this machine with kubeadm's CoreDNS add-on, deploys
+# clusterdns over it the way an operator would (deploy/cluster, then deploy/node), resolves names
+# from pods through both roles, prints a table of what passed, and tears everything down, also
+# when a step fails (trap).
 #
 #   test/realnode/run.sh            (root; after test/realnode/build.sh and ./build.sh image)
 #   REALNODE_KEEP=1 test/realnode/run.sh   stop before the teardown and wait for Ctrl-C (or
@@ -39,7 +40,8 @@ KUBE_DNS_IP=10.96.0.10
 NODE_LOCAL_DNS=169.254.20.10
 CNI_NETWORK=clusterdns-realnode
 # Names the client pods ask, relative (the search list kubelet writes does the rest) and absolute:
-# ClusterIP Services, a headless one and an ExternalName (manifests/names.yaml).
+# ClusterIP Services, a headless one, an ExternalName (manifests/names.yaml) and a name outside the
+# cluster (the stand-in resolver's).
 NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.kube-system.svc
 	kubernetes.default.svc.cluster.local. dns-headless.kube-system api-alias www.example.com)
 # Those that exist before deploy/node (clusterdns-upstream is its Service).
