@@ -18,6 +18,9 @@ Commands:
   fuzz [DURATION]  every fuzz target for DURATION each (default: 20m for the node cache's
           targets, plugin/nodecache/..., and 10m for the others)
   image   a static binary in an OCI image tarball, built without a Docker daemon
+  realnode  a one-node Kubernetes cluster on this machine (kubelet, containerd, kube-proxy, CNI;
+          root): deploy/cluster and deploy/node applied, pods resolving through both roles, a
+          table of results, everything torn down (test/realnode/README.md)
   help    this text
 USAGE
 }
@@ -95,6 +98,15 @@ NEXT
 # bench/RESULTS.md (root; installs dnsperf and unbound; about an hour with the memory test).
 bench() {
 	"$ROOT/bench/run.sh"
+}
+
+# realnode builds what test/realnode needs (control plane, kubelet, kube-proxy, kube-scheduler,
+# containerd, Debian's runc and CNI plugins, the images), each skipped when cached, then runs it.
+realnode() {
+	test/e2e/controlplane/build.sh
+	test/realnode/build.sh
+	image
+	test/realnode/run.sh
 }
 
 not_built_yet() {
@@ -212,6 +224,7 @@ case "${1:-build}" in
 	fuzz) fuzz_long "${2:-}" ;;
 	bench) bench ;;
 	image) image ;;
+	realnode) realnode ;;
 	help | -h | --help) usage ;;
 	*)
 		echo "build.sh: unknown command ${1}" >&2

@@ -4,7 +4,8 @@
 //
 // The tarball loads with `docker load -i`, `ctr -n k8s.io images import`, `podman load -i`, or
 // `skopeo copy oci-archive:FILE docker://REGISTRY/...` (see internal/image). ./build.sh image runs
-// it on the static binary that ./build.sh build writes.
+// it on the static binary that ./build.sh build writes. With -program /NAME it ships another
+// static program as /NAME, its entrypoint (test/realnode's pause and client images).
 package main
 
 import (
@@ -40,9 +41,16 @@ func main() {
 	flag.StringVar(&o.Arch, "arch", "", "architecture (default: read from the binary)")
 	flag.StringVar(&o.CACerts, "ca-certs", "", "CA bundle to ship as "+image.CACertsPath+" (optional)")
 	flag.Var(labels(o.Labels), "label", "image label KEY=VALUE (repeatable)")
+	program := flag.String("program", "", "ship the binary as this program instead of clusterdns: its path directly under /, also the entrypoint (test images)")
+	user := flag.String("user", "", "with -program: the image's user uid:gid (default "+image.User+")")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
+	}
+	if *program != "" {
+		o.Program = &image.Program{Path: *program, User: *user}
+	} else if *user != "" {
+		fail(fmt.Errorf("-user needs -program"))
 	}
 	if *created != "" {
 		t, err := parseTime(*created)

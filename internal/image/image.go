@@ -75,7 +75,22 @@ type Options struct {
 	CACerts string
 	// Labels are the image config's labels (org.opencontainers.image.*).
 	Labels map[string]string
+	// Program, if set, ships the binary as another program than clusterdns, with its own path
+	// and config (test/realnode's pause and client images). Nil means clusterdns's: /coredns.
+	Program *Program
 }
+
+// Program is where the binary goes in the image and how the image runs it.
+type Program struct {
+	Path         string   // where the binary goes, directly under / ("/pause")
+	Entrypoint   []string // nil means [Path]
+	Cmd          []string
+	User         string // "uid:gid"; empty means User (65532:65532)
+	ExposedPorts []string
+}
+
+// clusterdns is the Program of every clusterdns image.
+var clusterdns = Program{Path: BinaryPath, Entrypoint: Entrypoint, Cmd: Cmd, User: User, ExposedPorts: ExposedPorts}
 
 // Build assembles the image described by o.
 func Build(o Options) (v1.Image, error) {
@@ -105,7 +120,21 @@ func Build(o Options) (v1.Image, error) {
 	}
 	created = created.UTC().Truncate(time.Second)
 
-	layerTar, err := rootfs(bin, certs, created)
+	prog := clusterdns
+	if o.Program != nil {
+		prog = *o.Program
+		if !strings.HasPrefix(prog.Path, "/") || strings.Count(prog.Path, "/") != 1 {
+			return nil, fmt.Errorf("program path %q: want a file directly under /", prog.Path)
+		}
+		if prog.Entrypoint == nil {
+			prog.Entrypoint = []string{prog.Path}
+		}
+		if prog.User == "" {
+			prog.User = User
+		}
+	}
+
+	layerTar, err := rootfs(prog.Path, bin, certs, created)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +147,7 @@ func Build(o Options) (v1.Image, error) {
 
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	createdBy := "clusterdns internal/image: " + BinaryPath + ", /etc/passwd, /etc/group"
+	createdBy := "clusterdns internal/image: " + prog.Path + ", /etc/passwd, /etc/group"
 	if certs != nil {
 		createdBy += ", " + CACertsPath
 	}
@@ -137,21 +166,22 @@ func Build(o Options) (v1.Image, error) {
 	cf.Architecture, cf.OS = arch, "linux"
 	cf.Created = v1.Time{Time: created}
 	cf.Config = v1.Config{
-		Entrypoint:   Entrypoint,
-		Cmd:          Cmd,
-		User:         User,
+		Entrypoint:   prog.Entrypoint,
+		Cmd:          prog.Cmd,
+		User:         prog.User,
 		WorkingDir:   "/",
 		ExposedPorts: map[string]struct{}{},
 		Labels:       o.Labels,
 	}
-	for _, p := range ExposedPorts {
+	for _, p := range prog.ExposedPorts {
 		cf.Config.ExposedPorts[p] = struct{}{}
 	}
 	return mutate.ConfigFile(img, cf)
 }
 
-// rootfs is the single layer: /etc/passwd, /etc/group, the CA bundle if any, and the binary.
-func rootfs(bin, certs []byte, mtime time.Time) ([]byte, error) {
+// rootfs is the single layer: /etc/passwd, /etc/group, the CA bundle if any, and the binary at
+// binPath.
+func rootfs(binPath string, bin, certs []byte, mtime time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dir := func(name string, mode int64) error {
@@ -175,7 +205,7 @@ func rootfs(bin, certs []byte, mtime time.Time) ([]byte, error) {
 			func() error { return dir("etc/ssl/certs/", 0o755) },
 			func() error { return file(strings.TrimPrefix(CACertsPath, "/"), 0o644, certs) })
 	}
-	steps = append(steps, func() error { return file(strings.TrimPrefix(BinaryPath, "/"), 0o755, bin) })
+	steps = append(steps, func() error { return file(strings.TrimPrefix(binPath, "/"), 0o755, bin) })
 	for _, s := range steps {
 		if err := s(); err != nil {
 			return nil, err

@@ -357,3 +357,43 @@ func TestDockerfileAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestProgram checks an image of another program (test/realnode's pause and client images): the
+// binary at its path, its entrypoint, the default user, no clusterdns ports or command; and that a
+// path in a subfolder is refused (the layer has no folders for it).
+func TestProgram(t *testing.T) {
+	path, _ := writeFake(t, Options{Tag: "clusterdns.test/pause:t", Program: &Program{Path: "/pause"}})
+	img, err := tarball.ImageFromPath(path, nil)
+	if err != nil {
+		t.Fatalf("tarball.ImageFromPath: %v", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cf.Config
+	if !slices.Equal(c.Entrypoint, []string{"/pause"}) || c.Cmd != nil || len(c.ExposedPorts) != 0 || c.User != User {
+		t.Errorf("config: entrypoint %q, cmd %q, ports %v, user %q; want [/pause], none, none, %s", c.Entrypoint, c.Cmd, c.ExposedPorts, c.User, User)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %d, %v; want one", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	files, _, _ := readTar(t, rc)
+	if string(files["pause"]) != fakeBinary || files["coredns"] != nil {
+		t.Errorf("layer files: pause %q, coredns %q; want the binary at pause only", files["pause"], files["coredns"])
+	}
+
+	bin := filepath.Join(t.TempDir(), "bin")
+	if err := os.WriteFile(bin, []byte(fakeBinary), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(Options{Binary: bin, Program: &Program{Path: "/usr/bin/pause"}}); err == nil {
+		t.Error("Build with a program in a subfolder: no error")
+	}
+}

@@ -1,0 +1,563 @@
+#!/usr/bin/env bash
+# Brings up a one-node Kubernetes cluster on this machine with kubeadm's CoreDNS add-on, deploys
+# clusterdns over it the way an operator would (deploy/cluster, then deploy/node), resolves names
+# from pods through both roles, prints a table of what passed, and tears everything down, also
+# when a step fails (trap).
+#
+#   test/realnode/run.sh            (root; after test/realnode/build.sh and ./build.sh image)
+#   REALNODE_KEEP=1 test/realnode/run.sh   stop before the teardown and wait for Ctrl-C (or
+#                                           SIGINT/SIGTERM), with how to reach the node printed
+#   REALNODE_NODE_RESOLVER=ADDR test/realnode/run.sh   the node's resolver (default: the stand-in
+#                                           for the internet that the run starts, 10.199.0.2)
+#
+# The whole node lives in its own network namespace (NETNS below): etcd, kube-apiserver, kubelet,
+# kube-proxy's iptables rules, the CNI bridge, the node role's interface and nftables table. Other
+# work on this shared machine sees none of it, and deleting the namespace removes all of it. The
+# processes join only the network namespace (nsenter --net), not a mount namespace, so kubelet's
+# volume mounts and containerd's rootfs mounts see each other. README.md beside this file says
+# what was chosen and why.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CP=$("$ROOT/test/e2e/controlplane/build.sh" dir)
+KUBE=$("$HERE/build.sh" dir)
+CONTAINERD=$("$HERE/build.sh" containerd-dir)
+IMAGES=$("$HERE/build.sh" images-dir)
+CACHE=$(dirname "$IMAGES")
+
+STATE=${REALNODE_STATE:-/var/lib/clusterdns-realnode}
+NETNS=clusterdns-realnode
+NODE_NAME=realnode
+NODE_IP=10.199.0.1
+# The node's resolver for names outside the cluster (the namespace has no way out): ./coredns
+# serving example.com from a zone file and NXDOMAIN for the rest, as a stand-in for the internet.
+OUTSIDE_DNS=10.199.0.2
+CLUSTER_CIDR=10.244.0.0/16
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/16
+KUBE_DNS_IP=10.96.0.10
+NODE_LOCAL_DNS=169.254.20.10
+CNI_NETWORK=clusterdns-realnode
+# Names the client pods ask, relative (the search list kubelet writes does the rest) and absolute:
+# ClusterIP Services, a headless one, an ExternalName (manifests/names.yaml) and a name outside the
+# cluster (the stand-in resolver's).
+NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.kube-system.svc
+	kubernetes.default.svc.cluster.local. dns-headless.kube-system api-alias www.example.com)
+# Those that exist before deploy/node (clusterdns-upstream is its Service).
+KUBEADM_NAMES=(kubernetes kube-dns.kube-system dns-headless.kube-system api-alias www.example.com)
+KUBEADM_COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.14.6
+
+[ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
+for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
+	"$KUBE/kubelet" "$KUBE/kube-proxy" "$KUBE/kube-scheduler" "$CONTAINERD/containerd" "$CONTAINERD/ctr" \
+	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar" "$ROOT/coredns"; do
+	[ -e "$b" ] || { echo "run.sh: $b is missing: run ./build.sh realnode (it builds everything first)" >&2; exit 1; }
+done
+
+export PATH=$CONTAINERD:$KUBE:$CP:/usr/sbin:/usr/bin:/sbin:/bin
+START=$SECONDS
+STEPS=()
+FAILED=0
+LOGS=$STATE/log
+KUBECONFIG=$STATE/admin.kubeconfig
+export KUBECONFIG
+
+log() { echo "realnode [$((SECONDS - START)) s]: $*" >&2; }
+# step records a row of the final table: NAME pass|FAIL DETAIL.
+step() {
+	STEPS+=("$(printf '%-52s %-5s %s' "$1" "$2" "${3:-}")")
+	[ "$2" = pass ] || FAILED=1
+	log "$1: $2 ${3:-}"
+}
+in_node() { nsenter --net="/run/netns/$NETNS" -- "$@"; }
+k() { in_node kubectl "$@"; }
+ctr_node() { ctr --address "$STATE/containerd.sock" -n k8s.io "$@"; }
+
+# start NAME CMD...: a process in the node's network namespace, logging to $LOGS/NAME.log, its PID
+# in $STATE/pids/NAME. nsenter is started as a simple command (not through a function, which
+# would fork a subshell) and execs CMD, so $! is the process itself.
+start() {
+	local name=$1
+	shift
+	nsenter --net="/run/netns/$NETNS" -- "$@" >"$LOGS/$name.log" 2>&1 &
+	echo $! >"$STATE/pids/$name"
+}
+
+# wait_for WHAT SECONDS CMD...: run CMD every second until it succeeds.
+wait_for() {
+	local what=$1 limit=$2 t0=$SECONDS
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS - t0 >= limit)); then
+			log "$what: not after $limit s"
+			return 1
+		fi
+		sleep 1
+	done
+	log "$what after $((SECONDS - t0)) s"
+}
+
+stop_pid() {
+	local name=$1 pid i
+	[ -s "$STATE/pids/$name" ] || return 0
+	pid=$(cat "$STATE/pids/$name")
+	kill "$pid" 2>/dev/null || { rm -f "$STATE/pids/$name"; return 0; }
+	for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$pid" 2>/dev/null && for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	rm -f "$STATE/pids/$name"
+}
+
+# The kernel settings kubelet changes on start (protectKernelDefaults false): they are not
+# per namespace, so they are put back as they were for the other users of this machine.
+KERNEL_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+save_sysctls() {
+	local s
+	mkdir -p "$STATE"
+	for s in "${KERNEL_SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$STATE/sysctls.saved"
+}
+restore_sysctls() {
+	[ -s "$STATE/sysctls.saved" ] || return 0
+	sysctl -q -p "$STATE/sysctls.saved" >/dev/null || true
+}
+
+# teardown stops everything this script started, in reverse order, and removes what it made. It
+# runs on every exit and is safe to run again (also as `run.sh teardown` after a crash).
+teardown() {
+	set +e
+	log "teardown"
+	# The pods' own logs, before deleting the pods removes them.
+	[ -d "$STATE/pod-logs" ] && cp -r "$STATE/pod-logs" "$LOGS/pods" 2>/dev/null
+	if [ -s "$STATE/pids/kubelet" ] && kill -0 "$(cat "$STATE/pids/kubelet")" 2>/dev/null; then
+		# Through the kubelet, so each sandbox's CNI DEL runs and its netns is removed.
+		k delete pods --all -n default --grace-period=5 --timeout=30s >/dev/null 2>&1
+		k delete daemonset,deployment --all -n kube-system --timeout=60s >/dev/null 2>&1
+		k delete pods --all -n kube-system --grace-period=5 --timeout=45s >/dev/null 2>&1
+	fi
+	for p in kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_pid "$p"; done
+	if [ -S "$STATE/containerd.sock" ]; then
+		local t
+		for t in $(ctr_node tasks ls -q 2>/dev/null); do ctr_node tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done
+		sleep 1
+		for t in $(ctr_node tasks ls -q 2>/dev/null); do ctr_node tasks delete -f "$t" >/dev/null 2>&1; done
+		for t in $(ctr_node containers ls -q 2>/dev/null); do ctr_node containers delete "$t" >/dev/null 2>&1; done
+	fi
+	# Whatever is left in kubelet's cgroups is ours: kill it by PID.
+	local cg pid
+	for cg in /sys/fs/cgroup/*/kubepods; do
+		[ -d "$cg" ] || continue
+		for pid in $(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+	done
+	stop_pid containerd
+	# The shims of our containerd (started with -address $STATE/containerd.sock), by PID.
+	for pid in $(grep -laF -- "$STATE/containerd.sock" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = containerd-shim ] && kill -9 "$pid" 2>/dev/null
+	done
+	stop_pid kube-apiserver
+	stop_pid etcd
+	stop_pid outside-dns
+	# Mounts under $STATE (kubelet's volumes, container rootfs, sandbox shm), deepest first.
+	local m
+	for m in $(awk -v s="$STATE" 'index($5, s "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+	for cg in /sys/fs/cgroup/*/kubepods; do
+		[ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
+	# Pod network namespaces containerd pinned under /run/netns (cni-*) that were not there before.
+	local ns
+	for ns in $(ls /run/netns 2>/dev/null); do
+		case $ns in cni-*) grep -qx "$ns" "$STATE/netns.before" 2>/dev/null || { umount "/run/netns/$ns" 2>/dev/null; rm -f "/run/netns/$ns"; } ;; esac
+	done
+	rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null
+	[ -f "$STATE/run/cni.created" ] && rm -rf /var/lib/cni
+	ip netns del "$NETNS" 2>/dev/null
+	restore_sysctls
+	# The logs survive the run (for a failure's post-mortem); the rest goes.
+	if [ -d "$LOGS" ]; then
+		rm -rf "$CACHE/last-run"
+		mkdir -p "$CACHE/last-run" && cp -r "$LOGS/." "$CACHE/last-run/"
+	fi
+	[ -f "$STATE/run/containerd.created" ] && rm -rf /run/containerd
+	rm -rf "$STATE"
+	log "teardown done (logs in $CACHE/last-run)"
+}
+
+on_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	# A signal's trap can run inside a function whose output is redirected to a log (k ... >log):
+	# the table goes where the run's output went.
+	exec 1>&3 2>&4
+	if [ "$FAILED" = 0 ] && [ "$rc" != 0 ]; then step "script" FAIL "exited $rc before its last step (see logs)"; fi
+	if [ -n "${REALNODE_KEEP:-}" ]; then
+		log "REALNODE_KEEP: the node is up. nsenter --net=/run/netns/$NETNS kubectl --kubeconfig $KUBECONFIG ...; Ctrl-C tears down"
+		# wait returns on a signal (kill -INT from another shell too; a foreground sleep would not).
+		trap : INT TERM
+		sleep infinity &
+		wait $! || true
+		kill $! 2>/dev/null
+	fi
+	local t0=$SECONDS
+	teardown
+	local left
+	# The pattern comes from a file: grep's own command line must not hold it.
+	left=$(grep -laF -f <(echo "$STATE") /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | tr '\n' ' ')
+	if ip netns list | grep -qw "$NETNS" || [ -e "$STATE" ] || [ -n "$left" ]; then
+		step "teardown" FAIL "left: netns $(ip netns list | grep -cw "$NETNS"), $STATE $([ -e "$STATE" ] && echo exists || echo gone), processes: ${left:-none}"
+	else
+		step "teardown" pass "$((SECONDS - t0)) s"
+	fi
+	echo
+	echo "realnode: $(date -u +%FT%TZ), $((SECONDS - START)) s"
+	printf '%-52s %-5s %s\n' STEP RESULT DETAIL
+	printf '%s\n' "${STEPS[@]}"
+	[ "$FAILED" = 0 ] || exit 1
+	exit 0
+}
+
+if [ "${1:-}" = teardown ]; then
+	teardown
+	exit 0
+fi
+ip netns list | grep -qw "$NETNS" && { echo "run.sh: netns $NETNS exists: another run is active, or run $0 teardown" >&2; exit 1; }
+
+# --- the node's network and state -------------------------------------------------------------
+rm -rf "$STATE"
+mkdir -p "$STATE/pids" "$LOGS" "$STATE/pki" "$STATE/cni/net.d" "$STATE/run"
+ls /run/netns >"$STATE/netns.before" 2>/dev/null || true
+# Folders containerd and libcni make outside $STATE whatever their configuration says: removed at
+# the end if this run made them.
+[ -d /run/containerd ] || { mkdir -p /run/containerd && touch "$STATE/run/containerd.created"; }
+[ -d /var/lib/cni ] || touch "$STATE/run/cni.created"
+save_sysctls
+exec 3>&1 4>&2
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$NETNS"
+in_node ip link set lo up
+# The node's address, on a bridge with no ports: this kernel has no dummy driver.
+in_node ip link add node0 type bridge
+in_node ip addr add "$NODE_IP/24" dev node0
+in_node ip addr add "$OUTSIDE_DNS/24" dev node0
+in_node ip link set node0 up
+# A real node has a default route. Without any, a host-network client (the node role's watch of
+# https://10.96.0.1) fails with "network is unreachable" before kube-proxy's DNAT is consulted:
+# the service range gets a route of its own.
+in_node ip route add "$SERVICE_CIDR" dev node0
+# The node role's interface, made here as a bridge for the same reason; nodecache adopts an
+# existing clusterdns0 (production nodes have the dummy driver and nodecache makes its own).
+in_node ip link add clusterdns0 type bridge
+in_node sysctl -q -w net.ipv4.ip_forward=1
+# Pod-to-Service traffic where both pods sit on the CNI bridge needs the bridge's frames to pass
+# iptables (kube-proxy's DNAT and its reverse); per network namespace on this kernel.
+in_node sysctl -q -w net.bridge.bridge-nf-call-iptables=1
+mkdir -p "$STATE/outside"
+cat >"$STATE/outside/example.com.zone" <<'EOF'
+$ORIGIN example.com.
+@    3600 IN SOA ns.example.com. hostmaster.example.com. 1 7200 3600 1209600 60
+@    3600 IN NS  ns.example.com.
+ns   3600 IN A   10.199.0.2
+www  3600 IN A   192.0.2.10
+www  3600 IN AAAA 2001:db8::10
+EOF
+cat >"$STATE/outside/Corefile" <<EOF
+example.com {
+    bind $OUTSIDE_DNS
+    file $STATE/outside/example.com.zone
+}
+. {
+    bind $OUTSIDE_DNS
+    template IN NS . {
+        answer ". 86400 IN NS ns.example.com."
+    }
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+EOF
+# The node's resolv.conf as kubelet hands it to dnsPolicy Default pods (both roles of ours).
+# REALNODE_NODE_RESOLVER=10.255.255.53 (no route to it) plays an outside resolver out of reach.
+echo "nameserver ${REALNODE_NODE_RESOLVER:-$OUTSIDE_DNS}" >"$STATE/resolv.conf"
+start outside-dns "$ROOT/coredns" -conf "$STATE/outside/Corefile"
+step "node network namespace $NETNS" pass "node IP $NODE_IP, pod CIDR $POD_CIDR, node resolver ${REALNODE_NODE_RESOLVER:-$OUTSIDE_DNS}"
+
+# --- control plane ------------------------------------------------------------------------------
+TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$TOKEN,admin,admin,system:masters" >"$STATE/pki/tokens.csv"
+openssl genrsa -out "$STATE/pki/sa.key" 2048 2>/dev/null
+cat >"$KUBECONFIG" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: realnode
+  cluster:
+    server: https://$NODE_IP:6443
+    certificate-authority: $STATE/pki/apiserver.crt
+users:
+- name: admin
+  user:
+    token: $TOKEN
+contexts:
+- name: realnode
+  context:
+    cluster: realnode
+    user: admin
+current-context: realnode
+EOF
+
+start etcd etcd --name=realnode --data-dir="$STATE/etcd" \
+	--listen-client-urls=http://127.0.0.1:2379 --advertise-client-urls=http://127.0.0.1:2379 \
+	--listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
+	--initial-cluster=realnode=http://127.0.0.1:2380 --unsafe-no-fsync --log-level=warn
+# The apiserver's own self-signed serving certificate (--cert-dir) names the advertise address
+# and the kubernetes Service's IP, so pods reach it through 10.96.0.1 with apiserver.crt as CA.
+start kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
+	--bind-address=0.0.0.0 --advertise-address="$NODE_IP" --secure-port=6443 \
+	--cert-dir="$STATE/pki" --token-auth-file="$STATE/pki/tokens.csv" --authorization-mode=Node,RBAC \
+	--service-account-issuer=https://kubernetes.default.svc.cluster.local \
+	--service-account-key-file="$STATE/pki/sa.key" --service-account-signing-key-file="$STATE/pki/sa.key" \
+	--service-cluster-ip-range="$SERVICE_CIDR" --kubelet-preferred-address-types=InternalIP \
+	--profiling=false
+if wait_for "kube-apiserver /readyz" 90 k get --raw /readyz; then
+	step "control plane: etcd, kube-apiserver" pass "$(k version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)"
+else
+	step "control plane: etcd, kube-apiserver" FAIL "see $LOGS/kube-apiserver.log"
+	exit 1
+fi
+start kube-controller-manager kube-controller-manager --kubeconfig="$KUBECONFIG" --leader-elect=false \
+	--root-ca-file="$STATE/pki/apiserver.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
+	--secure-port=0 --cluster-cidr="$CLUSTER_CIDR" --profiling=false
+start kube-scheduler kube-scheduler --kubeconfig="$KUBECONFIG" --leader-elect=false --secure-port=0 --profiling=false
+
+# --- containerd ---------------------------------------------------------------------------------
+PAUSE=$(cat "$IMAGES/pause.tag")
+RESOLVE=$(cat "$IMAGES/resolve.tag")
+GETADDRINFO=$(cat "$IMAGES/getaddrinfo.tag")
+# Everything under $STATE: no /etc/containerd, no /run/containerd socket, no NRI socket in /var/run.
+cat >"$STATE/containerd.toml" <<EOF
+version = 4
+root = "$STATE/containerd"
+state = "$STATE/run/containerd"
+imports = []
+disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt"]
+[plugins.'io.containerd.server.v1.grpc']
+  address = "$STATE/containerd.sock"
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = "$STATE/containerd.sock.ttrpc"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$PAUSE"
+[plugins.'io.containerd.cri.v1.runtime']
+  # This machine's root lacks CAP_SYS_RESOURCE (CapBnd bit 24): a negative oom_score_adj (the
+  # sandbox's -998, a Guaranteed pod's -997) fails in runc with "can't get final child's PID
+  # from pipe: EOF". Not lower than containerd's own (0) instead.
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$STATE/cni/net.d"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+    BinaryName = "/usr/sbin/runc"
+    SystemdCgroup = false
+EOF
+cat >"$STATE/cni/net.d/10-realnode.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$CNI_NETWORK",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$STATE/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+start containerd containerd --config "$STATE/containerd.toml"
+if wait_for "containerd" 60 ctr_node version; then
+	IMPORTED=()
+	for tar in "$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
+		ctr_node images import "$tar" >>"$LOGS/import.log" 2>&1 && IMPORTED+=("$(basename "$tar")")
+	done
+	step "containerd $(ctr_node version 2>/dev/null | awk '/Server/{s=1} s && /Version/{print $2; exit}'), images imported" \
+		"$([ ${#IMPORTED[@]} = 4 ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
+else
+	step "containerd" FAIL "see $LOGS/containerd.log"
+	exit 1
+fi
+
+# --- kubelet, kube-proxy ------------------------------------------------------------------------
+cat >"$STATE/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine has cgroup v1 only; kubelet refuses it from 1.35 on unless told not to.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$STATE/containerd.sock
+# The node role's address: every ClusterFirst pod's nameserver (deploy/node).
+clusterDNS: [$NODE_LOCAL_DNS]
+clusterDomain: cluster.local
+resolvConf: $STATE/resolv.conf
+# The apiserver reaches the kubelet (logs, exec) without client certificates: a test node in its
+# own network namespace.
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+failSwapOn: false
+podLogsDir: $STATE/pod-logs
+evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+imageGCHighThresholdPercent: 99
+imageGCLowThresholdPercent: 98
+EOF
+start kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$KUBECONFIG" --root-dir="$STATE/kubelet" \
+	--node-ip="$NODE_IP" --hostname-override="$NODE_NAME"
+cat >"$STATE/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $KUBECONFIG
+hostnameOverride: $NODE_NAME
+mode: iptables
+clusterCIDR: $CLUSTER_CIDR
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+# Leave the conntrack table's global settings alone (shared machine; read-only in a netns).
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+start kube-proxy kube-proxy --config="$STATE/kube-proxy.yaml"
+node_ready() { [ "$(k get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+if wait_for "node $NODE_NAME Ready" 180 node_ready; then
+	step "node Ready (kubelet, containerd, CNI)" pass "$(k get node "$NODE_NAME" -o jsonpath='{.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}')"
+else
+	step "node Ready (kubelet, containerd, CNI)" FAIL "see $LOGS/kubelet.log"
+	restore_sysctls
+	exit 1
+fi
+restore_sysctls
+
+# --- client pods -------------------------------------------------------------------------------
+# client POD IMAGE DNSPOLICY NAMESERVER -- ARGS...: a pod of a client image resolving NAMES;
+# passes when it exits 0 (every name answered). Its log (resolv.conf and the answers) goes to
+# $LOGS/POD.log. With a NAMESERVER (not "") the pod sets its own resolv.conf (dnsPolicy None) with the search
+# list kubelet would write.
+client() {
+	local pod=$1 image=$2 policy=$3 ns=$4 dnsconfig="" phase="" t0=$SECONDS args
+	shift 4
+	[ "${1:-}" = -- ] && shift
+	args=$(printf '"%s", ' "$@")
+	if [ -n "$ns" ]; then
+		dnsconfig="
+  dnsConfig:
+    nameservers: [$ns]
+    searches: [default.svc.cluster.local, svc.cluster.local, cluster.local]
+    options: [{name: ndots, value: \"5\"}]"
+	fi
+	k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $pod
+  namespace: default
+spec:
+  restartPolicy: Never
+  dnsPolicy: $policy$dnsconfig
+  containers:
+  - name: client
+    image: $image
+    imagePullPolicy: Never
+    args: [${args%, }]
+EOF
+	while ((SECONDS - t0 < 150)); do
+		phase=$(k get pod "$pod" -o jsonpath='{.status.phase}' 2>/dev/null)
+		case $phase in Succeeded | Failed) break ;; esac
+		sleep 1
+	done
+	k logs "$pod" >"$LOGS/$pod.log" 2>&1
+	sed 's/^/    /' "$LOGS/$pod.log" >&2
+	[ "$phase" = Succeeded ]
+}
+# resolves LABEL POD IMAGE DNSPOLICY NAMESERVER ARGS...: one client pod, one row of the table.
+resolves() {
+	local label=$1 pod=$2
+	shift 2
+	if client "$pod" "$@"; then
+		step "$label" pass "$(grep -c '^ok' "$LOGS/$pod.log") names, search list and ndots:5 as kubelet writes them"
+	else
+		step "$label" FAIL "$(grep -c '^FAIL' "$LOGS/$pod.log") names failed, $(grep -c '^ok' "$LOGS/$pod.log") answered ($pod.log)"
+	fi
+}
+# --- kubeadm's CoreDNS: the cluster as an operator has it -----------------------------------------
+TAG=$(sed -n 's/.*"io.containerd.image.name":"docker.io\/clusterdns\/coredns:\([^"]*\)".*/\1/p' <(tar -xOf "$ROOT/coredns.image.tar" index.json))
+# kubeadm's image name on our image: a stand-in for registry.k8s.io (manifests/kubeadm-coredns.yaml).
+ctr_node images tag "docker.io/clusterdns/coredns:$TAG" "$KUBEADM_COREDNS_IMAGE" >>"$LOGS/import.log" 2>&1
+# Created as kubeadm creates them (client-go Create: no last-applied annotation, an Update
+# manager), so the server-side apply below meets the field owners it meets on a kubeadm cluster.
+k create -f "$HERE/manifests/kube-dns.yaml" -f "$HERE/manifests/kubeadm-coredns.yaml" >"$LOGS/apply-kubeadm.log" 2>&1
+k apply -f "$HERE/manifests/names.yaml" >>"$LOGS/apply-kubeadm.log" 2>&1
+if k -n kube-system rollout status deployment/coredns --timeout=120s >>"$LOGS/apply-kubeadm.log" 2>&1; then
+	step "kubeadm's coredns add-on Ready (stand-in image)" pass "kube-dns Service $KUBE_DNS_IP, Deployment coredns 2/2"
+else
+	step "kubeadm's coredns add-on Ready (stand-in image)" FAIL "see apply-kubeadm.log"
+fi
+resolves "Go resolver, through kubeadm's CoreDNS ($KUBE_DNS_IP)" go-kubeadm "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${KUBEADM_NAMES[@]}"
+KUBEADM_UID=$(k -n kube-system get deployment coredns -o jsonpath='{.metadata.uid}')
+
+# --- the central role, as an operator would deploy it over kubeadm's ------------------------------
+# The operator's overlay: deploy/<role> with the image tag that ./build.sh image printed.
+overlay() {
+	mkdir -p "$STATE/deploy/$1"
+	cat >"$STATE/deploy/$1/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- $(realpath --relative-to="$STATE/deploy/$1" "$ROOT/deploy/$1")
+images:
+- name: clusterdns/coredns
+  newTag: "$TAG"
+EOF
+	echo "$STATE/deploy/$1"
+}
+k apply --server-side --force-conflicts -k "$(overlay cluster)" >"$LOGS/apply-cluster.log" 2>&1 ||
+	step "kubectl apply -k deploy/cluster" FAIL "$(tail -1 "$LOGS/apply-cluster.log")"
+if k -n kube-system rollout status deployment/coredns --timeout=180s >>"$LOGS/apply-cluster.log" 2>&1; then
+	step "central role: coredns pods Ready" pass "$(k -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}/{.spec.replicas} ready, image clusterdns/coredns:'"$TAG")$(
+		[ "$(k -n kube-system get deployment coredns -o jsonpath='{.metadata.uid}')" = "$KUBEADM_UID" ] && echo ", kubeadm's Deployment patched in place")$(
+		echo ", replica sets (ready/wanted): $(k -n kube-system get rs -l k8s-app=kube-dns -o jsonpath='{range .items[*]}{.status.readyReplicas}/{.spec.replicas} {end}')")"
+else
+	step "central role: coredns pods Ready" FAIL "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
+fi
+
+# --- the node role ------------------------------------------------------------------------------
+k apply --server-side --force-conflicts -k "$(overlay node)" >"$LOGS/apply-node.log" 2>&1 ||
+	step "kubectl apply -k deploy/node" FAIL "$(tail -1 "$LOGS/apply-node.log")"
+if k -n kube-system rollout status daemonset/clusterdns-node --timeout=180s >>"$LOGS/apply-node.log" 2>&1; then
+	step "node role: clusterdns-node DaemonSet Ready" pass "$(k -n kube-system get daemonset clusterdns-node -o jsonpath='{.status.numberReady}/{.status.desiredNumberScheduled} ready')"
+else
+	step "node role: clusterdns-node DaemonSet Ready" FAIL "$(k -n kube-system get pods -l k8s-app=clusterdns-node --no-headers 2>&1 | tr -s ' ' | tr '\n' ';')"
+fi
+
+# --- resolution from pods through both roles ----------------------------------------------------
+# Go's resolver first, with retries: it also waits out the first seconds of a new role.
+resolves "Go resolver, through the node role ($NODE_LOCAL_DNS)" go-node "$RESOLVE" ClusterFirst "" -- -repeat 60s "${NAMES[@]}"
+resolves "Go resolver, through the central role ($KUBE_DNS_IP)" go-central "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${NAMES[@]}"
+resolves "musl getaddrinfo, through the node role" musl-node "$GETADDRINFO" ClusterFirst "" -- "${NAMES[@]}"
+resolves "musl getaddrinfo, through the central role" musl-central "$GETADDRINFO" None "$KUBE_DNS_IP" -- "${NAMES[@]}"
+log "up and checked in $((SECONDS - START)) s"
