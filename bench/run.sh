@@ -826,7 +826,7 @@ prepare() {
 
 	setup_link
 
-	if wants index || wants miss || wants memory; then
+	if wants index || wants miss || wants memory || wants lowrate; then
 		test/e2e/controlplane/build.sh >&2
 		CONTROLPLANE_BIN=$(test/e2e/controlplane/build.sh dir)
 	fi
@@ -836,7 +836,7 @@ prepare() {
 save_meta() {
 	{
 		declare -p SCENARIOS ROUNDS RUN_SECONDS OUTSTANDING LATENCY_SECONDS INDEX_SERVICES MISS_SERVICES MEM_SERVICES MEM_PODS MEM_SETTLE \
-			RELIST_WATCH SERVER_CPU LOAD_CPU RUN_DATE RUN_COMMIT LOAD_START
+			RELIST_WATCH LOW_RATES SERVER_CPU LOAD_CPU RUN_DATE RUN_COMMIT LOAD_START
 		if [ -n "${RUN_MINUTES:-}" ]; then declare -p RUN_MINUTES LOAD_END; fi
 	} >"$OUT/meta"
 }

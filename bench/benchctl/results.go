@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -133,7 +134,7 @@ func results(args []string) error {
 		}
 		res.Scenarios = append(res.Scenarios, s)
 	}
-	for _, rate := range strings.Fields(meta["LOW_RATES"]) {
+	for _, rate := range fixedRates(dir) {
 		for _, sc := range []struct{ scenario, role string }{{"index", "central"}, {"hit", "node"}} {
 			for _, b := range benchScenarios {
 				if b.id != sc.scenario {
@@ -200,6 +201,31 @@ func readServer(dir, scenario, name string) (Server, error) {
 		s.PeakRSS = append(s.PeakRSS, atoi(l))
 	}
 	return s, nil
+}
+
+// fixedRates are the rates of the run's fixed-rate files (<scenario>.<server>.q<RATE>.runs),
+// ascending.
+func fixedRates(dir string) []string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.q*.runs"))
+	seen := map[int]bool{}
+	for _, f := range files {
+		base := strings.TrimSuffix(filepath.Base(f), ".runs")
+		if i := strings.LastIndex(base, ".q"); i >= 0 {
+			if n, err := strconv.Atoi(base[i+2:]); err == nil && n > 0 {
+				seen[n] = true
+			}
+		}
+	}
+	var rates []int
+	for n := range seen {
+		rates = append(rates, n)
+	}
+	slices.Sort(rates)
+	out := make([]string, len(rates))
+	for i, n := range rates {
+		out[i] = strconv.Itoa(n)
+	}
+	return out
 }
 
 // readRuns reads a .runs file (dnsperf_run: qps lost cpu% cpu-µs/query rcodes size load).

@@ -14,7 +14,7 @@ func fakeRun(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
-		"meta":                      "declare -- RUN_DATE=\"2026-12-01 16:09 UTC\"\ndeclare -- RUN_COMMIT=\"abc1234\"\ndeclare -- ROUNDS=\"2\"\ndeclare -- RUN_SECONDS=\"10\"\ndeclare -- RUN_MINUTES=\"30\"\ndeclare -- LOW_RATES=\"2000 10000\"\n",
+		"meta":                      "declare -- RUN_DATE=\"2026-12-01 16:09 UTC\"\ndeclare -- RUN_COMMIT=\"abc1234\"\ndeclare -- ROUNDS=\"2\"\ndeclare -- RUN_SECONDS=\"10\"\ndeclare -- RUN_MINUTES=\"30\"\n",
 		"index.ours.q2000.runs":     "2000 0 10 50.00 NOERROR:100.00% 211 1.0\n2000 0 12 60.00 NOERROR:100.00% 211 1.0\n",
 		"index.upstream.q2000.runs": "2000 0 20 100.00 NOERROR:100.00% 211 1.0\n",
 		"hit.ours.q10000.runs":      "10000 0 15 15.00 NOERROR:100.00% 90 1.0\n",
