@@ -36,7 +36,13 @@ func setup(c *caddy.Controller) error {
 	// The node cache owns the listen addresses of its server block, as the bind plugin does.
 	srv.ListenHosts = cfg.listen
 
-	n := &NodeCache{config: cfg, node: theNode(cfg), upstreams: transport.NewGroup(cfg.upstreams, cfg.transport())}
+	tcfg := cfg.transport()
+	// A block of a zone (cluster.local) checks its upstreams with that zone's SOA, which the cluster
+	// DNS answers itself; the root block keeps `. NS`.
+	if zones := blockZones(c.ServerBlockKeys); len(zones) > 0 && zones[0] != "." {
+		tcfg.HealthZone = zones[0]
+	}
+	n := &NodeCache{config: cfg, node: theNode(cfg), upstreams: transport.NewGroup(cfg.upstreams, tcfg)}
 	reloading := false
 	c.OnStartup(func() error {
 		if err := n.node.prepare(cfg, uint16(port)); err != nil {

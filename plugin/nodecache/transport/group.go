@@ -128,10 +128,14 @@ func (g *Group) Exchange(ctx context.Context, q []byte) ([]byte, error) {
 // Start runs the health checks (and the reaping of idle connections) until Close.
 func (g *Group) Start() { go g.healthCheck() }
 
-// healthCheck asks every endpoint `. IN NS` (no recursion) every interval; any answer means up.
+// healthCheck asks every endpoint `. IN NS` (or `<HealthZone> IN SOA`), without recursion, every
+// interval; any answer means up.
 func (g *Group) healthCheck() {
 	probe := new(dns.Msg)
 	probe.SetQuestion(".", dns.TypeNS)
+	if g.cfg.HealthZone != "" {
+		probe.SetQuestion(dns.Fqdn(g.cfg.HealthZone), dns.TypeSOA)
+	}
 	probe.RecursionDesired = false
 	packed, _ := probe.Pack()
 	tick := time.NewTicker(g.cfg.HealthEvery)

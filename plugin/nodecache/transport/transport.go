@@ -29,6 +29,10 @@ type Config struct {
 	MaxAge        time.Duration // a TCP connection older than this is not reused
 	IdleTimeout   time.Duration // a TCP connection idle this long is closed
 	CloseGrace    time.Duration // after Close, queries are still taken this long
+	// HealthZone, when set, is asked `<zone> IN SOA` by the health checks instead of `. IN NS`:
+	// for the cluster DNS, which answers its own zone itself but forwards the root to the node's
+	// resolvers, so that its health does not follow theirs.
+	HealthZone string
 }
 
 // Defaults of Config.

@@ -755,3 +755,34 @@ func TestUDPTruncatedRetriedOverTCP(t *testing.T) {
 		t.Errorf("%d UDP and %d TCP queries, want 1 and 1", u, c)
 	}
 }
+
+// With HealthZone the health checks ask that zone's SOA, which the cluster DNS answers itself:
+// an upstream whose root lookups hang (its own resolvers are away) stays up; checked with `. NS`
+// it is marked down.
+func TestHealthZone(t *testing.T) {
+	s := newTestServer()
+	s.serveTCP(t, nil, func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Question[0].Name == "." {
+			<-s.done // forwarded to resolvers that do not answer
+			return
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		w.WriteMsg(m)
+	}, nil)
+	for _, tc := range []struct {
+		zone        string
+		wantHealthy bool
+	}{{"cluster.local.", true}, {"", false}} {
+		cfg := testConfig()
+		cfg.HealthEvery, cfg.Timeout, cfg.HealthZone = 50*time.Millisecond, 200*time.Millisecond, tc.zone
+		g := newGroup(t, cfg, tcpLine(s.addr))
+		g.Start()
+		e := g.Endpoints()[0]
+		time.Sleep(time.Second) // several checks
+		if e.Healthy() != tc.wantHealthy {
+			t.Errorf("health zone %q: healthy %v after 1 s of checks, want %v (fails %d)", tc.zone, e.Healthy(), tc.wantHealthy, e.fails.Load())
+		}
+	}
+}
