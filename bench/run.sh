@@ -242,6 +242,22 @@ start_hit_cache() { start_cache; }
 start_hit_unbound() { start_unbound; }
 start_hit_goceiling() { start_goceiling; }
 start_miss_ours() { start_nodecache "$OUT/miss.probes"; }
+# The node cache pipelining its misses to the central role's pipelining address (port 5353).
+start_miss_pipelined() {
+	cat >"$OUT/Corefile.nodecache-pipelined" <<EOF
+cluster.local:53 {
+$(pprof_line)
+    nodecache {
+        listen $ADDR_SERVER
+        interface $BENCH_LINK
+        packet_filter none
+        upstream pipelined $ADDR_STUB:5353
+    }
+}
+EOF
+	start_server "$CURRENT" "$SERVER_CPU" "$BIN" -conf "$OUT/Corefile.nodecache-pipelined"
+	wait_answer "$ADDR_SERVER:53" "$OUT/miss.probes"
+}
 start_miss_forward() { start_cache "$OUT/miss.probes"; }
 
 query_file_hit() {
@@ -297,6 +313,7 @@ start_central() {
 	cat >"$OUT/Corefile.central" <<EOF
 .:53 {
     bind $ADDR_STUB
+    pipelining $ADDR_STUB:5353
     k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
         kubeconfig $KUBECONFIG_BENCH
         ttl 30
@@ -314,7 +331,7 @@ scenario_miss() {
 	"$BENCHCTL" load -kubeconfig "$KUBECONFIG_BENCH" -services "$MISS_SERVICES" -endpoints-per-service 5 \
 		-probes "$OUT/miss.probes" | tee "$OUT/miss.load" >&2
 	start_central
-	ab_rounds miss ours forward
+	ab_rounds miss ours pipelined forward
 	CURRENT=miss.profile.ours profile_cpu miss.ours start_miss_ours "$(query_file_miss profile 1)"
 	stop_pid "$CENTRAL_PID"
 	cp_stop
@@ -336,12 +353,15 @@ section_miss() {
 		echo "zone's SOA: what a miss costs. nodecache (\`upstream tcp\`, default \`max_concurrent\`) vs \`cache\` + \`forward { force_tcp }\`."
 		echo "CoreDNS serves a TCP connection's queries one at a time, so the node cache keeps one outstanding query per TCP"
 		echo "connection (up to \`max_concurrent\`, 256, per upstream) instead of pipelining; \`forward\` also sends one query at a time"
-		echo "on each of its connections. The central role's CPU is taken from dnsperf's core, so it bounds the QPS of both; CPU per"
-		echo "query is that of the cache under test alone."
+		echo "on each of its connections. The node cache pipelined (\`upstream pipelined\`) shares at most 4 connections of 100 queries"
+		echo "each, to the central role's *pipelining* address (port 5353 beside 53), which answers a connection's queries concurrently."
+		echo "The central role's CPU is taken from dnsperf's core, so it bounds the QPS of all; CPU per query is that of the cache"
+		echo "under test alone."
 		echo "Cache Corefiles as in bench/nodecache/bench.sh, on this run's own addresses."
 		echo
 		table_header miss
 		table_row miss ours "nodecache" ours
+		[ -e "$OUT/miss.pipelined.runs" ] && table_row miss pipelined "nodecache, upstream pipelined" ours
 		table_row miss forward "CoreDNS cache + forward force_tcp" ours
 		echo
 	} >"$OUT/section.miss.md"
@@ -707,6 +727,8 @@ write_results() {
 				summary_row "2. node-cache hits" hit ours goceiling nodecache "Go ceiling" "" ""
 			fi
 			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "" ""
+			[ -e "$OUT/miss.pipelined.runs" ] && summary_row "3. cluster misses, TCP" miss pipelined forward "nodecache pipelined" "forward force_tcp" "" ""
+			[ -e "$OUT/miss.pipelined.runs" ] && summary_row "3. cluster misses, TCP" miss pipelined ours "nodecache pipelined" "nodecache one query per connection" "" ""
 			echo
 		fi
 		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ] || [ -e "$OUT/section.handover.md" ] || [ -e "$OUT/section.lowrate.md" ]; then
