@@ -353,10 +353,12 @@ section_miss() {
 		echo "zone's SOA: what a miss costs. nodecache (\`upstream tcp\`, default \`max_concurrent\`) vs \`cache\` + \`forward { force_tcp }\`."
 		echo "CoreDNS serves a TCP connection's queries one at a time, so the node cache keeps one outstanding query per TCP"
 		echo "connection (up to \`max_concurrent\`, 256, per upstream) instead of pipelining; \`forward\` also sends one query at a time"
-		echo "on each of its connections. The node cache pipelined (\`upstream pipelined\`) shares at most 4 connections of 100 queries"
-		echo "each, to the central role's *pipelining* address (port 5353 beside 53), which answers a connection's queries concurrently."
-		echo "The central role's CPU is taken from dnsperf's core, so it bounds the QPS of all; CPU per query is that of the cache"
-		echo "under test alone."
+		echo "on each of its connections. The central role's CPU is taken from dnsperf's core, so it bounds the QPS of all; CPU per"
+		echo "query is that of the cache under test alone."
+		if [ -e "$OUT/miss.pipelined.runs" ]; then
+			echo "The node cache pipelined (\`upstream pipelined\`) shares at most 4 connections of 100 queries each, to the central"
+			echo "role's *pipelining* address (port 5353 beside 53), which answers a connection's queries concurrently."
+		fi
 		echo "Cache Corefiles as in bench/nodecache/bench.sh, on this run's own addresses."
 		echo
 		table_header miss
