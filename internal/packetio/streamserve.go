@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -39,23 +40,39 @@ type StreamServer struct {
 // DefaultMaxInFlight is the most queries of one connection answered at once by default.
 const DefaultMaxInFlight = 128
 
-// Serve accepts connections until l is closed, and serves each on a goroutine of its own.
+// Serve accepts connections until l is closed, and serves each on a goroutine of its own. An
+// error that passes (out of file descriptors, a connection aborted before it was accepted) is
+// waited out, as a miekg/dns server does; on any other, l is closed (so that the kernel stops
+// giving it connections) and the error returned.
 func (s *StreamServer) Serve(l net.Listener) error {
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
+			if passing(err) {
+				time.Sleep(backoff)
+				backoff = min(2*backoff, time.Second)
 				continue
 			}
+			l.Close()
 			return err
 		}
+		backoff = 5 * time.Millisecond
 		go s.serveConn(c)
 	}
+}
+
+// passing reports whether an accept error is one to wait out.
+func passing(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR)
 }
 
 // streamConn's state shared by its reader and the goroutines answering.
@@ -125,8 +142,10 @@ func (s *StreamServer) answer(wc *streamWriterConn, msg []byte) {
 	if action == dns.MsgIgnore {
 		return
 	}
-	// FORMERR or NOTIMP with the header (and the question, when it unpacked) of the request.
+	// FORMERR or NOTIMP with the header (and the question, when it unpacked) of the request: its
+	// ID, opcode, RD and CD, as a miekg/dns server replies.
 	req.Id, req.Opcode = h.Id, int(h.Bits>>11)&0xF
+	req.RecursionDesired, req.CheckingDisabled = h.Bits&(1<<8) != 0, h.Bits&(1<<4) != 0
 	opcode := req.Opcode
 	req.SetRcodeFormatError(req)
 	req.Zero = false

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,6 +154,7 @@ func TestStreamServerScreensRequests(t *testing.T) {
 	defer c.Close()
 	update := query(7, "example.")
 	update.Opcode = dns.OpcodeUpdate
+	update.RecursionDesired, update.CheckingDisabled = true, true
 	response := query(8, "example.")
 	response.Response = true
 	two := query(9, "a.")
@@ -168,6 +170,9 @@ func TestStreamServerScreensRequests(t *testing.T) {
 	for range 3 {
 		m := readAnswer(t, c)
 		got[m.Id] = m.Rcode
+		if m.Id == 7 && (!m.RecursionDesired || !m.CheckingDisabled || !m.Response || m.Opcode != dns.OpcodeUpdate) {
+			t.Errorf("NOTIMP reply does not echo the request's header: %v", m.MsgHdr)
+		}
 	}
 	if got[7] != dns.RcodeNotImplemented || got[9] != dns.RcodeFormatError || got[10] != dns.RcodeSuccess {
 		t.Fatalf("rcodes by id: %v (want 7 NOTIMP, 9 FORMERR, 10 NOERROR; 8, a response, unanswered)", got)
@@ -247,4 +252,45 @@ func FuzzStreamServerAnswer(f *testing.F) {
 			t.Fatalf("the answer does not unpack: %v", err)
 		}
 	})
+}
+
+// flakyListener fails its first accepts with EMFILE, then hands out real connections.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// Out of file descriptors for a while, the server keeps accepting once it has them again; any
+// other accept error closes the listener.
+func TestStreamServerOutlivesEMFILE(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln}
+	fl.fails.Store(3)
+	done := make(chan error, 1)
+	go func() { done <- (&StreamServer{Handler: answerAfter(nil)}).Serve(fl) }()
+	t.Cleanup(func() { ln.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(frame(t, query(3, "after.")))
+	if m := readAnswer(t, c); m.Id != 3 {
+		t.Fatalf("answer %v", m)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned after EMFILE: %v", err)
+	default:
+	}
 }

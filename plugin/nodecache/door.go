@@ -88,7 +88,7 @@ type packetDoor struct {
 }
 
 // TCP timeouts of the door's connections, CoreDNS's defaults: the first query must arrive
-// within tcpReadTimeout, each later one within tcpIdleTimeout of the last answer.
+// within tcpReadTimeout, each later one within tcpIdleTimeout of the query before it.
 const (
 	tcpReadTimeout  = 3 * time.Second
 	tcpWriteTimeout = 5 * time.Second
@@ -163,8 +163,8 @@ func (d *packetDoor) detach() error {
 	return err
 }
 
-// tcpDrainQuiet: after a handover starts, a TCP connection that brings no query for this long is
-// closed (its answers are all written: the server reads the next query only after answering).
+// tcpDrainQuiet: after a handover starts, a TCP connection that brings no query for this long
+// stops being read, and closes once the queries it brought are answered.
 const tcpDrainQuiet = 200 * time.Millisecond
 
 // openConns is the number of TCP connections the door still holds.

@@ -8,10 +8,10 @@
 // hashes them, so some would still be answered one at a time. A client that pipelines (the node
 // cache, to the cluster DNS) is pointed at this address; every other client keeps the block's.
 //
-// At startup the plugin opens its listeners (internal/packetio.ListenStream: one per CPU, in an
-// SO_REUSEPORT group, so a reload or a second process can open the address beside them); as its
-// server starts (an exported hook of the server's config, the one the node cache's packet door
-// uses) it serves them with internal/packetio.StreamServer, which hands each query to the server's
+// As its server starts (an exported hook of the server's config, the one the node cache's packet
+// door uses) the plugin opens its listeners (internal/packetio.ListenStream: one per CPU, in an
+// SO_REUSEPORT group, so a reload or a second process can open the address beside them) and
+// serves them with internal/packetio.StreamServer, which hands each query to the server's
 // exported ServeDNS (zone routing and the whole plugin chain of the block) on a goroutine of its
 // own. The plugin is not in the plugin chain itself.
 package pipelining
@@ -49,7 +49,8 @@ type instance struct {
 
 	mu      sync.Mutex
 	stream  *packetio.StreamListener
-	serving bool
+	serving bool // the hook ran
+	closed  bool // shut down
 }
 
 func setup(c *caddy.Controller) error {
@@ -66,9 +67,13 @@ func setup(c *caddy.Controller) error {
 			return plugin.Error(pluginName, c.Errf("%s is this block's own address, whose TCP listener is CoreDNS's: give pipelining an address of its own (another port)", p.addr))
 		}
 	}
-	// Bound at startup (an address in use fails it), served from when the server starts: what
-	// connects in between waits in the listeners' accept queues.
-	c.OnStartup(p.listen)
+	// Opened as the block's server starts serving (the hook), so that an instance that never
+	// serves (a reload that failed) holds no listeners; a block whose hook another block on the
+	// same address replaced is reported.
+	c.OnStartup(func() error {
+		time.AfterFunc(hookWait, p.checkServing)
+		return nil
+	})
 	prev := cfg.UDPDecorateWriterFunc
 	cfg.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
 		p.serve(s)
@@ -111,31 +116,38 @@ func parse(c *caddy.Controller) (*instance, error) {
 	return p, nil
 }
 
-// listen opens the listeners.
-func (p *instance) listen() error {
-	sl, err := packetio.ListenStream(p.addr)
-	if err != nil {
-		return plugin.Error(pluginName, err)
-	}
+// hookWait: a block whose server has not started serving this long after startup is reported.
+const hookWait = 10 * time.Second
+
+// checkServing reports a block whose listeners were never opened: its server's hook belongs to
+// another block on the same address (CoreDNS keeps one per address) or its server never started.
+func (p *instance) checkServing() {
 	p.mu.Lock()
-	p.stream = sl
-	p.mu.Unlock()
-	return nil
+	defer p.mu.Unlock()
+	if !p.serving && !p.closed {
+		log.Errorf("%s: not serving: its block's server did not start, or another block on the same address replaced the server's hook "+
+			"(give pipelining to one block per address)", p.addr)
+	}
 }
 
-// serve answers on the listeners through the block's server as it starts serving UDP (once: with
-// multisocket the hook runs once per UDP socket).
+// serve opens the listeners and answers on them through the block's server as it starts serving
+// UDP (once: with multisocket the hook runs once per UDP socket).
 func (p *instance) serve(s *dnsserver.Server) {
 	if !strings.HasPrefix(s.Addr, "dns://") {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	sl := p.stream
-	if sl == nil || p.serving {
+	if p.serving || p.closed {
 		return
 	}
 	p.serving = true
+	sl, err := packetio.ListenStream(p.addr)
+	if err != nil {
+		log.Errorf("%s: %v: pipelined queries are not answered there", p.addr, err)
+		return
+	}
+	p.stream = sl
 	srv := &packetio.StreamServer{
 		MaxInFlight: p.maxInFlight, ReadTimeout: s.ReadTimeout, IdleTimeout: s.IdleTimeout, WriteTimeout: s.WriteTimeout,
 		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
@@ -160,6 +172,7 @@ func (p *instance) serve(s *dnsserver.Server) {
 func (p *instance) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	if p.stream != nil {
 		p.stream.Drain(drainQuiet)
 		p.stream = nil

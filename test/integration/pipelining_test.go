@@ -48,7 +48,14 @@ func freeTCPPort(t *testing.T) int {
 // ids of the answers in the order they came (the slow query has id 1).
 func pipelined(t *testing.T, addr string) []uint16 {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	// The listeners open as the block's server starts serving, just after startup returns.
+	var c net.Conn
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err = net.Dial("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/dnswire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -55,7 +56,7 @@ type muxConn struct {
 	buf []byte
 
 	mu       sync.Mutex
-	waiting  map[uint16]chan muxResult
+	waiting  map[uint16]muxWait
 	used     int // queries answered
 	lastUsed time.Time
 	err      error // set once the connection failed; no query is registered after
@@ -67,6 +68,13 @@ type muxResult struct {
 	err  error
 }
 
+// muxWait is a query on a connection: its answer's channel and the query, whose question the
+// answer must match (a late answer to an abandoned query whose ID was taken again does not).
+type muxWait struct {
+	ch chan muxResult
+	q  []byte
+}
+
 func newMuxPool(addr string, cfg Config) *muxPool {
 	return &muxPool{addr: addr, cfg: cfg, changed: make(chan struct{}),
 		busyGauge: connsOpen.WithLabelValues(addr, "busy"), idleGauge: connsOpen.WithLabelValues(addr, "idle")}
@@ -76,7 +84,7 @@ func newMuxPool(addr string, cfg Config) *muxPool {
 // answer.
 func (p *muxPool) exchange(ctx context.Context, q []byte) ([]byte, error) {
 	for retries := 0; ; retries++ {
-		c, id, ch, err := p.register(ctx)
+		c, id, ch, err := p.register(ctx, q)
 		if err != nil {
 			return nil, err
 		}
@@ -105,7 +113,7 @@ func (p *muxPool) exchange(ctx context.Context, q []byte) ([]byte, error) {
 // register finds a connection with room (the least loaded), dials one while below muxConns, or
 // waits for room until ctx ends; it returns the connection, the query's ID there and the channel
 // its answer comes on.
-func (p *muxPool) register(ctx context.Context) (*muxConn, uint16, chan muxResult, error) {
+func (p *muxPool) register(ctx context.Context, q []byte) (*muxConn, uint16, chan muxResult, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -127,7 +135,7 @@ func (p *muxPool) register(ctx context.Context) (*muxConn, uint16, chan muxResul
 		p.pruneLocked()
 		if best != nil && (bestLoad == 0 || len(p.conns)+p.dialing >= muxConns) {
 			p.mu.Unlock()
-			if id, ch, ok := best.add(); ok {
+			if id, ch, ok := best.add(q); ok {
 				return best, id, ch, nil
 			}
 			continue
@@ -136,7 +144,7 @@ func (p *muxPool) register(ctx context.Context) (*muxConn, uint16, chan muxResul
 			if wait := p.retryAt.Sub(now); wait > 0 {
 				p.mu.Unlock()
 				if best != nil {
-					if id, ch, ok := best.add(); ok {
+					if id, ch, ok := best.add(q); ok {
 						return best, id, ch, nil
 					}
 				}
@@ -146,9 +154,14 @@ func (p *muxPool) register(ctx context.Context) (*muxConn, uint16, chan muxResul
 			p.mu.Unlock()
 			c, err := p.dial(ctx)
 			if err != nil {
+				if best != nil { // a connection with room is still there
+					if id, ch, ok := best.add(q); ok {
+						return best, id, ch, nil
+					}
+				}
 				return nil, 0, nil, err
 			}
-			if id, ch, ok := c.add(); ok {
+			if id, ch, ok := c.add(q); ok {
 				return c, id, ch, nil
 			}
 			continue
@@ -178,6 +191,13 @@ func (p *muxPool) pruneLocked() {
 	p.conns = keep
 }
 
+// wake tells the queries waiting for room that some may have freed.
+func (p *muxPool) wake() {
+	p.mu.Lock()
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
 func (p *muxPool) signalLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
@@ -190,14 +210,16 @@ func (p *muxPool) dial(ctx context.Context) (*muxConn, error) {
 	defer p.mu.Unlock()
 	p.dialing--
 	if err != nil {
-		p.backoff = min(max(2*p.backoff, minBackoff), maxBackoff)
-		p.retryAt = time.Now().Add(p.backoff)
+		if ctx.Err() == nil { // the upstream's doing, not the caller giving up
+			p.backoff = min(max(2*p.backoff, minBackoff), maxBackoff)
+			p.retryAt = time.Now().Add(p.backoff/2 + rand.N(p.backoff/2+1))
+		}
 		p.signalLocked()
 		return nil, connError(ctx, err)
 	}
 	p.backoff, p.retryAt = 0, time.Time{}
 	now := time.Now()
-	c := &muxConn{nc: nc, born: now, lastUsed: now, pool: p, waiting: map[uint16]chan muxResult{}}
+	c := &muxConn{nc: nc, born: now, lastUsed: now, pool: p, waiting: map[uint16]muxWait{}}
 	if p.closed {
 		nc.Close()
 		return nil, ErrClosed
@@ -250,18 +272,21 @@ func (c *muxConn) usedBefore() bool {
 }
 
 // add registers a query under an ID free on the connection.
-func (c *muxConn) add() (uint16, chan muxResult, bool) {
+func (c *muxConn) add(q []byte) (uint16, chan muxResult, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil || c.retired || len(c.waiting) >= muxPerConn {
 		return 0, nil, false
 	}
 	id := uint16(rand.Uint32())
-	for c.waiting[id] != nil {
+	for {
+		if _, taken := c.waiting[id]; !taken {
+			break
+		}
 		id++
 	}
 	ch := make(chan muxResult, 1)
-	c.waiting[id] = ch
+	c.waiting[id] = muxWait{ch: ch, q: q}
 	if len(c.waiting) == 1 {
 		c.pool.idleGauge.Dec()
 		c.pool.busyGauge.Inc()
@@ -273,10 +298,14 @@ func (c *muxConn) add() (uint16, chan muxResult, bool) {
 // has none left.
 func (c *muxConn) unregister(id uint16) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	wasFull := len(c.waiting) >= muxPerConn
 	if _, ok := c.waiting[id]; ok {
 		delete(c.waiting, id)
 		c.emptiedLocked()
+	}
+	c.mu.Unlock()
+	if wasFull { // a query may be waiting for room
+		c.pool.wake()
 	}
 }
 
@@ -317,8 +346,8 @@ func (c *muxConn) closeLocked(err error) {
 	} else {
 		c.pool.idleGauge.Dec()
 	}
-	for id, ch := range c.waiting {
-		ch <- muxResult{err: err}
+	for id, w := range c.waiting {
+		w.ch <- muxResult{err: err}
 		delete(c.waiting, id)
 	}
 }
@@ -327,9 +356,7 @@ func (c *muxConn) fail(err error) {
 	c.mu.Lock()
 	c.closeLocked(fmt.Errorf("%w: %v", errConnClosed, err))
 	c.mu.Unlock()
-	c.pool.mu.Lock()
-	c.pool.signalLocked()
-	c.pool.mu.Unlock()
+	c.pool.wake()
 }
 
 // write sends q under id, whole, within ctx's deadline.
@@ -363,18 +390,16 @@ func (c *muxConn) read() {
 		id := binary.BigEndian.Uint16(resp)
 		c.mu.Lock()
 		wasFull := len(c.waiting) >= muxPerConn
-		if ch := c.waiting[id]; ch != nil {
+		if w, ok := c.waiting[id]; ok && dnswire.Answers(resp, w.q) {
 			delete(c.waiting, id)
 			c.used++
-			ch <- muxResult{resp: resp}
+			w.ch <- muxResult{resp: resp}
 			c.emptiedLocked()
 		}
-		// Else not ours, or its query gave up: dropped.
+		// Else not ours, or the late answer of a query that gave up: dropped.
 		c.mu.Unlock()
-		if wasFull { // a query may be waiting for room
-			c.pool.mu.Lock()
-			c.pool.signalLocked()
-			c.pool.mu.Unlock()
+		if wasFull {
+			c.pool.wake()
 		}
 	}
 }

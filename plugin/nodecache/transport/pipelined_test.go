@@ -87,17 +87,26 @@ func TestPipelinedSharesConnectionsAndSlowDelaysNoOther(t *testing.T) {
 	}
 }
 
-// The upstream closed an idle shared connection: the next query is asked on a fresh one, without
-// an error; connections idle for IdleTimeout are closed by the reaper.
+// The upstream closed a shared connection as a query was sent on it (its idle timeout racing our
+// write): the query is asked again on a fresh one, without an error; connections idle for
+// IdleTimeout are closed by the reaper.
 func TestPipelinedServerClosedIdleConnection(t *testing.T) {
 	s := newTestServer()
-	s.servePipelined(t, answer, 100*time.Millisecond)
+	var closedOnce sync.Once
+	s.servePipelined(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		closed := false
+		if r.Question[0].Name == "second." {
+			closedOnce.Do(func() { closed = true; w.Close() })
+		}
+		if !closed {
+			answer(w, r)
+		}
+	}, 10*time.Second)
 	g := newGroup(t, testConfig(), pipelinedLine(s.addr)) // IdleTimeout 5 s
 	e := g.Endpoints()[0]
 	if _, err := g.Exchange(context.Background(), query(t, "first.")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
 	resp, err := g.Exchange(context.Background(), query(t, "second."))
 	if err == nil {
 		err = checkAnswer(resp, "second.")
@@ -121,6 +130,37 @@ func TestPipelinedServerClosedIdleConnection(t *testing.T) {
 	if open != 0 {
 		t.Errorf("%d connections open after the reaper, want 0", open)
 	}
+}
+
+// Queries that give up on full connections make room for those waiting: they are sent at once,
+// not when an answer comes.
+func TestPipelinedWaitersWakeWhenQueriesGiveUp(t *testing.T) {
+	s := newTestServer()
+	s.servePipelined(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Question[0].Name == "hold." {
+			<-s.done
+			return
+		}
+		answer(w, r)
+	}, 10*time.Second)
+	g := newGroup(t, testConfig(), pipelinedLine(s.addr))
+	var wg sync.WaitGroup
+	for range muxConns * muxPerConn {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			g.Exchange(ctx, query(t, "hold."))
+		})
+	}
+	eventually(t, "every connection full", func() bool { return s.queries.Load() == muxConns*muxPerConn })
+	resp, err := g.Exchange(context.Background(), query(t, "waiter.")) // 2 s timeout
+	if err == nil {
+		err = checkAnswer(resp, "waiter.")
+	}
+	if err != nil {
+		t.Fatalf("the query waiting for room: %v", err)
+	}
+	wg.Wait()
 }
 
 // A query whose caller gives up leaves the connection usable; its late answer is dropped.
