@@ -3,11 +3,9 @@ package monitoring
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -335,15 +333,7 @@ func sampleSum(body, selector string) float64 {
 
 func scrape(t *testing.T, ns string) string {
 	t.Helper()
-	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = inNamespace(ns, func() error {
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}}}
-	resp, err := client.Get(metricsURL)
+	resp, err := netnsrun.HTTPClient(ns, 3*time.Second).Get(metricsURL)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", metricsURL, err)
 	}

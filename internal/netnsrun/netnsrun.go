@@ -3,8 +3,12 @@
 package netnsrun
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"runtime"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -36,4 +40,16 @@ func In(ns string, fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return ferr
+}
+
+// HTTPClient is an HTTP client whose connections are made inside the network namespace ns.
+func HTTPClient(ns string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = In(ns, func() error {
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}}}
 }

@@ -2,11 +2,9 @@ package nodecache
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,15 +277,7 @@ func query(ns, network, server, name string, qtype uint16, timeout time.Duration
 // metricLines reads a Prometheus endpoint inside ns.
 func metricLines(t *testing.T, ns, url string) string {
 	t.Helper()
-	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = inNetns(ns, func() error {
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}}}
-	resp, err := client.Get(url)
+	resp, err := netnsrun.HTTPClient(ns, 3*time.Second).Get(url)
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
