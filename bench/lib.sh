@@ -125,10 +125,17 @@ peak_rss_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status";
 dnsperf_run() {
 	local pid=$1 label=$2 file=$3 secs=$4
 	shift 4
-	local t0 t1 out=$OUT/$label.dnsperf.$RANDOM
+	local t0 t1 e0 e1 out=$OUT/$label.dnsperf.$RANDOM
 	t0=$(cpu_ticks "$pid")
+	[ -n "${EXTRA_PID:-}" ] && e0=$(cpu_ticks "$EXTRA_PID")
 	taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -p 53 -d "$file" -l "$secs" "$@" >"$out" 2>&1 || true
 	t1=$(cpu_ticks "$pid")
+	if [ -n "${EXTRA_PID:-}" ]; then
+		# The second process's CPU (a chain's central role) per answered query: LABEL.extra.
+		e1=$(cpu_ticks "$EXTRA_PID")
+		awk -v ticks=$((e1 - e0)) -v hz="$(getconf CLK_TCK)" '/Queries completed:/ { done = $3 }
+			END { printf "%.2f\n", (done > 0 ? 1e6 * ticks / hz / done : 0) }' "$out" >>"$OUT/$label.extra"
+	fi
 	awk -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
 		/Queries per second:/ { qps = $4 }
 		/Queries completed:/ { done = $3 }
@@ -161,10 +168,11 @@ ab_rounds() {
 			CURRENT=$scenario.$name
 			"start_${scenario}_$name"
 			file=$("query_file_$scenario" "$name" "tp$round")
-			[ "$scenario" = hit ] && taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 1 -c 4 -q 100 >/dev/null 2>&1
+			warm_up "$scenario" "$file"
 			dnsperf_run "$SERVER_PID" "$scenario.$name" "$file" "$RUN_SECONDS" -c 8 -q "$OUTSTANDING"
 			echo "$(peak_rss_mib "$SERVER_PID")" >>"$OUT/$scenario.$name.rss"
 			stop_pid "$SERVER_PID"
+			stop_extra
 			log "$scenario round $round $name: $(tail -1 "$OUT/$scenario.$name.runs") (load $(cut -d' ' -f1 /proc/loadavg))"
 		done
 	done
@@ -177,16 +185,32 @@ ab_rounds() {
 			CURRENT=$scenario.$name
 			"start_${scenario}_$name"
 			file=$("query_file_$scenario" "$name" "lat$round")
-			[ "$scenario" = hit ] && taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 1 -c 4 -q 100 >/dev/null 2>&1
+			warm_up "$scenario" "$file"
 			taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l "$LATENCY_SECONDS" -c 8 -q "$OUTSTANDING" -Q "$rate" -v \
 				>>"$OUT/$scenario.$name.v" 2>&1 || true
 			stop_pid "$SERVER_PID"
+			stop_extra
 		done
 	done
 	for name in "$@"; do
 		"$BENCHCTL" latency "$OUT/$scenario.$name.v" >"$OUT/$scenario.$name.lat"
 		rm -f "$OUT/$scenario.$name.v"
 	done
+}
+
+# warm_up SCENARIO FILE: one second of the queries first, for the scenarios that measure hits.
+warm_up() {
+	case $1 in
+	hit | chainhit) taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$2" -l 1 -c 4 -q 100 >/dev/null 2>&1 || true ;;
+	esac
+}
+
+# stop_extra stops EXTRA_PID, the second process a server start may leave (a chain's central role).
+stop_extra() {
+	if [ -n "${EXTRA_PID:-}" ]; then
+		stop_pid "$EXTRA_PID"
+		EXTRA_PID=
+	fi
 }
 
 # mean_col FILE N: mean of column N.

@@ -22,6 +22,8 @@
 #   handover a node-cache handover (SIGTERM beside a second instance) under UDP and TCP clients at
 #           full speed, hits and misses, a slow resolver behind the central role
 #           (bench/nodecache/handover.sh; uses both CPUs)
+#   chain   the whole chain as deployed, hits and misses: nodecache in front of k8sdiscovery vs
+#           CoreDNS as NodeLocal DNSCache in front of CoreDNS kubernetes, CPU of each tier
 #   lowrate CPU per query at fixed rates (LOW_RATES, 2000 and 10000 q/s), where a node cache spends
 #           most of its life: the central role (k8sdiscovery vs kubernetes, the index scenario's
 #           objects and queries) and the node role (nodecache vs cache + forward, hits)
@@ -40,7 +42,7 @@ ROOT=$(pwd)
 OUT=${BENCH_OUT:-$ROOT/bench/out/run}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
 
-SCENARIOS=${SCENARIOS:-index hit miss search memory handover lowrate}
+SCENARIOS=${SCENARIOS:-index hit miss search memory handover lowrate chain}
 ROUNDS=${ROUNDS:-3}
 RUN_SECONDS=${RUN_SECONDS:-10}
 # Queries dnsperf keeps in flight. 100 fits a default-sized socket receive buffer (212992 bytes);
@@ -296,6 +298,7 @@ section_hit() {
 
 # The central role behind the caches in the miss scenario, as the caches meet it in a cluster:
 # ./coredns with k8sdiscovery (no cache) on the scenario's apiserver, on CPU $LOAD_CPU with dnsperf.
+# start_central [PROBES]: ready once it answers PROBES (default: the miss scenario's).
 start_central() {
 	cat >"$OUT/Corefile.central" <<EOF
 .:53 {
@@ -309,7 +312,7 @@ start_central() {
 EOF
 	CURRENT=central start_server central "$LOAD_CPU" "$BIN" -conf "$OUT/Corefile.central"
 	CENTRAL_PID=$SERVER_PID
-	wait_answer "$ADDR_STUB:53" "$OUT/miss.probes"
+	wait_answer "$ADDR_STUB:53" "${1:-$OUT/miss.probes}"
 }
 
 scenario_miss() {
@@ -592,6 +595,90 @@ scenario_handover() {
 	cp "$OUT/handover/section.handover.md" "$OUT/section.handover.md"
 }
 
+# ---- scenario 8: the whole chain as deployed
+
+# The central role of the upstream chain: CoreDNS's kubernetes on the same address and objects.
+start_central_upstream() {
+	cat >"$OUT/Corefile.central-upstream" <<EOF
+.:53 {
+    bind $ADDR_STUB
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_BENCH bench
+        ttl 30
+    }
+}
+EOF
+	CURRENT=central-upstream start_server central-upstream "$LOAD_CPU" "$BIN" -conf "$OUT/Corefile.central-upstream"
+	CENTRAL_PID=$SERVER_PID
+	wait_answer "$ADDR_STUB:53" "$OUT/chain.probes"
+}
+
+# Ours: nodecache (upstream tcp, as deploy/ has it) in front of k8sdiscovery; upstream's:
+# CoreDNS as NodeLocal DNSCache (cache + forward force_tcp) in front of CoreDNS kubernetes.
+start_chain_ours() {
+	start_central "$OUT/chain.probes"
+	EXTRA_PID=$CENTRAL_PID
+	CURRENT=${CURRENT%.*}.ours start_nodecache "$OUT/chain.probes"
+}
+start_chain_upstream() {
+	start_central_upstream
+	EXTRA_PID=$CENTRAL_PID
+	CURRENT=${CURRENT%.*}.upstream start_cache "$OUT/chain.probes"
+}
+start_chainhit_ours() { start_chain_ours; }
+start_chainhit_upstream() { start_chain_upstream; }
+start_chainmiss_ours() { start_chain_ours; }
+start_chainmiss_upstream() { start_chain_upstream; }
+# The loaded names of the cluster zone (the node roles here serve only cluster.local: the PTRs of
+# the query mix would be REFUSED at the node).
+query_file_chainhit() {
+	[ -s "$OUT/chainhit.txt" ] || grep -v 'in-addr.arpa\|ip6.arpa' "$OUT/chain.queries" >"$OUT/chainhit.txt"
+	echo "$OUT/chainhit.txt"
+}
+query_file_chainmiss() { query_file_miss "$@"; }
+
+scenario_chain() {
+	log "scenario chain: node role in front of the central role, ours vs upstream's ($MISS_SERVICES services in a local kube-apiserver)"
+	cp_start "$OUT/cp-chain"
+	"$BENCHCTL" load -kubeconfig "$KUBECONFIG_BENCH" -services "$MISS_SERVICES" -endpoints-per-service 5 \
+		-queries "$OUT/chain.queries" -probes "$OUT/chain.probes" | tee "$OUT/chain.load" >&2
+	ab_rounds chainhit ours upstream
+	ab_rounds chainmiss ours upstream
+	cp_stop
+	rm -f "$OUT"/miss.*.txt
+	section_chain
+}
+
+section_chain() {
+	local kind name
+	{
+		echo "### 8. The whole chain as deployed"
+		echo
+		echo "A pod-like client (dnsperf) asks the node role, which asks the central role over TCP, which answers from a real"
+		echo "kube-apiserver v1.37.1 ($MISS_SERVICES Services, half headless, 5 endpoints each). Ours: nodecache (\`upstream tcp\`, as deploy/"
+		echo "has it) in front of k8sdiscovery; upstream's: CoreDNS as NodeLocal DNSCache (\`cache\` + \`forward { force_tcp }\`) in front"
+		echo "of CoreDNS \`kubernetes\`. Hits: the loaded cluster.local names (A and SRV), warmed for 1 s; misses: names never asked before (NXDOMAIN)."
+		echo "The node role runs on CPU $SERVER_CPU; the central role on CPU $LOAD_CPU with dnsperf, so it bounds the misses' QPS. CPU per"
+		echo "query of each tier: the node role's in the table, the central role's below."
+		echo
+		for kind in chainhit chainmiss; do
+			echo "#### $([ "$kind" = chainhit ] && echo Hits || echo Misses)"
+			echo
+			table_header "$kind"
+			table_row "$kind" ours "nodecache → k8sdiscovery" ours
+			table_row "$kind" upstream "cache + forward → kubernetes" ours
+			echo
+		done
+		echo "| chain | hits: central CPU µs/query | misses: central CPU µs/query |"
+		echo "| --- | --- | --- |"
+		for name in ours upstream; do
+			printf '| %s | %s | %s |\n' "$([ "$name" = ours ] && echo "nodecache → k8sdiscovery" || echo "cache + forward → kubernetes")" \
+				"$(mean_col_f "$OUT/chainhit.$name.extra" 1 2>/dev/null)" "$(mean_col_f "$OUT/chainmiss.$name.extra" 1 2>/dev/null)"
+		done
+		echo
+	} >"$OUT/section.chain.md"
+}
+
 # ---- scenario 7: CPU per query at fixed rates
 
 # fixed_rounds SCENARIO RATE NAMES...: for each of ROUNDS rounds, every server in order (A/B/A/B),
@@ -606,7 +693,7 @@ fixed_rounds() {
 			CURRENT=$scenario.$name
 			"start_${scenario}_$name"
 			file=$("query_file_$scenario" "$name" "q$rate.$round")
-			[ "$scenario" = hit ] && taskset -c "$LOAD_CPU" dnsperf -s "$ADDR_SERVER" -d "$file" -l 1 -c 4 -q 100 >/dev/null 2>&1
+			warm_up "$scenario" "$file"
 			dnsperf_run "$SERVER_PID" "$scenario.$name.q$rate" "$file" "$RUN_SECONDS" -c 8 -q "$OUTSTANDING" -Q "$rate"
 			stop_pid "$SERVER_PID"
 			log "lowrate $scenario $rate q/s round $round $name: $(tail -1 "$OUT/$scenario.$name.q$rate.runs") (load $(cut -d' ' -f1 /proc/loadavg))"
@@ -706,7 +793,7 @@ write_results() {
 		[ "$status" = ok ] || { echo "**This run did not finish: $status.** Sections below are those that completed."; echo; }
 		echo "## Summary"
 		echo
-		if [ -e "$OUT/section.index.md" ] || [ -e "$OUT/section.hit.md" ] || [ -e "$OUT/section.miss.md" ]; then
+		if [ -e "$OUT/section.index.md" ] || [ -e "$OUT/section.hit.md" ] || [ -e "$OUT/section.miss.md" ] || [ -e "$OUT/section.chain.md" ]; then
 			echo "| scenario | ours vs theirs | QPS ours / theirs | ratio | CPU µs/query ours / theirs | ratio by CPU | p50 / p99 ms ours ; theirs | peak RSS MiB ours / theirs | target (QPS) | |"
 			echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 			[ -e "$OUT/section.index.md" ] && summary_row "1. cluster names" index ours upstream k8sdiscovery "upstream kubernetes" "≥ 1.5×" 1.5
@@ -718,6 +805,10 @@ write_results() {
 			[ -e "$OUT/section.miss.md" ] && summary_row "3. cluster misses, TCP" miss ours forward nodecache "forward force_tcp" "" ""
 			[ -e "$OUT/miss.pipelined.runs" ] && summary_row "3. cluster misses, TCP" miss pipelined forward "nodecache pipelined" "forward force_tcp" "" ""
 			[ -e "$OUT/miss.pipelined.runs" ] && summary_row "3. cluster misses, TCP" miss pipelined ours "nodecache pipelined" "nodecache one query per connection" "" ""
+			if [ -e "$OUT/section.chain.md" ]; then
+				summary_row "8. whole chain, hits" chainhit ours upstream "nodecache → k8sdiscovery" "cache+forward → kubernetes" "" ""
+				summary_row "8. whole chain, misses" chainmiss ours upstream "nodecache → k8sdiscovery" "cache+forward → kubernetes" "" ""
+			fi
 			echo
 		fi
 		if [ -e "$OUT/section.search.md" ] || [ -e "$OUT/section.memory.md" ] || [ -e "$OUT/section.handover.md" ] || [ -e "$OUT/section.lowrate.md" ]; then
@@ -786,7 +877,7 @@ write_results() {
 		echo "## Details"
 		echo
 		local s
-		for s in index hit miss search memory handover lowrate; do
+		for s in index hit miss search memory handover lowrate chain; do
 			[ -e "$OUT/section.$s.md" ] && cat "$OUT/section.$s.md"
 		done
 		if compgen -G "$OUT/profile.*.txt" >/dev/null; then
@@ -837,7 +928,7 @@ prepare() {
 
 	setup_link
 
-	if wants index || wants miss || wants memory || wants lowrate; then
+	if wants index || wants miss || wants memory || wants lowrate || wants chain; then
 		test/e2e/controlplane/build.sh >&2
 		CONTROLPLANE_BIN=$(test/e2e/controlplane/build.sh dir)
 	fi
@@ -869,7 +960,7 @@ case "${1:-run}" in
 run)
 	for s in $SCENARIOS; do
 		case $s in
-		index | hit | miss | search | memory | handover | lowrate) ;;
+		index | hit | miss | search | memory | handover | lowrate | chain) ;;
 		*) echo "bench: unknown scenario $s" >&2; exit 2 ;;
 		esac
 	done
@@ -900,6 +991,7 @@ report)
 	[ -e "$OUT/search.with" ] && section_search
 	[ -e "$OUT/memory.upstream-verified" ] && section_memory
 	compgen -G "$OUT/*.q*.runs" >/dev/null && section_lowrate
+	[ -e "$OUT/chainmiss.ours.runs" ] && section_chain
 	write_results ok
 	;;
 *)

@@ -97,6 +97,8 @@ var benchScenarios = []struct {
 	{"index", "1. cluster names", [][2]string{{"ours", "k8sdiscovery"}, {"upstream", "upstream kubernetes"}}},
 	{"hit", "2. node-cache hits", [][2]string{{"ours", "nodecache"}, {"unbound", "Unbound"}, {"cache", "CoreDNS cache"}, {"goceiling", "Go ceiling"}}},
 	{"miss", "3. cluster misses, TCP", [][2]string{{"ours", "nodecache"}, {"pipelined", "nodecache pipelined"}, {"forward", "forward force_tcp"}}},
+	{"chainhit", "8. whole chain, hits", [][2]string{{"ours", "nodecache → k8sdiscovery"}, {"upstream", "cache+forward → kubernetes"}}},
+	{"chainmiss", "8. whole chain, misses", [][2]string{{"ours", "nodecache → k8sdiscovery"}, {"upstream", "cache+forward → kubernetes"}}},
 }
 
 var memoryRuns = [][2]string{
