@@ -47,11 +47,17 @@ NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.ku
 # Those that exist before deploy/node (clusterdns-upstream is its Service).
 KUBEADM_NAMES=(kubernetes kube-dns.kube-system dns-headless.kube-system api-alias www.example.com)
 KUBEADM_COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.14.6
+# The Kubernetes conformance DNS tests (e2e.test, built by build.sh): on unless
+# REALNODE_CONFORMANCE=0. They run twice: kubelet's clusterDNS the central role's Service
+# (10.96.0.10), then the node role's address.
+CONFORMANCE=${REALNODE_CONFORMANCE:-1}
+CONFORMANCE_FOCUS=${REALNODE_CONFORMANCE_FOCUS:-'\[sig-network\] DNS'}
 
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
 for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
 	"$KUBE/kubelet" "$KUBE/kube-proxy" "$KUBE/kube-scheduler" "$CONTAINERD/containerd" "$CONTAINERD/ctr" \
-	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar" "$ROOT/coredns"; do
+	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar" "$ROOT/coredns" \
+	$([ "$CONFORMANCE" = 1 ] && echo "$KUBE/e2e.test $IMAGES/agnhost.image.tar $IMAGES/glibc-dns-testing.image.tar"); do
 	[ -e "$b" ] || { echo "run.sh: $b is missing: run ./build.sh realnode (it builds everything first)" >&2; exit 1; }
 done
 
@@ -131,6 +137,8 @@ teardown() {
 	if [ -s "$STATE/pids/kubelet" ] && kill -0 "$(cat "$STATE/pids/kubelet")" 2>/dev/null; then
 		# Through the kubelet, so each sandbox's CNI DEL runs and its netns is removed.
 		k delete pods --all -n default --grace-period=5 --timeout=30s >/dev/null 2>&1
+		# What a conformance test left behind (its namespace's pods), through the kubelet too.
+		k delete pods --all -A --field-selector metadata.namespace!=kube-system --grace-period=5 --timeout=30s >/dev/null 2>&1
 		k delete daemonset,deployment --all -n kube-system --timeout=60s >/dev/null 2>&1
 		k delete pods --all -n kube-system --grace-period=5 --timeout=45s >/dev/null 2>&1
 	fi
@@ -387,11 +395,13 @@ EOF
 start containerd containerd --config "$STATE/containerd.toml"
 if wait_for "containerd" 60 ctr_node version; then
 	IMPORTED=()
-	for tar in "$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
+	TARS=("$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar")
+	[ "$CONFORMANCE" = 1 ] && TARS+=("$IMAGES/agnhost.image.tar" "$IMAGES/glibc-dns-testing.image.tar")
+	for tar in "${TARS[@]}"; do
 		ctr_node images import "$tar" >>"$LOGS/import.log" 2>&1 && IMPORTED+=("$(basename "$tar")")
 	done
 	step "containerd $(ctr_node version 2>/dev/null | awk '/Server/{s=1} s && /Version/{print $2; exit}'), images imported" \
-		"$([ ${#IMPORTED[@]} = 4 ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
+		"$([ ${#IMPORTED[@]} = ${#TARS[@]} ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
 else
 	step "containerd" FAIL "see $LOGS/containerd.log"
 	exit 1
@@ -561,3 +571,45 @@ resolves "Go resolver, through the central role ($KUBE_DNS_IP)" go-central "$RES
 resolves "musl getaddrinfo, through the node role" musl-node "$GETADDRINFO" ClusterFirst "" -- "${NAMES[@]}"
 resolves "musl getaddrinfo, through the central role" musl-central "$GETADDRINFO" None "$KUBE_DNS_IP" -- "${NAMES[@]}"
 log "up and checked in $((SECONDS - START)) s"
+
+# --- the Kubernetes conformance DNS tests -------------------------------------------------------
+# kubelet_dns ADDR: kubelet restarted with clusterDNS ADDR (pods started from then on get it).
+kubelet_dns() {
+	grep -q "^clusterDNS: \[$1\]" "$STATE/kubelet.yaml" && return 0
+	sed -i "s/^clusterDNS: .*/clusterDNS: [$1]/" "$STATE/kubelet.yaml"
+	stop_pid kubelet
+	start kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$KUBECONFIG" --root-dir="$STATE/kubelet" \
+		--node-ip="$NODE_IP" --hostname-override="$NODE_NAME"
+	sleep 2
+	wait_for "kubelet restarted with clusterDNS $1, node Ready" 120 node_ready
+	restore_sysctls
+}
+# conformance LABEL ADDR: e2e.test's DNS specs with kubelet's clusterDNS ADDR; a row per spec.
+conformance() {
+	local label=$1 addr=$2 dir=$LOGS/e2e-$1 t0=$SECONDS
+	mkdir -p "$dir"
+	kubelet_dns "$addr" || { step "conformance DNS ($label): kubelet" FAIL "not Ready with clusterDNS $addr"; return; }
+	log "conformance DNS tests ($label, clusterDNS $addr): e2e.test --ginkgo.focus='$CONFORMANCE_FOCUS'"
+	in_node "$KUBE/e2e.test" --kubeconfig="$KUBECONFIG" --provider=skeleton --dns-domain=cluster.local \
+		--kubectl-path="$CP/kubectl" --report-dir="$dir" --ginkgo.json-report="$dir/report.json" \
+		--ginkgo.focus="$CONFORMANCE_FOCUS" --ginkgo.no-color --ginkgo.v >"$dir/e2e.log" 2>&1
+	local rc=$?
+	step "conformance DNS ($label): e2e.test exit $rc" "$([ -s "$dir/report.json" ] && echo pass || echo FAIL)" "clusterDNS $addr, $((SECONDS - t0)) s, log e2e-$label/e2e.log"
+	[ -s "$dir/report.json" ] || return 0
+	local line
+	while IFS=$'\t' read -r res name detail; do
+		STEPS+=("$(printf '  %-50s %-5s %s' "${name:0:50}" "$res" "$detail")")
+		[ "$res" = FAIL ] && FAILED=1
+		log "  $res $name $detail"
+	done < <(jq -r --arg focus "$CONFORMANCE_FOCUS" '
+		.[0].SpecReports[] | select(.LeafNodeType == "It")
+		| {name: ((.ContainerHierarchyTexts | join(" ")) + " " + .LeafNodeText), state: .State,
+		   msg: ((.Failure.Message // "") | split("\n")[0]), runtime: ((.RunTime // 0) / 1e9 | floor)}
+		| select(.name | test($focus))
+		| [(if .state == "passed" then "pass" elif .state == "failed" or .state == "timedout" or .state == "panicked" then "FAIL" else .state end),
+		   .name, (if .state == "passed" then "\(.runtime) s" else .msg[0:120] end)] | @tsv' "$dir/report.json")
+}
+if [ "$CONFORMANCE" = 1 ]; then
+	conformance central "$KUBE_DNS_IP"
+	conformance node "$NODE_LOCAL_DNS"
+fi
