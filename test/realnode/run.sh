@@ -589,8 +589,10 @@ kubelet_dns() {
 	stop_pid kubelet
 	start kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$KUBECONFIG" --root-dir="$STATE/kubelet" \
 		--node-ip="$NODE_IP" --hostname-override="$NODE_NAME"
-	sleep 2
-	wait_for "kubelet restarted with clusterDNS $1, node Ready" 120 node_ready
+	# The node's Ready condition is the old kubelet's until the new one reports: wait for the new
+	# kubelet's own health endpoint first.
+	wait_for "kubelet restarted with clusterDNS $1, healthz" 60 in_node curl -sf http://127.0.0.1:10248/healthz &&
+		wait_for "node Ready" 120 node_ready
 	restore_sysctls
 }
 # conformance LABEL ADDR: e2e.test's DNS specs with kubelet's clusterDNS ADDR; a row per spec.
@@ -602,12 +604,12 @@ conformance() {
 	in_node "$KUBE/e2e.test" --kubeconfig="$KUBECONFIG" --provider=skeleton --dns-domain=cluster.local \
 		--kubectl-path="$CP/kubectl" --report-dir="$dir" --ginkgo.json-report="$dir/report.json" \
 		--ginkgo.focus="$CONFORMANCE_FOCUS" --ginkgo.no-color --ginkgo.v >"$dir/e2e.log" 2>&1 || rc=$?
-	step "conformance DNS ($label): e2e.test exit $rc" "$([ -s "$dir/report.json" ] && echo pass || echo FAIL)" "clusterDNS $addr, $((SECONDS - t0)) s, log e2e-$label/e2e.log"
+	step "conformance DNS ($label): e2e.test ran, exit $rc" "$([ -s "$dir/report.json" ] && echo pass || echo FAIL)" "clusterDNS $addr, $((SECONDS - t0)) s, log e2e-$label/e2e.log"
 	[ -s "$dir/report.json" ] || return 0
 	local line
 	while IFS=$'\t' read -r res name detail; do
 		STEPS+=("$(printf '  %-50s %-5s %s' "${name#\[sig-network\] }" "$res" "$detail")")
-		[ "$res" = FAIL ] && FAILED=1
+		if [ "$res" = FAIL ]; then FAILED=1; fi
 		log "  $res $name $detail"
 	done < <(jq -r --arg focus "$CONFORMANCE_FOCUS" '
 		.[0].SpecReports[] | select(.LeafNodeType == "It")
