@@ -705,6 +705,6 @@ EOF
 	window "steady, before the rollouts" "$t0" "$((t1 - 1))"
 	window "node DaemonSet rolled (maxSurge 1)" "$t1" "$((t2 - 1))"
 	window "central Deployment rolled" "$t3" "$((t4 - 1))"
-	grep '^fail' "$LOGS/dnsload.log" | head -20 >&2
+	grep '^fail' "$LOGS/dnsload.log" | head -20 >&2 || true
 }
 rollouts
