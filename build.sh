@@ -19,8 +19,9 @@ Commands:
           targets, plugin/nodecache/..., and 10m for the others)
   image   a static binary in an OCI image tarball, built without a Docker daemon
   realnode  a one-node Kubernetes cluster on this machine (kubelet, containerd, kube-proxy, CNI;
-          root): deploy/cluster and deploy/node applied, pods resolving through both roles, a
-          table of results, everything torn down (test/realnode/README.md)
+          root): deploy/cluster and deploy/node applied, pods resolving through both roles, the
+          Kubernetes conformance DNS tests both ways (REALNODE_CONFORMANCE=0: without), rollouts
+          under load, a table of results, everything torn down (test/realnode/README.md)
   help    this text
 USAGE
 }
@@ -101,11 +102,13 @@ bench() {
 }
 
 # realnode builds what test/realnode needs (control plane, kubelet, kube-proxy, kube-scheduler,
-# containerd, Debian's runc and CNI plugins, the images), each skipped when cached, then runs it.
+# containerd, Debian's runc and CNI plugins, e2e.test, the images), each skipped when cached, then
+# runs it.
 realnode() {
 	test/e2e/controlplane/build.sh
-	test/realnode/build.sh
+	# ./coredns first: the conformance tests' agnhost image carries a copy.
 	image
+	test/realnode/build.sh
 	test/realnode/run.sh
 }
 

@@ -18,6 +18,7 @@
 #   test/realnode/build.sh dir      print the folder of the Kubernetes binaries
 #   test/realnode/build.sh containerd-dir, images-dir   print those folders
 #   test/realnode/build.sh images   only the pause and client images
+#   test/realnode/build.sh e2e      only e2e.test and the conformance tests' images
 #
 # The control plane itself (etcd, kube-apiserver, kube-controller-manager, kubectl) is
 # test/e2e/controlplane/build.sh's.
@@ -36,7 +37,11 @@ CONTAINERD_OUT=$CACHE/containerd-$CONTAINERD_VERSION
 IMAGES_OUT=$CACHE/images
 KUBE_CMDS=(kubelet kube-proxy kube-scheduler)
 CONTAINERD_CMDS=(containerd containerd-shim-runc-v2 ctr)
-DEBIAN_PACKAGES=(runc containernetworking-plugins conntrack iptables musl-tools)
+DEBIAN_PACKAGES=(runc containernetworking-plugins conntrack iptables musl-tools bind9-dnsutils)
+# The conformance DNS tests' images (k8s.io/kubernetes test/utils/image/manifest.go of
+# KUBE_VERSION): the names the tests ask for, so nothing is pulled.
+AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.66.1
+GLIBC_DNS_IMAGE=registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1
 
 log() { echo "realnode build: $*" >&2; }
 
@@ -47,7 +52,7 @@ gomod() {
 		sed -n '/^module /,$p' "$CONTROLPLANE_MOD" |
 			sed -e 's#^module .*#module github.com/clusterdns/clusterdns/test/realnode/kube#' |
 			awk -v cmds="${KUBE_CMDS[*]}" '
-				/^tool \(/ { print; n = split(cmds, c, " "); for (i = 1; i <= n; i++) print "\tk8s.io/kubernetes/cmd/" c[i]; skip = 1; next }
+				/^tool \(/ { print; n = split(cmds, c, " "); for (i = 1; i <= n; i++) print "\tk8s.io/kubernetes/cmd/" c[i]; print "\tk8s.io/kubernetes/test/images/agnhost"; skip = 1; next }
 				skip && /^\)/ { skip = 0 }
 				skip { next }
 				{ print }'
@@ -62,6 +67,7 @@ gomod_current() {
 	local c
 	grep -Eq "^[[:space:]]*k8s.io/kubernetes $KUBE_VERSION( |\$)" "$HERE/kube/go.mod" 2>/dev/null || return 1
 	for c in "${KUBE_CMDS[@]}"; do grep -Eq "^[[:space:]]*k8s.io/kubernetes/cmd/$c\$" "$HERE/kube/go.mod" || return 1; done
+	grep -Eq "^[[:space:]]*k8s.io/kubernetes/test/images/agnhost\$" "$HERE/kube/go.mod" || return 1
 	[ -s "$HERE/kube/go.sum" ]
 }
 
@@ -117,7 +123,7 @@ debian() {
 images() {
 	local prog tag hash
 	mkdir -p "$IMAGES_OUT"
-	for prog in pause resolve getaddrinfo; do
+	for prog in pause resolve getaddrinfo dnsload; do
 		hash=$(cat "$HERE/cmd/$prog/"* "$ROOT/internal/image/image.go" "$ROOT/cmd/mkimage/main.go" | sha256sum | cut -c1-12)
 		tag="clusterdns.test/$prog:$hash"
 		if [ -s "$IMAGES_OUT/$prog.tag" ] && [ "$(cat "$IMAGES_OUT/$prog.tag")" = "$tag" ] && [ -s "$IMAGES_OUT/$prog.image.tar" ]; then
@@ -133,12 +139,89 @@ images() {
 	done
 }
 
+# e2etest builds Kubernetes' e2e test binary (kube/e2e: test/e2e's main with the sig-network
+# test sources) into $KUBE_OUT/e2e.test.
+e2etest() {
+	local start=$SECONDS ldflags
+	[ -x "$KUBE_OUT/e2e.test" ] && { log "e2e.test cached in $KUBE_OUT"; return 0; }
+	gomod_current || gomod
+	log "building e2e.test ($KUBE_VERSION, sig-network tests) into $KUBE_OUT (about 10 min with the kubelet's Go cache warm)"
+	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1"
+	ldflags+=" -X k8s.io/component-base/version.gitMinor=$(echo "${KUBE_VERSION#v1.}" | cut -d. -f1)"
+	mkdir -p "$KUBE_OUT"
+	(cd "$HERE/kube" && CGO_ENABLED=0 go test -c -vet=off -trimpath -ldflags "$ldflags" -o "$KUBE_OUT/e2e.test.tmp" ./e2e)
+	mv "$KUBE_OUT/e2e.test.tmp" "$KUBE_OUT/e2e.test"
+	log "e2e.test built in $((SECONDS - start)) s"
+}
+
+# e2eimages makes the images the conformance DNS tests run, under the names they ask for:
+# agnhost (k8s.io/kubernetes/test/images/agnhost of KUBE_VERSION, static) with what the tests'
+# shell scripts exec (busybox-static's sh, seq, sleep, test, echo, grep, cat; Debian's dig and
+# getent with their shared libraries, found with ldd) and /coredns (./coredns: the tests' own
+# DNS server pod runs its hosts plugin); glibc-dns-testing is the same file system without the
+# agnhost entrypoint. Upstream's agnhost is Alpine (musl dig); here both probers run Debian's
+# glibc dig, so the musl column of those tests is glibc too (our musl client is cmd/getaddrinfo).
+e2eimages() {
+	local root=$IMAGES_OUT/e2e-rootfs deb lib hash a
+	[ -s "$IMAGES_OUT/agnhost.image.tar" ] && [ -s "$IMAGES_OUT/glibc-dns-testing.image.tar" ] &&
+		[ "$(cat "$IMAGES_OUT/e2e.tag" 2>/dev/null)" = "$AGNHOST_IMAGE $GLIBC_DNS_IMAGE" ] && return 0
+	mkdir -p "$IMAGES_OUT" "$CACHE/debs"
+	if [ ! -x "$IMAGES_OUT/agnhost" ]; then
+		gomod_current || gomod
+		log "building agnhost ($KUBE_VERSION)"
+		(cd "$HERE/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$IMAGES_OUT/agnhost.tmp" k8s.io/kubernetes/test/images/agnhost)
+		mv "$IMAGES_OUT/agnhost.tmp" "$IMAGES_OUT/agnhost"
+	fi
+	deb=$(ls "$CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -1)
+	if [ -z "$deb" ]; then
+		(cd "$CACHE/debs" && apt-get download busybox-static >/dev/null 2>&1)
+		deb=$(ls "$CACHE"/debs/busybox-static_*.deb | head -1)
+	fi
+	# The tests' own DNS server: a copy of ./coredns kept with the images, so that a new commit
+	# (a new ./coredns) does not make new test images.
+	[ -x "$IMAGES_OUT/e2e-coredns" ] || cp "$ROOT/coredns" "$IMAGES_OUT/e2e-coredns"
+	rm -rf "$root"
+	mkdir -p "$root"/{bin,etc,tmp,uploads,usr/bin,lib64}
+	chmod 1777 "$root/tmp"
+	dpkg-deb -x "$deb" "$root/.busybox"
+	mv "$root/.busybox/bin/busybox" "$root/bin/busybox"
+	rm -rf "$root/.busybox"
+	for a in $("$root/bin/busybox" --list); do
+		[ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"
+	done
+	cp /usr/bin/dig /usr/bin/getent "$root/usr/bin/"
+	for lib in $(ldd /usr/bin/dig /usr/bin/getent | awk '$3 ~ /^\// {print $3} $1 ~ /^\/.*[^:]$/ {print $1}' | sort -u); do
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done
+	cp "$IMAGES_OUT/agnhost" "$root/agnhost"
+	ln -s agnhost "$root/agnhost-2"
+	cp "$IMAGES_OUT/e2e-coredns" "$root/coredns"
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+	printf 'hosts: files dns\npasswd: files\ngroup: files\n' >"$root/etc/nsswitch.conf"
+	tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$root" -cf "$IMAGES_OUT/e2e-rootfs.tar" .
+	(cd "$ROOT" && go run ./test/realnode/cmd/mkrootfs -layer "$IMAGES_OUT/e2e-rootfs.tar" -tag "$AGNHOST_IMAGE" \
+		-entrypoint /agnhost -o "$IMAGES_OUT/agnhost.image.tar")
+	(cd "$ROOT" && go run ./test/realnode/cmd/mkrootfs -layer "$IMAGES_OUT/e2e-rootfs.tar" -tag "$GLIBC_DNS_IMAGE" \
+		-o "$IMAGES_OUT/glibc-dns-testing.image.tar")
+	rm -rf "$root" "$IMAGES_OUT/e2e-rootfs.tar"
+	echo "$AGNHOST_IMAGE $GLIBC_DNS_IMAGE" >"$IMAGES_OUT/e2e.tag"
+	log "images $AGNHOST_IMAGE, $GLIBC_DNS_IMAGE written"
+}
+
 case "${1:-build}" in
 	build)
 		debian
 		containerd
 		kube
 		images
+		e2etest
+		e2eimages
+		;;
+	e2e)
+		e2etest
+		e2eimages
 		;;
 	gomod) gomod ;;
 	dir) echo "$KUBE_OUT" ;;

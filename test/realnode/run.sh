@@ -47,11 +47,18 @@ NAMES=(kubernetes kubernetes.default kube-dns.kube-system clusterdns-upstream.ku
 # Those that exist before deploy/node (clusterdns-upstream is its Service).
 KUBEADM_NAMES=(kubernetes kube-dns.kube-system dns-headless.kube-system api-alias www.example.com)
 KUBEADM_COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v1.14.6
+# The Kubernetes conformance DNS tests (e2e.test, built by build.sh): on unless
+# REALNODE_CONFORMANCE=0. They run twice: kubelet's clusterDNS the central role's Service
+# (10.96.0.10), then the node role's address.
+CONFORMANCE=${REALNODE_CONFORMANCE:-1}
+CONFORMANCE_FOCUS=${REALNODE_CONFORMANCE_FOCUS:-'\[sig-network\] DNS'}
 
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespace, containerd, kubelet)" >&2; exit 1; }
 for b in "$CP/etcd" "$CP/kube-apiserver" "$CP/kube-controller-manager" "$CP/kubectl" \
 	"$KUBE/kubelet" "$KUBE/kube-proxy" "$KUBE/kube-scheduler" "$CONTAINERD/containerd" "$CONTAINERD/ctr" \
-	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar" "$ROOT/coredns"; do
+	"$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar" "$ROOT/coredns" \
+	"$IMAGES/dnsload.image.tar" "$IMAGES/agnhost.image.tar" "$IMAGES/glibc-dns-testing.image.tar" \
+	$([ "$CONFORMANCE" = 1 ] && echo "$KUBE/e2e.test"); do
 	[ -e "$b" ] || { echo "run.sh: $b is missing: run ./build.sh realnode (it builds everything first)" >&2; exit 1; }
 done
 
@@ -131,6 +138,8 @@ teardown() {
 	if [ -s "$STATE/pids/kubelet" ] && kill -0 "$(cat "$STATE/pids/kubelet")" 2>/dev/null; then
 		# Through the kubelet, so each sandbox's CNI DEL runs and its netns is removed.
 		k delete pods --all -n default --grace-period=5 --timeout=30s >/dev/null 2>&1
+		# What a conformance test left behind (its namespace's pods), through the kubelet too.
+		k delete pods --all -A --field-selector metadata.namespace!=kube-system --grace-period=5 --timeout=30s >/dev/null 2>&1
 		k delete daemonset,deployment --all -n kube-system --timeout=60s >/dev/null 2>&1
 		k delete pods --all -n kube-system --grace-period=5 --timeout=45s >/dev/null 2>&1
 	fi
@@ -335,6 +344,9 @@ start kube-scheduler kube-scheduler --kubeconfig="$KUBECONFIG" --leader-elect=fa
 PAUSE=$(cat "$IMAGES/pause.tag")
 RESOLVE=$(cat "$IMAGES/resolve.tag")
 GETADDRINFO=$(cat "$IMAGES/getaddrinfo.tag")
+DNSLOAD=$(cat "$IMAGES/dnsload.tag")
+# Debian's getent with glibc (the conformance tests' glibc-dns-testing image, build.sh e2eimages).
+GLIBC=$(sed 's/.* //' "$IMAGES/e2e.tag")
 # Everything under $STATE: no /etc/containerd, no /run/containerd socket, no NRI socket in /var/run.
 cat >"$STATE/containerd.toml" <<EOF
 version = 4
@@ -387,11 +399,13 @@ EOF
 start containerd containerd --config "$STATE/containerd.toml"
 if wait_for "containerd" 60 ctr_node version; then
 	IMPORTED=()
-	for tar in "$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar"; do
+	TARS=("$IMAGES/pause.image.tar" "$IMAGES/resolve.image.tar" "$IMAGES/getaddrinfo.image.tar" "$ROOT/coredns.image.tar")
+	TARS+=("$IMAGES/dnsload.image.tar" "$IMAGES/agnhost.image.tar" "$IMAGES/glibc-dns-testing.image.tar")
+	for tar in "${TARS[@]}"; do
 		ctr_node images import "$tar" >>"$LOGS/import.log" 2>&1 && IMPORTED+=("$(basename "$tar")")
 	done
 	step "containerd $(ctr_node version 2>/dev/null | awk '/Server/{s=1} s && /Version/{print $2; exit}'), images imported" \
-		"$([ ${#IMPORTED[@]} = 4 ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
+		"$([ ${#IMPORTED[@]} = ${#TARS[@]} ] && echo pass || echo FAIL)" "${IMPORTED[*]}"
 else
 	step "containerd" FAIL "see $LOGS/containerd.log"
 	exit 1
@@ -560,4 +574,137 @@ resolves "Go resolver, through the node role ($NODE_LOCAL_DNS)" go-node "$RESOLV
 resolves "Go resolver, through the central role ($KUBE_DNS_IP)" go-central "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${NAMES[@]}"
 resolves "musl getaddrinfo, through the node role" musl-node "$GETADDRINFO" ClusterFirst "" -- "${NAMES[@]}"
 resolves "musl getaddrinfo, through the central role" musl-central "$GETADDRINFO" None "$KUBE_DNS_IP" -- "${NAMES[@]}"
+# glibc: getent hosts (gethostbyname2 through nsswitch's dns, glibc's stub resolver).
+# No double quotes (the pod's YAML) and no $( (kubelet expands $(VAR) in args).
+GETENT='f=0; for n; do if a=`getent hosts $n`; then echo ok $n '"'"'->'"'"' `echo $a`; else echo FAIL $n; f=1; fi; done; exit $f'
+resolves "glibc getent, through the node role" glibc-node "$GLIBC" ClusterFirst "" -- sh -c "$GETENT" sh "${NAMES[@]}"
+resolves "glibc getent, through the central role" glibc-central "$GLIBC" None "$KUBE_DNS_IP" -- sh -c "$GETENT" sh "${NAMES[@]}"
 log "up and checked in $((SECONDS - START)) s"
+
+# --- the Kubernetes conformance DNS tests -------------------------------------------------------
+# kubelet_dns ADDR: kubelet restarted with clusterDNS ADDR (pods started from then on get it).
+kubelet_dns() {
+	grep -q "^clusterDNS: \[$1\]" "$STATE/kubelet.yaml" && return 0
+	sed -i "s/^clusterDNS: .*/clusterDNS: [$1]/" "$STATE/kubelet.yaml"
+	stop_pid kubelet
+	start kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$KUBECONFIG" --root-dir="$STATE/kubelet" \
+		--node-ip="$NODE_IP" --hostname-override="$NODE_NAME"
+	# The node's Ready condition is the old kubelet's until the new one reports: wait for the new
+	# kubelet's own health endpoint first.
+	wait_for "kubelet restarted with clusterDNS $1, healthz" 60 in_node curl -sf http://127.0.0.1:10248/healthz &&
+		wait_for "node Ready" 120 node_ready
+	restore_sysctls
+}
+# conformance LABEL ADDR: e2e.test's DNS specs with kubelet's clusterDNS ADDR; a row per spec.
+conformance() {
+	local label=$1 addr=$2 dir=$LOGS/e2e-$1 t0=$SECONDS rc=0
+	mkdir -p "$dir"
+	kubelet_dns "$addr" || { step "conformance DNS ($label): kubelet" FAIL "not Ready with clusterDNS $addr"; return; }
+	log "conformance DNS tests ($label, clusterDNS $addr): e2e.test --ginkgo.focus='$CONFORMANCE_FOCUS'"
+	in_node "$KUBE/e2e.test" --kubeconfig="$KUBECONFIG" --provider=skeleton --dns-domain=cluster.local \
+		--kubectl-path="$CP/kubectl" --report-dir="$dir" --ginkgo.json-report="$dir/report.json" \
+		--ginkgo.focus="$CONFORMANCE_FOCUS" --ginkgo.no-color --ginkgo.v >"$dir/e2e.log" 2>&1 || rc=$?
+	step "conformance DNS ($label): e2e.test ran, exit $rc" "$([ -s "$dir/report.json" ] && echo pass || echo FAIL)" "clusterDNS $addr, $((SECONDS - t0)) s, log e2e-$label/e2e.log"
+	[ -s "$dir/report.json" ] || return 0
+	local line
+	while IFS=$'\t' read -r res name detail; do
+		STEPS+=("$(printf '  %-50s %-5s %s' "${name#\[sig-network\] }" "$res" "$detail")")
+		if [ "$res" = FAIL ]; then FAILED=1; fi
+		log "  $res $name $detail"
+	done < <(jq -r --arg focus "$CONFORMANCE_FOCUS" '
+		.[0].SpecReports[] | select(.LeafNodeType == "It")
+		| {name: ((.ContainerHierarchyTexts | join(" ")) + " " + .LeafNodeText), state: .State,
+		   msg: ((.Failure.Message // "") | split("\n")[0]), runtime: ((.RunTime // 0) / 1e9 | floor),
+		   labels: ((.LeafNodeLabels // []) | join(","))}
+		| select(.name | test($focus))
+		| [(if .state == "passed" then "pass" elif .state == "failed" or .state == "timedout" or .state == "panicked" then "FAIL" else .state end),
+		   .name, (if .state == "passed" then "\(.runtime) s" elif .state == "skipped" and .msg == "" then "not selected: \(.labels)" else .msg[0:120] end)] | @tsv' "$dir/report.json")
+}
+if [ "$CONFORMANCE" = 1 ]; then
+	conformance central "$KUBE_DNS_IP"
+	conformance node "$NODE_LOCAL_DNS"
+fi
+
+# --- rollouts under load ------------------------------------------------------------------------
+# A client pod (cmd/dnsload, dnsPolicy ClusterFirst: through the node role) asks LOAD_RATE q/s of
+# a mix of names while the operator rolls deploy/node, then deploy/cluster, to a new image tag
+# (the same image under another tag, so the pods are replaced as in an upgrade). Failed queries
+# (no answer within 2 s, an error rcode or an empty answer; no retry) are counted per phase by
+# the second each query was sent.
+LOAD_RATE=${REALNODE_LOAD_RATE:-1000}
+LOAD_NAMES=(kubernetes.default.svc.cluster.local. kube-dns.kube-system.svc.cluster.local.
+	dns-headless.kube-system.svc.cluster.local. api-alias.default.svc.cluster.local. POD
+	www.example.com.)
+# window NAME FROM TO: one row of the table from dnsload's "sec UNIX SENT OK FAILED" lines.
+window() {
+	local r
+	r=$(awk -v a="$2" -v b="$3" '$1 == "sec" && $2 >= a && $2 <= b { s += $3; o += $4; f += $5 } END { printf "%d %d %d", s, o, f }' "$LOGS/dnsload.log")
+	set -- "$1" "$2" "$3" $r
+	local res
+	res=$([ "$6" = 0 ] && [ "$4" -gt 0 ] && echo pass || echo FAIL)
+	if [ "${WINDOW_INFO:-}" = 1 ]; then
+		STEPS+=("$(printf '%-52s %-5s %s' "under load: $1" info "$6 failed of $4 queries ($(($3 - $2 + 1)) s), not counted")")
+		return
+	fi
+	step "under load: $1" "$res" "$6 failed of $4 queries ($(($3 - $2 + 1)) s, $((${4:-0} / ($3 - $2 + 1))) q/s)"
+}
+rollouts() {
+	ctr_node images tag "docker.io/clusterdns/coredns:$TAG" "docker.io/clusterdns/coredns:$TAG-rollout" >>"$LOGS/import.log" 2>&1
+	k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dnsload
+  namespace: default
+spec:
+  restartPolicy: Never
+  dnsPolicy: ClusterFirst
+  containers:
+  - name: dnsload
+    image: $DNSLOAD
+    imagePullPolicy: Never
+    args: [-rate, "$LOAD_RATE", -duration, 15m, $(printf '"%s", ' "${LOAD_NAMES[@]}" | sed 's/, $//')]
+    env:
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+EOF
+	dnsload_log() { k logs dnsload >"$LOGS/dnsload.log" 2>&1; }
+	dnsload_running() { dnsload_log && grep -q '^sec ' "$LOGS/dnsload.log"; }
+	if ! wait_for "dnsload asking" 90 dnsload_running; then
+		step "under load: dnsload client" FAIL "$(k get pod dnsload --no-headers 2>&1)"
+		return
+	fi
+	local tw t0 t1 t2 t3 t4 saved=$TAG
+	# The first seconds are not counted: the client's own pod record is NXDOMAIN until both
+	# roles have seen its address, and that answer is cached for the negative TTL.
+	tw=$(date +%s)
+	sleep 10
+	t0=$(date +%s)
+	sleep 15
+	t1=$(date +%s)
+	TAG=$saved-rollout
+	k apply --server-side --force-conflicts -k "$(overlay node)" >"$LOGS/rollout-node.log" 2>&1
+	k -n kube-system rollout status daemonset/clusterdns-node --timeout=180s >>"$LOGS/rollout-node.log" 2>&1 ||
+		step "rollout of deploy/node" FAIL "see rollout-node.log"
+	sleep 5
+	t2=$(date +%s)
+	sleep 5
+	t3=$(date +%s)
+	k apply --server-side --force-conflicts -k "$(overlay cluster)" >"$LOGS/rollout-cluster.log" 2>&1
+	k -n kube-system rollout status deployment/coredns --timeout=180s >>"$LOGS/rollout-cluster.log" 2>&1 ||
+		step "rollout of deploy/cluster" FAIL "see rollout-cluster.log"
+	# The old pods answer for lameduck 5s after they leave the Service.
+	sleep 10
+	t4=$(date +%s)
+	sleep 5
+	TAG=$saved
+	# The last second's queries have their 2 s.
+	sleep 4
+	dnsload_log
+	WINDOW_INFO=1 window "the client's first 10 s" "$tw" "$((t0 - 1))"
+	window "steady, before the rollouts" "$t0" "$((t1 - 1))"
+	window "node DaemonSet rolled (maxSurge 1)" "$t1" "$((t2 - 1))"
+	window "central Deployment rolled" "$t3" "$((t4 - 1))"
+	grep '^fail' "$LOGS/dnsload.log" | head -20 >&2 || true
+}
+rollouts
