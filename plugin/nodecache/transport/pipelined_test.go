@@ -55,10 +55,7 @@ func TestPipelinedSharesConnectionsAndSlowDelaysNoOther(t *testing.T) {
 		wg.Go(func() {
 			for i := range 40 {
 				name := fmt.Sprintf("q%d-%d.", w, i)
-				resp, err := g.Exchange(context.Background(), query(t, name))
-				if err == nil {
-					err = checkAnswer(resp, name)
-				}
+				err := exchangeAnswer(context.Background(), t, g, name)
 				if err != nil {
 					errs <- fmt.Errorf("%s: %v", name, err)
 				}
@@ -107,10 +104,7 @@ func TestPipelinedServerClosedIdleConnection(t *testing.T) {
 	if _, err := g.Exchange(context.Background(), query(t, "first.")); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := g.Exchange(context.Background(), query(t, "second."))
-	if err == nil {
-		err = checkAnswer(resp, "second.")
-	}
+	err := exchangeAnswer(context.Background(), t, g, "second.")
 	if err != nil {
 		t.Fatalf("query after the server closed the idle connection: %v", err)
 	}
@@ -181,10 +175,7 @@ func TestPipelinedAbandonedQuery(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // its answer comes, for nobody
 	for i := range 5 {
 		name := fmt.Sprintf("after%d.", i)
-		resp, err := g.Exchange(context.Background(), query(t, name))
-		if err == nil {
-			err = checkAnswer(resp, name)
-		}
+		err := exchangeAnswer(context.Background(), t, g, name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -170,6 +170,15 @@ func checkAnswer(resp []byte, name string) error {
 	return nil
 }
 
+// exchangeAnswer asks name through g and checks that the answer is answer()'s for it.
+func exchangeAnswer(ctx context.Context, t testing.TB, g *Group, name string) error {
+	resp, err := g.Exchange(ctx, query(t, name))
+	if err == nil {
+		err = checkAnswer(resp, name)
+	}
+	return err
+}
+
 func testConfig() Config {
 	return Config{Timeout: 2 * time.Second, MaxConcurrent: 16, MaxAge: 30 * time.Second,
 		IdleTimeout: 5 * time.Second, HealthEvery: time.Hour}
@@ -247,10 +256,7 @@ func TestSlowQueryDelaysNoOther(t *testing.T) {
 	for i := range fast {
 		wg.Go(func() {
 			name := fmt.Sprintf("fast%d.", i)
-			resp, err := g.Exchange(context.Background(), query(t, name))
-			if err == nil {
-				err = checkAnswer(resp, name)
-			}
+			err := exchangeAnswer(context.Background(), t, g, name)
 			errs[i] = err
 		})
 	}
@@ -309,10 +315,7 @@ func TestLocalConditionsNotCounted(t *testing.T) {
 
 		first := make(chan error, 1)
 		go func() {
-			resp, err := g.Exchange(context.Background(), query(t, "held."))
-			if err == nil {
-				err = checkAnswer(resp, "held.")
-			}
+			err := exchangeAnswer(context.Background(), t, g, "held.")
 			first <- err
 		}()
 		<-held
@@ -424,10 +427,7 @@ func TestIdleConnectionReused(t *testing.T) {
 	g := newGroup(t, testConfig(), tcpLine(s.addr))
 	for i := range 20 {
 		name := fmt.Sprintf("q%d.", i)
-		resp, err := g.Exchange(context.Background(), query(t, name))
-		if err == nil {
-			err = checkAnswer(resp, name)
-		}
+		err := exchangeAnswer(context.Background(), t, g, name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -454,10 +454,7 @@ func TestMaxAgeRetiresConnections(t *testing.T) {
 	queries := 0
 	for start := time.Now(); time.Since(start) < time.Second; queries++ {
 		name := fmt.Sprintf("q%d.", queries)
-		resp, err := g.Exchange(context.Background(), query(t, name))
-		if err == nil {
-			err = checkAnswer(resp, name)
-		}
+		err := exchangeAnswer(context.Background(), t, g, name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -486,10 +483,7 @@ func TestServerClosedIdleConnection(t *testing.T) {
 	if n := len(e.tcp.idle); n != 1 {
 		t.Fatalf("%d idle connections, want the 1 the server closed", n)
 	}
-	resp, err := g.Exchange(context.Background(), query(t, "second."))
-	if err == nil {
-		err = checkAnswer(resp, "second.")
-	}
+	err := exchangeAnswer(context.Background(), t, g, "second.")
 	if err != nil {
 		t.Fatalf("query after the server closed the idle connection: %v", err)
 	}
@@ -519,10 +513,7 @@ func TestUDPSharesSockets(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			name := fmt.Sprintf("q%d.", i)
-			resp, err := g.Exchange(context.Background(), query(t, name))
-			if err == nil {
-				err = checkAnswer(resp, name)
-			}
+			err := exchangeAnswer(context.Background(), t, g, name)
 			errs[i] = err
 		})
 	}
@@ -561,10 +552,7 @@ func TestUDPIgnoresMismatchedAnswer(t *testing.T) {
 		answer(w, r)
 	})
 	g := newGroup(t, testConfig(), udpLine(s.addr))
-	resp, err := g.Exchange(context.Background(), query(t, "right.example."))
-	if err == nil {
-		err = checkAnswer(resp, "right.example.")
-	}
+	err := exchangeAnswer(context.Background(), t, g, "right.example.")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,10 +572,7 @@ func TestFailoverOnRefusedConnection(t *testing.T) {
 	s := newTestServer()
 	s.serveTCP(t, nil, answer, nil)
 	g := newGroup(t, testConfig(), tcpLine(dead), tcpLine(s.addr))
-	resp, err := g.Exchange(context.Background(), query(t, "a."))
-	if err == nil {
-		err = checkAnswer(resp, "a.")
-	}
+	err = exchangeAnswer(context.Background(), t, g, "a.")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -673,19 +658,13 @@ func TestCloseWaitsForQueriesInFlight(t *testing.T) {
 			g := newGroup(t, cfg, Line{Proto: proto, Addrs: []string{s.addr}})
 			first := make(chan error, 1)
 			go func() {
-				resp, err := g.Exchange(context.Background(), query(t, "inflight."))
-				if err == nil {
-					err = checkAnswer(resp, "inflight.")
-				}
+				err := exchangeAnswer(context.Background(), t, g, "inflight.")
 				first <- err
 			}()
 			<-held
 			g.Close()
 			// Within the grace (a reload's new instance not yet serving), queries are still taken.
-			resp, err := g.Exchange(context.Background(), query(t, "late."))
-			if err == nil {
-				err = checkAnswer(resp, "late.")
-			}
+			err := exchangeAnswer(context.Background(), t, g, "late.")
 			if err != nil {
 				t.Errorf("query within the grace after Close: %v", err)
 			}
