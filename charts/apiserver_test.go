@@ -313,8 +313,8 @@ func TestAutoscalerRBAC(t *testing.T) {
 
 // TestHelmInstallOverStockCoreDNS: README.md's install command on a cluster with kubeadm's
 // CoreDNS. Plain `helm install` refuses the existing coredns Deployment; with --take-ownership it
-// takes it over in place: same Deployment, now with clusterdns's image, service account and
-// Corefile ConfigMap, while kubeadm's `coredns` ConfigMap stays as it was.
+// takes it over in place: same Deployment, now with clusterdns's image and service account, and
+// kubeadm's `coredns` ConfigMap, still mounted, now holding the chart's Corefile.
 func TestHelmInstallOverStockCoreDNS(t *testing.T) {
 	c := startAPIServer(t)
 	b, err := os.ReadFile(filepath.Join("testdata", "stock-coredns.yaml"))
@@ -363,12 +363,16 @@ func TestHelmInstallOverStockCoreDNS(t *testing.T) {
 	if lim := spec.Containers[0].Resources.Limits.Memory().String(); lim != "512Mi" {
 		t.Errorf("coredns memory limit %s after the install, want the chart's 512Mi", lim)
 	}
-	if _, err := c.kube.CoreV1().ConfigMaps("kube-system").Get(ctx, wantConfigMap, metav1.GetOptions{}); err != nil {
-		t.Errorf("the chart's Corefile ConfigMap: %v", err)
+	if wantConfigMap != "coredns" {
+		t.Errorf("the chart mounts ConfigMap %q, want kubeadm's coredns", wantConfigMap)
 	}
-	kubeadms, err := c.kube.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
-	if err != nil || kubeadms.Data["Corefile"] != stock[0].get("data", "Corefile") {
-		t.Errorf("kubeadm's coredns ConfigMap changed or went (%v)", err)
+	corefile, err := os.ReadFile(filepath.Join(chartDir, "files", "Corefile.cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := c.kube.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+	if err != nil || cm.Data["Corefile"] != string(corefile) || cm.Data["Corefile"] == stock[0].get("data", "Corefile") {
+		t.Errorf("kubeadm's coredns ConfigMap after the install (%v): want the chart's Corefile.cluster in place of kubeadm's, got\n%s", err, cm.Data["Corefile"])
 	}
 	if _, err := c.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "clusterdns-node", metav1.GetOptions{}); err != nil {
 		t.Errorf("the node role's DaemonSet: %v", err)

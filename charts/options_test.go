@@ -309,7 +309,7 @@ func TestValues(t *testing.T) {
 	}
 	args := sets("replicaCount=5", "image.repository=registry.example/clusterdns/coredns", "image.tag=v9",
 		"node.maxSurge=10%", "podDisruptionBudget=null")
-	objs := helmTemplate(t, append(args, "--set-file", "corefile="+path)...)
+	objs := helmTemplate(t, append(args, "--set-file", "corefile="+path, "--set-file", "node.corefile="+path)...)
 
 	dns := findOne(t, objs, "Deployment kube-system/coredns")
 	if r, _ := dns.get("spec", "replicas").(float64); r != 5 {
@@ -327,12 +327,26 @@ func TestValues(t *testing.T) {
 		t.Errorf("podDisruptionBudget null still renders %s", pdbs[0].id())
 	}
 
+	// The central role's Corefile goes into the installer's `coredns` ConfigMap (what kubeadm's
+	// documentation and the DNS e2e tests edit); the node role's into kustomize's hashed name.
 	cmName, _ := dns.get("spec", "template", "spec", "volumes", 0, "configMap", "name").(string)
-	cm := findOne(t, objs, "ConfigMap kube-system/"+cmName)
-	if cm.get("data", "Corefile") != corefile {
+	if cmName != "coredns" {
+		t.Errorf("the Deployment mounts ConfigMap %s, want coredns", cmName)
+	}
+	if cm := findOne(t, objs, "ConfigMap kube-system/"+cmName); cm.get("data", "Corefile") != corefile {
 		t.Errorf("ConfigMap %s holds %q, want the Corefile given", cmName, cm.get("data", "Corefile"))
 	}
-	generated, err := kyaml.Parse("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: coredns\n")
+	var nodeCM string
+	node := findOne(t, objs, "DaemonSet kube-system/clusterdns-node")
+	for i := range 10 {
+		if name, ok := node.get("spec", "template", "spec", "volumes", i, "configMap", "name").(string); ok {
+			nodeCM = name
+		}
+	}
+	if cm := findOne(t, objs, "ConfigMap kube-system/"+nodeCM); cm.get("data", "Corefile") != corefile {
+		t.Errorf("ConfigMap %s holds %q, want the Corefile given", nodeCM, cm.get("data", "Corefile"))
+	}
+	generated, err := kyaml.Parse("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: clusterdns-node\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +357,8 @@ func TestValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cmName != "coredns-"+hash {
-		t.Errorf("ConfigMap %s, want coredns-%s (kustomize's name for this Corefile)", cmName, hash)
+	if nodeCM != "clusterdns-node-"+hash {
+		t.Errorf("node ConfigMap %s, want clusterdns-node-%s (kustomize's name for this Corefile)", nodeCM, hash)
 	}
 }
 

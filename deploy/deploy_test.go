@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coredns/caddy/caddyfile"
+
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -210,9 +212,12 @@ func readFile(t *testing.T, path string) string {
 // TestCorefileCopies: kustomize cannot read files outside its folder, so each role folder keeps
 // a copy of the repository's Corefile; the copy and what lands in the ConfigMap must equal it.
 func TestCorefileCopies(t *testing.T) {
-	for _, c := range []struct{ dir, repo, configMap string }{
-		{"cluster", "../Corefile.cluster", "coredns"},
-		{"node", "../Corefile.nodelocal", "clusterdns-node"},
+	for _, c := range []struct {
+		dir, repo, configMap string
+		hashed               bool
+	}{
+		{"cluster", "../Corefile.cluster", "coredns", false},
+		{"node", "../Corefile.nodelocal", "clusterdns-node", true},
 	} {
 		want := readFile(t, c.repo)
 		if got := readFile(t, filepath.Join(c.dir, "Corefile")); got != want {
@@ -220,7 +225,7 @@ func TestCorefileCopies(t *testing.T) {
 				c.dir, strings.TrimPrefix(c.repo, "../"), strings.TrimPrefix(c.repo, "../"), c.dir)
 		}
 		r := render(t, c.dir)
-		cm := configMapOf(t, r, c.configMap)
+		cm := configMapOf(t, r, c.configMap, c.hashed)
 		if cm.Data["Corefile"] != want {
 			t.Errorf("%s: ConfigMap %s does not hold %s", c.dir, cm.Name, c.repo)
 		}
@@ -230,17 +235,57 @@ func TestCorefileCopies(t *testing.T) {
 	}
 }
 
-// configMapOf finds the generated ConfigMap (name-<hash>) of a generator name.
-func configMapOf(t *testing.T, r rendered, generator string) *corev1.ConfigMap {
+// configMapOf finds the generated ConfigMap of a generator name: name-<hash> when hashed, else
+// the name itself.
+func configMapOf(t *testing.T, r rendered, generator string, hashed bool) *corev1.ConfigMap {
 	t.Helper()
-	hashed := regexp.MustCompile("^" + regexp.QuoteMeta(generator) + "-[a-z0-9]{10}$")
+	if !hashed {
+		if cm := r.configMaps[generator]; cm != nil {
+			return cm
+		}
+		t.Fatalf("no ConfigMap %s among %v", generator, keys(r.configMaps))
+	}
+	pattern := regexp.MustCompile("^" + regexp.QuoteMeta(generator) + "-[a-z0-9]{10}$")
 	for name, cm := range r.configMaps {
-		if hashed.MatchString(name) {
+		if pattern.MatchString(name) {
 			return cm
 		}
 	}
 	t.Fatalf("no generated ConfigMap %s-<hash> among %v", generator, keys(r.configMaps))
 	return nil
+}
+
+// TestCentralReadsStockConfigMap: the central role's Corefile is kube-system/coredns itself, the
+// ConfigMap that kubeadm's documentation and the Kubernetes DNS e2e tests edit (stub domains,
+// forward rules), and every server block reloads it, so an edit applies without a rollout.
+func TestCentralReadsStockConfigMap(t *testing.T) {
+	r := render(t, "cluster")
+	cm := configMapOf(t, r, "coredns", false)
+	if cm.Namespace != "kube-system" {
+		t.Errorf("ConfigMap coredns in namespace %q, want kube-system", cm.Namespace)
+	}
+	if len(r.deployments) != 1 {
+		t.Fatalf("%d Deployments, want 1", len(r.deployments))
+	}
+	spec := r.deployments[0].Spec.Template.Spec
+	mounted := false
+	for _, v := range spec.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == "coredns" {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("the Deployment does not mount ConfigMap coredns: %+v", spec.Volumes)
+	}
+	blocks, err := caddyfile.Parse("Corefile", strings.NewReader(cm.Data["Corefile"]), nil)
+	if err != nil || len(blocks) == 0 {
+		t.Fatalf("the Corefile does not parse into server blocks: %v", err)
+	}
+	for _, b := range blocks {
+		if _, ok := b.Tokens["reload"]; !ok {
+			t.Errorf("server block %v has no reload: an edit of the ConfigMap would need a rollout", b.Keys)
+		}
+	}
 }
 
 func keys[V any](m map[string]V) []string {
@@ -394,7 +439,7 @@ func TestClusterDeployment(t *testing.T) {
 	if spec.PriorityClassName != "system-cluster-critical" {
 		t.Errorf("priorityClassName %q", spec.PriorityClassName)
 	}
-	checkConfigVolume(t, "cluster", spec, c, configMapOf(t, r, "coredns").Name)
+	checkConfigVolume(t, "cluster", spec, c, configMapOf(t, r, "coredns", false).Name)
 
 	ports := corefilePorts(corefile)
 	if len(ports["health"]) != 1 || len(ports["ready"]) != 1 {
@@ -528,7 +573,7 @@ func TestNodeDaemonSet(t *testing.T) {
 		}
 		checkEnvCoversCorefile(t, dir, corefile, c, "KUBECONFIG")
 		checkMemory(t, dir, c)
-		checkConfigVolume(t, dir, spec, c, configMapOf(t, r, "clusterdns-node").Name)
+		checkConfigVolume(t, dir, spec, c, configMapOf(t, r, "clusterdns-node", true).Name)
 
 		// The instances of a node find each other through /run/nodecache: both pods must see the host's.
 		shared := false
@@ -676,5 +721,38 @@ func TestOneImage(t *testing.T) {
 	comp := readFile(t, "image/kustomization.yaml")
 	if !bytes.Contains([]byte(comp), []byte("name: clusterdns/coredns")) {
 		t.Error("deploy/image does not set clusterdns/coredns")
+	}
+}
+
+// TestNodeAsksCentralFirst: both blocks of the node role send misses to the cluster DNS first, so
+// that the central role's configuration (stub domains and forward rules in kube-system/coredns)
+// answers the same with a node cache in front; the `.` block falls back to the node's resolvers.
+func TestNodeAsksCentralFirst(t *testing.T) {
+	t.Setenv("CLUSTER_DNS", "10.96.0.10") // the parser expands {$CLUSTER_DNS}
+	r := render(t, "node")
+	cm := configMapOf(t, r, "clusterdns-node", true)
+	blocks, err := caddyfile.Parse("Corefile", strings.NewReader(cm.Data["Corefile"]), nil)
+	if err != nil || len(blocks) == 0 {
+		t.Fatalf("the Corefile does not parse into server blocks: %v", err)
+	}
+	for _, b := range blocks {
+		var upstreams [][]string
+		toks := b.Tokens["nodecache"]
+		for i := 0; i < len(toks); i++ {
+			if toks[i].Text != "upstream" {
+				continue
+			}
+			var args []string
+			for j := i + 1; j < len(toks) && toks[j].Line == toks[i].Line; j++ {
+				args = append(args, toks[j].Text)
+			}
+			upstreams = append(upstreams, args)
+		}
+		if len(upstreams) == 0 || !slices.Equal(upstreams[0], []string{"tcp", "10.96.0.10"}) {
+			t.Errorf("block %v: upstreams %v, want `tcp {$CLUSTER_DNS}` first", b.Keys, upstreams)
+		}
+		if slices.Contains(b.Keys, ".") && (len(upstreams) != 2 || !slices.Equal(upstreams[1], []string{"udp", "/etc/resolv.conf"})) {
+			t.Errorf("block %v: upstreams %v, want the node's resolvers after the cluster DNS", b.Keys, upstreams)
+		}
 	}
 }
