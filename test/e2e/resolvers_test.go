@@ -245,6 +245,7 @@ func TestResolverLibraries(t *testing.T) {
     nodecache {
         listen %[2]s
         interface %[3]s
+        upstream tcp %[4]s
         upstream udp 127.0.0.1:%[5]d
     }
 }
