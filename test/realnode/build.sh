@@ -172,7 +172,8 @@ e2eimages() {
 		(cd "$HERE/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$IMAGES_OUT/agnhost.tmp" k8s.io/kubernetes/test/images/agnhost)
 		mv "$IMAGES_OUT/agnhost.tmp" "$IMAGES_OUT/agnhost"
 	fi
-	deb=$(ls "$CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -1)
+	# (no match is not an error here: under pipefail a failing ls would end the script silently)
+	deb=$(ls "$CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -1 || true)
 	if [ -z "$deb" ]; then
 		(cd "$CACHE/debs" && apt-get download busybox-static >/dev/null 2>&1)
 		deb=$(ls "$CACHE"/debs/busybox-static_*.deb | head -1)
