@@ -31,7 +31,8 @@ NETNS=clusterdns-realnode
 NODE_NAME=realnode
 NODE_IP=10.199.0.1
 # The node's resolver for names outside the cluster (the namespace has no way out): ./coredns
-# serving example.com from a zone file and NXDOMAIN for the rest, as a stand-in for the internet.
+# serving example.com and 8.8.8.8's PTR from zone files and NXDOMAIN for the rest, as a stand-in
+# for the internet.
 OUTSIDE_DNS=10.199.0.2
 CLUSTER_CIDR=10.244.0.0/16
 POD_CIDR=10.244.0.0/24
@@ -271,10 +272,22 @@ ns   3600 IN A   10.199.0.2
 www  3600 IN A   192.0.2.10
 www  3600 IN AAAA 2001:db8::10
 EOF
+# The one internet answer a conformance spec asks for: "DNS configMap nameserver Forward PTR lookup"
+# first checks that 8.8.8.8's PTR (dns.google.) resolves with the cluster's own Corefile.
+cat >"$STATE/outside/8.8.8.in-addr.arpa.zone" <<'EOF'
+$ORIGIN 8.8.8.in-addr.arpa.
+@    3600 IN SOA ns.example.com. hostmaster.example.com. 1 7200 3600 1209600 60
+@    3600 IN NS  ns.example.com.
+8    3600 IN PTR dns.google.
+EOF
 cat >"$STATE/outside/Corefile" <<EOF
 example.com {
     bind $OUTSIDE_DNS
     file $STATE/outside/example.com.zone
+}
+8.8.8.in-addr.arpa {
+    bind $OUTSIDE_DNS
+    file $STATE/outside/8.8.8.in-addr.arpa.zone
 }
 . {
     bind $OUTSIDE_DNS
@@ -604,7 +617,8 @@ conformance() {
 	in_node "$KUBE/e2e.test" --kubeconfig="$KUBECONFIG" --provider=skeleton --dns-domain=cluster.local \
 		--kubectl-path="$CP/kubectl" --report-dir="$dir" --ginkgo.json-report="$dir/report.json" \
 		--ginkgo.focus="$CONFORMANCE_FOCUS" --ginkgo.no-color --ginkgo.v >"$dir/e2e.log" 2>&1 || rc=$?
-	step "conformance DNS ($label): e2e.test ran, exit $rc" "$([ -s "$dir/report.json" ] && echo pass || echo FAIL)" "clusterDNS $addr, $((SECONDS - t0)) s, log e2e-$label/e2e.log"
+	# pass: a report and exit 0; info: a report with failing specs (their rows say FAIL); FAIL: none.
+	step "conformance DNS ($label): e2e.test ran, exit $rc" "$([ -s "$dir/report.json" ] && { [ "$rc" = 0 ] && echo pass || echo info; } || echo FAIL)" "clusterDNS $addr, $((SECONDS - t0)) s, log e2e-$label/e2e.log"
 	[ -s "$dir/report.json" ] || return 0
 	local line
 	while IFS=$'\t' read -r res name detail; do
