@@ -196,7 +196,7 @@ test_all() {
 	build
 	check_binary
 	./coredns -conf Corefile.cluster -validate
-	LOCAL_IPS="169.254.20.10 fd00::a9fe:140a" CLUSTER_DNS=10.96.0.10:53 NODE_NAME=node-1 \
+	LOCAL_IPS="169.254.20.10 fd00::a9fe:140a" CLUSTER_DNS=10.96.0.10:53 CLUSTER_DNS_PIPELINED=10.96.0.10:5353 NODE_NAME=node-1 \
 		./coredns -conf Corefile.nodelocal -validate
 	./coredns -conf examples/Corefile.demo -validate
 	local unformatted

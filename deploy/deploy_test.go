@@ -632,6 +632,36 @@ func TestUpstreamService(t *testing.T) {
 	if !udp || !tcp {
 		t.Errorf("clusterdns-upstream ports %v, want 53/UDP and 53/TCP", svc.Spec.Ports)
 	}
+
+	// The pipelined path lines up: Corefile.cluster's pipelining port, the central container's
+	// port of that number, the Service port named dns-pipelined onto it, and the node role's
+	// CLUSTER_DNS_PIPELINED built from the variable kubelet sets for that Service port.
+	m := regexp.MustCompile(`(?m)^\s*pipelining\s+\S+:(\d+)`).FindStringSubmatch(readFile(t, "cluster/Corefile"))
+	if m == nil {
+		t.Fatal("Corefile.cluster has no `pipelining ADDRESS:PORT`")
+	}
+	port := m[1]
+	declared := false
+	for _, p := range cluster.deployments[0].Spec.Template.Spec.Containers[0].Ports {
+		declared = declared || strconv.Itoa(int(p.ContainerPort)) == port && p.Protocol == corev1.ProtocolTCP
+	}
+	if !declared {
+		t.Errorf("the central container does not declare TCP port %s (pipelining)", port)
+	}
+	var pipelined *corev1.ServicePort
+	for i, p := range svc.Spec.Ports {
+		if p.Name == "dns-pipelined" {
+			pipelined = &svc.Spec.Ports[i]
+		}
+	}
+	if pipelined == nil || pipelined.Protocol != corev1.ProtocolTCP || pipelined.TargetPort.String() != port {
+		t.Fatalf("clusterdns-upstream port dns-pipelined %+v, want TCP onto the pipelining port %s", pipelined, port)
+	}
+	for _, e := range node.daemonSets[0].Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "CLUSTER_DNS_PIPELINED" && e.Value != "[$(CLUSTERDNS_UPSTREAM_SERVICE_HOST)]:$(CLUSTERDNS_UPSTREAM_SERVICE_PORT_DNS_PIPELINED)" {
+			t.Errorf("CLUSTER_DNS_PIPELINED %q, want the Service's host and its dns-pipelined port", e.Value)
+		}
+	}
 }
 
 // TestRBAC: each ClusterRole grants get/list/watch only, on exactly the resources its role's
@@ -724,11 +754,13 @@ func TestOneImage(t *testing.T) {
 	}
 }
 
-// TestNodeAsksCentralFirst: both blocks of the node role send misses to the cluster DNS first, so
+// TestNodeAsksCentralFirst: both blocks of the node role send misses to the cluster DNS first
+// (pipelined, then one query per connection on port 53 while the pipelining port fails), so
 // that the central role's configuration (stub domains and forward rules in kube-system/coredns)
 // answers the same with a node cache in front; the `.` block falls back to the node's resolvers.
 func TestNodeAsksCentralFirst(t *testing.T) {
 	t.Setenv("CLUSTER_DNS", "10.96.0.10") // the parser expands {$CLUSTER_DNS}
+	t.Setenv("CLUSTER_DNS_PIPELINED", "[10.96.0.10]:5353")
 	r := render(t, "node")
 	cm := configMapOf(t, r, "clusterdns-node", true)
 	blocks, err := caddyfile.Parse("Corefile", strings.NewReader(cm.Data["Corefile"]), nil)
@@ -748,10 +780,10 @@ func TestNodeAsksCentralFirst(t *testing.T) {
 			}
 			upstreams = append(upstreams, args)
 		}
-		if len(upstreams) == 0 || !slices.Equal(upstreams[0], []string{"tcp", "10.96.0.10"}) {
-			t.Errorf("block %v: upstreams %v, want `tcp {$CLUSTER_DNS}` first", b.Keys, upstreams)
+		if len(upstreams) < 2 || !slices.Equal(upstreams[0], []string{"pipelined", "[10.96.0.10]:5353"}) || !slices.Equal(upstreams[1], []string{"tcp", "10.96.0.10"}) {
+			t.Errorf("block %v: upstreams %v, want `pipelined {$CLUSTER_DNS_PIPELINED}` then `tcp {$CLUSTER_DNS}` first", b.Keys, upstreams)
 		}
-		if slices.Contains(b.Keys, ".") && (len(upstreams) != 2 || !slices.Equal(upstreams[1], []string{"udp", "/etc/resolv.conf"})) {
+		if slices.Contains(b.Keys, ".") && (len(upstreams) != 3 || !slices.Equal(upstreams[2], []string{"udp", "/etc/resolv.conf"})) {
 			t.Errorf("block %v: upstreams %v, want the node's resolvers after the cluster DNS", b.Keys, upstreams)
 		}
 	}

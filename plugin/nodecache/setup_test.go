@@ -127,7 +127,7 @@ func TestCorefileNodelocalParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"LOCAL_IPS": "169.254.20.10 fd00::a9fe:140a", "CLUSTER_DNS": "10.96.0.10:53", "NODE_NAME": "n1"}
+	env := map[string]string{"LOCAL_IPS": "169.254.20.10 fd00::a9fe:140a", "CLUSTER_DNS": "10.96.0.10:53", "CLUSTER_DNS_PIPELINED": "[10.96.0.10]:5353", "NODE_NAME": "n1"}
 	text := regexp.MustCompile(`\{\$(\w+)\}`).ReplaceAllStringFunc(string(b), func(s string) string {
 		return `"` + env[s[2:len(s)-1]] + `"`
 	})

@@ -206,17 +206,19 @@ func TestResolverLibraries(t *testing.T) {
 	// upstream, and the server the pod asks directly in the control.
 	central := nodeIP + ":53"
 	readyPort := mustFreePort()
+	pipelined := nodeIP + ":5353"
 	centralProc := startLogged(t, "rl-central", fmt.Sprintf(`.:53 {
     bind %s
     log
     errors
     ready 127.0.0.1:%d
+    pipelining %s
     k8sdiscovery cluster.local in-addr.arpa ip6.arpa {
         kubeconfig %s
         fallthrough in-addr.arpa ip6.arpa
     }
     forward . 127.0.0.1:%d
-}`, nodeIP, readyPort, harness.cp.kubeconfig, resolverPort))
+}`, nodeIP, readyPort, pipelined, harness.cp.kubeconfig, resolverPort))
 
 	// The node role: searchpath + nodecache, as Corefile.nodelocal, with log in both blocks.
 	hostResolvConf := filepath.Join(harness.dir, "rl-host-resolv.conf")
@@ -233,6 +235,7 @@ func TestResolverLibraries(t *testing.T) {
     nodecache {
         listen %[2]s
         interface %[3]s
+        upstream pipelined %[7]s
         upstream tcp %[4]s
     }
 }
@@ -245,6 +248,7 @@ func TestResolverLibraries(t *testing.T) {
     nodecache {
         listen %[2]s
         interface %[3]s
+        upstream pipelined %[7]s
         upstream tcp %[4]s
         upstream udp 127.0.0.1:%[5]d
     }
@@ -258,7 +262,7 @@ slow1.test slow2.test:53 {
         upstream udp 127.0.0.1:%[6]d
         timeout 3s
     }
-}`, sp, listen, iface, central, resolverPort, slowPort))
+}`, sp, listen, iface, central, resolverPort, slowPort, pipelined))
 
 	// Wait for the central role to hold every object, then for the node role to know the pod.
 	readyURL := fmt.Sprintf("http://127.0.0.1:%d/ready", readyPort)

@@ -438,8 +438,8 @@ users: [{name: none, user: {token: none}}]
 contexts: [{name: none, context: {cluster: none, user: none}}]
 current-context: none
 `), 0o644)
-	env := []string{"LOCAL_IPS=127.0.0.1", "CLUSTER_DNS=127.0.0.1:5353", "NODE_NAME=n1", "KUBECONFIG=" + kubeconfig}
-	t.Logf("LOCAL_IPS=127.0.0.1 CLUSTER_DNS=127.0.0.1:5353 NODE_NAME=n1 KUBECONFIG=%s ./coredns -conf Corefile.nodelocal -dns.port 1053", kubeconfig)
+	env := []string{"LOCAL_IPS=127.0.0.1", "CLUSTER_DNS=127.0.0.1:5353", "CLUSTER_DNS_PIPELINED=127.0.0.1:5354", "NODE_NAME=n1", "KUBECONFIG=" + kubeconfig}
+	t.Logf("LOCAL_IPS=127.0.0.1 CLUSTER_DNS=127.0.0.1:5353 CLUSTER_DNS_PIPELINED=127.0.0.1:5354 NODE_NAME=n1 KUBECONFIG=%s ./coredns -conf Corefile.nodelocal -dns.port 1053", kubeconfig)
 	start(t, tp.node, "Corefile.nodelocal", string(b), env, "-dns.port", "1053")
 	r, err := query(tp.node, "udp", "127.0.0.1:1053", "web.default.svc.cluster.local.", dns.TypeA, 3*time.Second)
 	// Nothing listens on the cluster DNS address: the node cache answers SERVFAIL, but answers.
