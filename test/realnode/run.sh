@@ -592,6 +592,18 @@ resolves "musl getaddrinfo, through the central role" musl-central "$GETADDRINFO
 GETENT='f=0; for n; do if a=`getent hosts $n`; then echo ok $n '"'"'->'"'"' `echo $a`; else echo FAIL $n; f=1; fi; done; exit $f'
 resolves "glibc getent, through the node role" glibc-node "$GLIBC" ClusterFirst "" -- sh -c "$GETENT" sh "${NAMES[@]}"
 resolves "glibc getent, through the central role" glibc-central "$GLIBC" None "$KUBE_DNS_IP" -- sh -c "$GETENT" sh "${NAMES[@]}"
+
+# The node role's misses went pipelined to the central role (clusterdns-upstream:5353), not to
+# the one-query-per-connection fallback on port 53: its upstream metrics on the node's port 9253.
+in_node curl -sf http://127.0.0.1:9253/metrics >"$LOGS/node-metrics.txt" 2>&1 || true
+pipelined=$(awk '/^coredns_nodecache_upstream_request_duration_seconds_count\{/ && /transport="pipelined"/ {n += $NF} END {print n + 0}' "$LOGS/node-metrics.txt")
+fallback=$(awk '/^coredns_nodecache_upstream_request_duration_seconds_count\{/ && /transport="tcp"/ {n += $NF} END {print n + 0}' "$LOGS/node-metrics.txt")
+healthy=$(awk '/^coredns_nodecache_upstream_healthy\{/ && /transport="pipelined"/ {print $NF}' "$LOGS/node-metrics.txt" | sort -u | tr '\n' ' ')
+if [ "$pipelined" -gt 0 ] && [ "$healthy" = "1 " ]; then
+	step "node role pipelines to the central role (:5353)" pass "$pipelined answers pipelined, $fallback over port 53, pipelined upstream healthy"
+else
+	step "node role pipelines to the central role (:5353)" FAIL "$pipelined answers pipelined, $fallback over port 53, healthy: ${healthy:-none} (node-metrics.txt)"
+fi
 log "up and checked in $((SECONDS - START)) s"
 
 # --- the Kubernetes conformance DNS tests -------------------------------------------------------
