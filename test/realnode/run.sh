@@ -546,6 +546,8 @@ else
 fi
 resolves "Go resolver, through kubeadm's CoreDNS ($KUBE_DNS_IP)" go-kubeadm "$RESOLVE" None "$KUBE_DNS_IP" -- -repeat 60s "${KUBEADM_NAMES[@]}"
 KUBEADM_UID=$(k -n kube-system get deployment coredns -o jsonpath='{.metadata.uid}')
+# deploy/README.md's first step: the stock Corefile, kept for a rollback.
+k -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}' >"$STATE/Corefile.stock"
 
 # --- the central role, as an operator would deploy it over kubeadm's ------------------------------
 # The operator's overlay: deploy/<role> with the image tag that ./build.sh image printed.
@@ -724,6 +726,31 @@ EOF
 	t4=$(date +%s)
 	sleep 5
 	TAG=$saved
+	# The rollback of deploy/README.md, under the same load: the stock Corefile back first (our
+	# pods reload it and serve it with upstream's plugins), then the Deployment back to kubeadm's
+	# revision (1: kubeadm's, 2: the swap, 3: the rollout above). The node role stays in front:
+	# its pipelined upstream (:5353) goes away with our Corefile and port 53 takes over.
+	local t5 t6 reloaded=0
+	t5=$(date +%s)
+	k -n kube-system create configmap coredns --from-file=Corefile="$STATE/Corefile.stock" --dry-run=client -o yaml |
+		k replace -f - >"$LOGS/rollback.log" 2>&1
+	reloads() {
+		local p n=0
+		for p in $(k -n kube-system get pods -l k8s-app=kube-dns -o jsonpath='{.items[*].metadata.name}'); do
+			k -n kube-system logs "$p" 2>/dev/null | grep -q 'Reloading complete' && n=$((n + 1))
+		done
+		reloaded=$n
+		[ "$n" -ge 2 ]
+	}
+	wait_for "the central pods reloaded the stock Corefile" 240 reloads || true
+	k -n kube-system rollout undo deployment/coredns --to-revision=1 >>"$LOGS/rollback.log" 2>&1
+	k -n kube-system rollout status deployment/coredns --timeout=180s >>"$LOGS/rollback.log" 2>&1 ||
+		step "rollback of deploy/cluster" FAIL "see rollback.log"
+	sleep 10
+	t6=$(date +%s)
+	local image
+	image=$(k -n kube-system get deployment coredns -o jsonpath='{.spec.template.spec.containers[0].image}')
+	sleep 4
 	# The last second's queries have their 2 s.
 	sleep 4
 	dnsload_log
@@ -731,6 +758,8 @@ EOF
 	window "steady, before the rollouts" "$t0" "$((t1 - 1))"
 	window "node DaemonSet rolled (maxSurge 1)" "$t1" "$((t2 - 1))"
 	window "central Deployment rolled" "$t3" "$((t4 - 1))"
+	window "rolled back to kubeadm's CoreDNS" "$t5" "$((t6 - 1))"
+	step "rollback: stock Corefile reloaded, then rollout undo" "$([ "$reloaded" -ge 2 ] && [ "$image" = "$KUBEADM_COREDNS_IMAGE" ] && echo pass || echo FAIL)" "$reloaded of 2 pods reloaded it, image now $image, $((t6 - t5)) s"
 	grep '^fail' "$LOGS/dnsload.log" | head -20 >&2 || true
 }
 rollouts
