@@ -37,11 +37,7 @@ func setup(c *caddy.Controller) error {
 	srv.ListenHosts = cfg.listen
 
 	tcfg := cfg.transport()
-	// A block of a zone (cluster.local) checks its upstreams with that zone's SOA, which the cluster
-	// DNS answers itself; the root block keeps `. NS`.
-	if zones := blockZones(c.ServerBlockKeys); len(zones) > 0 && zones[0] != "." {
-		tcfg.HealthZone = zones[0]
-	}
+	tcfg.HealthZone = healthZone(cfg, blockZones(c.ServerBlockKeys))
 	n := &NodeCache{config: cfg, node: theNode(cfg), upstreams: transport.NewGroup(cfg.upstreams, tcfg)}
 	reloading := false
 	c.OnStartup(func() error {
@@ -123,10 +119,24 @@ type config struct {
 
 	timeout       time.Duration // one upstream attempt
 	healthCheck   time.Duration // interval between upstream health checks
+	healthZone    string        // the zone whose SOA the health checks ask ("": the block's)
 	maxConcurrent int           // TCP connections (queries in flight) per upstream
 	maxAge        time.Duration // a TCP connection to an upstream older than this is not reused
 	maxFlights    int           // distinct questions of the block on their way upstream at once
 	repairEvery   time.Duration // how often the interface and addresses are checked and put back
+}
+
+// healthZone is the zone whose SOA the block's health checks ask: health_zone's, else the
+// block's first zone (cluster.local: the cluster DNS answers it itself); "" (`. NS`) for a root
+// block without health_zone.
+func healthZone(cfg config, zones []string) string {
+	if cfg.healthZone != "" {
+		return cfg.healthZone
+	}
+	if len(zones) > 0 && zones[0] != "." {
+		return zones[0]
+	}
+	return ""
 }
 
 // defaultMaxFlights bounds a block's misses in flight: each holds a goroutine and an upstream
@@ -261,6 +271,16 @@ func parseStanza(c *caddy.Controller) (config, error) {
 			default:
 				cfg.maxAge = d
 			}
+		case "health_zone":
+			args := c.RemainingArgs()
+			if len(args) != 1 {
+				return cfg, c.Errf("health_zone: want one zone such as cluster.local")
+			}
+			zone := dns.Fqdn(strings.ToLower(args[0]))
+			if _, ok := dns.IsDomainName(zone); !ok || zone == "." {
+				return cfg, c.Errf("health_zone: %q is not a zone name (the root is the default of a root block)", args[0])
+			}
+			cfg.healthZone = zone
 		case "max_memory":
 			if !c.NextArg() {
 				return cfg, c.Errf("max_memory: want a size such as 256MiB")

@@ -59,6 +59,7 @@ func TestParseStanza(t *testing.T) {
 			max_memory 16MiB
 			timeout 500ms
 			health_check 250ms
+			health_zone Cluster.Local
 			max_concurrent 64
 			max_age 10s
 			repair 5s
@@ -72,6 +73,7 @@ func TestParseStanza(t *testing.T) {
 			check(t, "serve_stale", cfg.serveStale, time.Hour)
 			check(t, "max_memory", cfg.maxMemory, int64(16<<20))
 			check(t, "timeouts", []any{cfg.timeout, cfg.healthCheck}, []any{500 * time.Millisecond, 250 * time.Millisecond})
+			check(t, "health_zone", cfg.healthZone, "cluster.local.")
 			check(t, "pool", []any{cfg.maxConcurrent, cfg.maxAge}, []any{64, 10 * time.Second})
 			check(t, "repair", cfg.repairEvery, 5*time.Second)
 		}},
@@ -85,6 +87,14 @@ func TestParseStanza(t *testing.T) {
 			tc.check(t, cfg)
 		})
 	}
+}
+
+// The health checks ask health_zone's SOA when given, else the block's zone's; a root block
+// without it asks `. NS` ("").
+func TestHealthZoneOfBlock(t *testing.T) {
+	check(t, "cluster block", healthZone(config{}, []string{"cluster.local.", "in-addr.arpa."}), "cluster.local.")
+	check(t, "root block", healthZone(config{}, []string{"."}), "")
+	check(t, "root block with health_zone", healthZone(config{healthZone: "cluster.local."}, []string{"."}), "cluster.local.")
 }
 
 // A malformed stanza fails setup with the plugin's name, the file and the line.
@@ -106,6 +116,8 @@ func TestSetupErrors(t *testing.T) {
 		{"empty upstream", "nodecache {\n listen 127.0.0.1\n upstream tcp\n}", "Testfile:3", "ADDRESS"},
 		{"bad max_concurrent", "nodecache {\n listen 127.0.0.1\n max_concurrent 0\n}", "Testfile:3", "positive integer"},
 		{"bad max_age", "nodecache {\n listen 127.0.0.1\n max_age -1s\n}", "Testfile:3", "duration"},
+		{"health_zone root", "nodecache {\n listen 127.0.0.1\n health_zone .\n}", "Testfile:3", "not a zone name"},
+		{"health_zone twice", "nodecache {\n listen 127.0.0.1\n health_zone a b\n}", "Testfile:3", "want one zone"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,9 +14,10 @@ import (
 // Group is the ordered set of upstreams of one server block. Lines are tried in order; within a
 // line the start rotates so load spreads; endpoints believed down go last.
 type Group struct {
-	lines [][]*Endpoint
-	cfg   Config
-	next  atomic.Uint32
+	lines  [][]*Endpoint
+	lineOf map[*Endpoint]int // the line an endpoint belongs to
+	cfg    Config
+	next   atomic.Uint32
 
 	inFlight sync.WaitGroup
 	mu       sync.Mutex
@@ -27,11 +28,13 @@ type Group struct {
 
 // NewGroup makes the endpoints of the lines; nothing is dialled before the first query.
 func NewGroup(lines []Line, cfg Config) *Group {
-	g := &Group{cfg: cfg, stop: make(chan struct{})}
-	for _, l := range lines {
+	g := &Group{cfg: cfg, stop: make(chan struct{}), lineOf: map[*Endpoint]int{}}
+	for i, l := range lines {
 		var line []*Endpoint
 		for _, a := range l.Addrs {
-			line = append(line, newEndpoint(a, l.Proto, cfg))
+			e := newEndpoint(a, l.Proto, cfg)
+			g.lineOf[e] = i
+			line = append(line, e)
 		}
 		g.lines = append(g.lines, line)
 	}
@@ -86,8 +89,12 @@ func (g *Group) order() []*Endpoint {
 }
 
 // Exchange asks the packed query q of the endpoints in order until one answers, within ctx. An
-// upstream's SERVFAIL or REFUSED, an error or a local refusal moves on to the next endpoint; the
-// last answer (or error) is returned when none gives a better one.
+// error or a local refusal (no answer) moves on to the next endpoint, of any line. An upstream's
+// SERVFAIL or REFUSED moves on only to the other addresses of its own line: a line is one kind of
+// server (the cluster DNS, the node's resolvers), and another line's answer to a name this one
+// failed would be a different answer (a stub domain of the cluster DNS sent to the node's
+// resolvers leaks the name and comes back NXDOMAIN), or the same server asked again. The last
+// answer (or error) is returned when none gives a better one.
 func (g *Group) Exchange(ctx context.Context, q []byte) ([]byte, error) {
 	g.mu.Lock()
 	if g.closed {
@@ -100,8 +107,12 @@ func (g *Group) Exchange(ctx context.Context, q []byte) ([]byte, error) {
 
 	var lastAnswer []byte
 	var lastErr error
+	answeredLine := -1 // the line of lastAnswer
 	order := g.order()
 	for i, e := range order {
+		if answeredLine >= 0 && g.lineOf[e] != answeredLine {
+			continue
+		}
 		resp, err := e.exchange(ctx, q)
 		if err != nil {
 			lastErr = fmt.Errorf("%s %s: %w", e.Proto, e.Addr, err)
@@ -111,7 +122,7 @@ func (g *Group) Exchange(ctx context.Context, q []byte) ([]byte, error) {
 			continue
 		}
 		if rc := dnswire.Rcode(resp); (rc == dns.RcodeServerFailure || rc == dns.RcodeRefused) && i < len(order)-1 {
-			lastAnswer = resp
+			lastAnswer, answeredLine = resp, g.lineOf[e]
 			continue
 		}
 		return resp, nil

@@ -1,5 +1,7 @@
-// Package transport carries the node cache's misses to its upstreams: the cluster DNS over TCP
-// and the node's resolvers over UDP, with health checks and failover.
+// Package transport carries the node cache's misses to its upstreams (in the node role the
+// cluster DNS over TCP, pipelined or a query per connection, and the node's resolvers over UDP
+// behind it), with health checks and failover: to the next line only when a line gives no
+// answer (Group.Exchange).
 //
 // CoreDNS (miekg/dns) serves the queries of one TCP connection one at a time, in order, so a
 // query pipelined behind a slow one waits for it. Here every TCP query has a connection of its

@@ -585,8 +585,10 @@ func TestFailoverOnRefusedConnection(t *testing.T) {
 	}
 }
 
-// SERVFAIL (or REFUSED) from an upstream moves on to the next; from the last, it is the answer.
-func TestServfailMovesOn(t *testing.T) {
+// SERVFAIL (or REFUSED) from an upstream moves on to the other addresses of its line, never to
+// the next line (another kind of server: the cluster DNS's stub domain must not go to the node's
+// resolvers); from the last address tried, it is the answer.
+func TestServfailMovesOnWithinItsLine(t *testing.T) {
 	servfail := func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeServerFailure)
@@ -595,18 +597,34 @@ func TestServfailMovesOn(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		first, second dns.HandlerFunc
+		sameLine      bool
 		wantRcode     int
 		wantSecond    int32 // queries the second server sees
 	}{
-		{"first fails", servfail, answer, dns.RcodeSuccess, 1},
-		{"both fail", servfail, servfail, dns.RcodeServerFailure, 1},
-		{"first answers", answer, answer, dns.RcodeSuccess, 0},
+		{"one line, first fails", servfail, answer, true, dns.RcodeSuccess, 1},
+		{"one line, both fail", servfail, servfail, true, dns.RcodeServerFailure, 1},
+		{"one line, first answers", answer, answer, true, dns.RcodeSuccess, 0},
+		{"two lines, first fails", servfail, answer, false, dns.RcodeServerFailure, 0},
+		{"two lines, first answers", answer, answer, false, dns.RcodeSuccess, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s1, s2 := newTestServer(), newTestServer()
 			s1.serveTCP(t, nil, tc.first, nil)
 			s2.serveTCP(t, nil, tc.second, nil)
-			g := newGroup(t, testConfig(), tcpLine(s1.addr), tcpLine(s2.addr))
+			lines := []Line{tcpLine(s1.addr), tcpLine(s2.addr)}
+			if tc.sameLine {
+				lines = []Line{tcpLine(s1.addr, s2.addr)}
+			}
+			g := newGroup(t, testConfig(), lines...)
+			// Within a line the start rotates: the first query starts at the line's second
+			// address, the second query at its first. Ask twice and look at the second.
+			if tc.sameLine {
+				if _, err := g.Exchange(context.Background(), query(t, "warm.")); err != nil {
+					t.Fatal(err)
+				}
+				s1.queries.Store(0)
+				s2.queries.Store(0)
+			}
 			resp, err := g.Exchange(context.Background(), query(t, "a."))
 			if err != nil {
 				t.Fatal(err)
