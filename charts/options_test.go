@@ -299,10 +299,21 @@ func TestServiceMonitors(t *testing.T) {
 	findOne(t, only, "Service kube-system/coredns-metrics")
 }
 
-// TestValues: values that change what is rendered reach the objects, and a Corefile of one's own
-// gets a ConfigMap named as kustomize would name it (so a change rolls the pods).
+// TestValues: values that change what is rendered reach the objects; a central Corefile of one's
+// own goes into the ConfigMap coredns, a node Corefile into a ConfigMap named as kustomize would
+// name it (so a change rolls the DaemonSet); a central Corefile without reload is refused.
 func TestValues(t *testing.T) {
-	corefile := ". {\n    errors\n    health {\n        lameduck 5s\n    }\n    ready\n    prometheus :9153\n    forward . /etc/resolv.conf\n}\n"
+	noReload := ". {\n    errors\n    health {\n        lameduck 5s\n    }\n    ready\n    prometheus :9153\n    forward . /etc/resolv.conf\n}\n"
+	noReloadPath := filepath.Join(t.TempDir(), "Corefile")
+	if err := os.WriteFile(noReloadPath, []byte(noReload), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refused := []string{"template", "clusterdns", chartDir, "--namespace", "kube-system", "--set-file", "corefile=" + noReloadPath}
+	if out, errOut, err := helm(t, refused...); err == nil || !strings.Contains(errOut, "no `reload`") {
+		t.Errorf("a central Corefile without reload: want a refusal naming reload, got err %v\n%s%s", err, out, errOut)
+	}
+
+	corefile := strings.Replace(noReload, "    forward", "    reload\n    forward", 1)
 	path := filepath.Join(t.TempDir(), "Corefile")
 	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)

@@ -317,6 +317,13 @@ func parseUpstream(c *caddy.Controller) (transport.Line, error) {
 	if err != nil {
 		return u, c.Errf("upstream: %v", err)
 	}
+	// One spelling per address for the metrics' labels: "[10.96.0.10]:5353" (brackets make an
+	// IPv6 address and a port from one variable) becomes "10.96.0.10:5353".
+	for i, a := range addrs {
+		if host, port, err := net.SplitHostPort(a); err == nil {
+			addrs[i] = net.JoinHostPort(host, port)
+		}
+	}
 	u.Addrs = addrs
 	return u, nil
 }

@@ -41,6 +41,9 @@ func TestParseStanza(t *testing.T) {
 		{"pipelined upstream", "nodecache {\n listen 169.254.20.10\n upstream pipelined 10.96.0.20:5353\n upstream tcp 10.96.0.20\n}", func(t *testing.T, cfg config) {
 			check(t, "upstreams", cfg.upstreams, []transport.Line{{Proto: "pipelined", Addrs: []string{"10.96.0.20:5353"}}, {Proto: "tcp", Addrs: []string{"10.96.0.20:53"}}})
 		}},
+		{"bracketed addresses", "nodecache {\n listen 169.254.20.10\n upstream pipelined [10.96.0.20]:5353 [fd00::20]:5353\n}", func(t *testing.T, cfg config) {
+			check(t, "upstreams", cfg.upstreams, []transport.Line{{Proto: "pipelined", Addrs: []string{"10.96.0.20:5353", "[fd00::20]:5353"}}})
+		}},
 		{"v4 and v6 in one token", "nodecache {\n listen \"169.254.20.10 fd00::a9fe:140a\"\n upstream udp 1.1.1.1 8.8.8.8:5353\n}", func(t *testing.T, cfg config) {
 			check(t, "listen", cfg.listen, []string{"169.254.20.10", "fd00::a9fe:140a"})
 			check(t, "upstreams", cfg.upstreams, []transport.Line{{Proto: "udp", Addrs: []string{"1.1.1.1:53", "8.8.8.8:5353"}}})
