@@ -251,6 +251,7 @@ func TestResolverLibraries(t *testing.T) {
         upstream pipelined %[7]s
         upstream tcp %[4]s
         upstream udp 127.0.0.1:%[5]d
+        health_zone cluster.local
     }
 }
 slow1.test slow2.test:53 {
