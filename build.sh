@@ -210,7 +210,7 @@ test_all() {
 	# module proxy into .cache/ (10-20 min cold on 2 cores, skipped when present).
 	test/e2e/controlplane/build.sh
 	charts/helm/build.sh # helm for charts/'s tests, built once into .cache/ like the control plane
-	monitoring/tools/build.sh # promtool and the PromQL parser for monitoring/'s tests (about 15 min cold)
+	monitoring/tools/build.sh # promtool and the PromQL parser for monitoring's tests (about 4 min cold)
 	# Unit and integration tests quietly; the acceptance suites verbosely, since they print what
 	# they tried and measured (queries sent/answered/lost, programming latency, restart times).
 	local acceptance='/test/(e2e|nodecache|robustness)$'
