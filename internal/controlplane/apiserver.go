@@ -205,6 +205,15 @@ func (c *ControlPlane) RestartAPIServer() error {
 	return c.waitReady(60 * time.Second)
 }
 
+// RestartControllerManager stops kube-controller-manager and starts it again with the same flags.
+func (c *ControlPlane) RestartControllerManager() error {
+	if c.controllerManager == nil {
+		return fmt.Errorf("kube-controller-manager was not started")
+	}
+	c.controllerManager.stop(10 * time.Second)
+	return c.startControllerManager()
+}
+
 func (c *ControlPlane) waitReady(timeout time.Duration) error {
 	cfg, err := c.RESTConfig()
 	if err != nil {

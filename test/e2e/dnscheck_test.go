@@ -235,6 +235,26 @@ func eventually(t *testing.T, s *dnsServer, c dnsCase, timeout time.Duration) ti
 	return took
 }
 
+// answersWithin asks c over UDP until it is answered right, for up to timeout; the last error
+// otherwise.
+func answersWithin(s *dnsServer, c dnsCase, timeout time.Duration) error {
+	name, qtype := c.question()
+	start := time.Now()
+	for {
+		r, err := s.ask("udp", name, qtype)
+		if err == nil {
+			err = c.verify(r)
+		}
+		if err == nil {
+			return nil
+		}
+		if time.Since(start) > timeout {
+			return fmt.Errorf("%s: still wrong after %s: %v", c.name, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Shorthands for expected records.
 func a(owner, ip string) string { return owner + " A " + ip }
 func soaRR(owner string) string {
