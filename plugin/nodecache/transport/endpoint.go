@@ -15,6 +15,7 @@ import (
 type Endpoint struct {
 	Addr  string
 	Proto string // "tcp", "udp" or "pipelined"
+	line  int    // the upstream line of its Group it belongs to
 
 	cfg Config
 	tcp *tcpPool    // every endpoint has one: UDP answers with TC set are asked again over TCP

@@ -14,10 +14,9 @@ import (
 // Group is the ordered set of upstreams of one server block. Lines are tried in order; within a
 // line the start rotates so load spreads; endpoints believed down go last.
 type Group struct {
-	lines  [][]*Endpoint
-	lineOf map[*Endpoint]int // the line an endpoint belongs to
-	cfg    Config
-	next   atomic.Uint32
+	lines [][]*Endpoint
+	cfg   Config
+	next  atomic.Uint32
 
 	inFlight sync.WaitGroup
 	mu       sync.Mutex
@@ -28,12 +27,12 @@ type Group struct {
 
 // NewGroup makes the endpoints of the lines; nothing is dialled before the first query.
 func NewGroup(lines []Line, cfg Config) *Group {
-	g := &Group{cfg: cfg, stop: make(chan struct{}), lineOf: map[*Endpoint]int{}}
+	g := &Group{cfg: cfg, stop: make(chan struct{})}
 	for i, l := range lines {
 		var line []*Endpoint
 		for _, a := range l.Addrs {
 			e := newEndpoint(a, l.Proto, cfg)
-			g.lineOf[e] = i
+			e.line = i
 			line = append(line, e)
 		}
 		g.lines = append(g.lines, line)
@@ -110,7 +109,7 @@ func (g *Group) Exchange(ctx context.Context, q []byte) ([]byte, error) {
 	answeredLine := -1 // the line of lastAnswer
 	order := g.order()
 	for i, e := range order {
-		if answeredLine >= 0 && g.lineOf[e] != answeredLine {
+		if answeredLine >= 0 && e.line != answeredLine {
 			continue
 		}
 		resp, err := e.exchange(ctx, q)
@@ -122,7 +121,7 @@ func (g *Group) Exchange(ctx context.Context, q []byte) ([]byte, error) {
 			continue
 		}
 		if rc := dnswire.Rcode(resp); (rc == dns.RcodeServerFailure || rc == dns.RcodeRefused) && i < len(order)-1 {
-			lastAnswer, answeredLine = resp, g.lineOf[e]
+			lastAnswer, answeredLine = resp, e.line
 			continue
 		}
 		return resp, nil
