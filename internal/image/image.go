@@ -138,19 +138,36 @@ func Build(o Options) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestCompression), tarball.WithCompressedCaching)
-	if err != nil {
-		return nil, err
-	}
-
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	createdBy := "clusterdns internal/image: " + prog.Path + ", /etc/passwd, /etc/group"
 	if certs != nil {
 		createdBy += ", " + CACertsPath
 	}
+	config := v1.Config{
+		Entrypoint:   prog.Entrypoint,
+		Cmd:          prog.Cmd,
+		User:         prog.User,
+		WorkingDir:   "/",
+		ExposedPorts: map[string]struct{}{},
+		Labels:       o.Labels,
+	}
+	for _, p := range prog.ExposedPorts {
+		config.ExposedPorts[p] = struct{}{}
+	}
+	return FromLayer(layerTar, arch, createdBy, created, config, tarball.WithCompressionLevel(gzip.BestCompression))
+}
+
+// FromLayer assembles a linux image of one layer, the uncompressed tar layerTar, with config:
+// Build's image once its layer is made, for file systems made elsewhere (test/realnode's
+// mkrootfs). opts add to the layer's options (OCI media type, compressed caching).
+func FromLayer(layerTar []byte, arch, createdBy string, created time.Time, config v1.Config, opts ...tarball.LayerOption) (v1.Image, error) {
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, append([]tarball.LayerOption{tarball.WithMediaType(types.OCILayer)}, append(opts, tarball.WithCompressedCaching)...)...)
+	if err != nil {
+		return nil, err
+	}
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:   layer,
 		History: v1.History{Created: v1.Time{Time: created}, CreatedBy: createdBy},
@@ -165,17 +182,7 @@ func Build(o Options) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.Architecture, cf.OS = arch, "linux"
 	cf.Created = v1.Time{Time: created}
-	cf.Config = v1.Config{
-		Entrypoint:   prog.Entrypoint,
-		Cmd:          prog.Cmd,
-		User:         prog.User,
-		WorkingDir:   "/",
-		ExposedPorts: map[string]struct{}{},
-		Labels:       o.Labels,
-	}
-	for _, p := range prog.ExposedPorts {
-		cf.Config.ExposedPorts[p] = struct{}{}
-	}
+	cf.Config = config
 	return mutate.ConfigFile(img, cf)
 }
 
@@ -410,6 +417,27 @@ type Result struct {
 	Size     int64   // bytes of the tarball
 }
 
+// WriteTarball writes img to path as Write does, through a temporary file in the same folder,
+// renamed into place (mode 0644), so a failed run leaves no half-written tarball.
+func WriteTarball(path string, tag name.Tag, img v1.Image, created time.Time) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := Write(tmp, tag, img, created); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
 // WriteFile builds the image and writes it to path (through a temporary file in the same folder,
 // renamed into place, so a failed run leaves no half-written tarball).
 func WriteFile(path string, o Options) (Result, error) {
@@ -422,22 +450,7 @@ func WriteFile(path string, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return res, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := Write(tmp, tag, img, o.Created); err != nil {
-		tmp.Close()
-		return res, err
-	}
-	if err := tmp.Close(); err != nil {
-		return res, err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return res, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := WriteTarball(path, tag, img, o.Created); err != nil {
 		return res, err
 	}
 	fi, err := os.Stat(path)
