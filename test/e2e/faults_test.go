@@ -6,12 +6,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -110,11 +113,13 @@ func TestAPIServerRestart(t *testing.T) {
 	}
 
 	// Leave a healthy control plane to the tests that follow: the controller manager also
-	// reconnects with a backoff; wait until it writes slices again. Once (a CI run, 2026-12-02)
-	// it wrote none for 90 s after the third restart, with nothing in its log: that is
+	// reconnects with a backoff; wait until it writes the probe's endpoint again. Twice in CI
+	// (2026-12-02) it had not within 45 s after the third restart, with nothing in its log: that is
 	// kube-controller-manager's recovery, not the DNS's. So: if the DNS does not answer within
-	// 45 s, look at the API. A slice there that the DNS does not answer is the DNS's failure;
-	// no slice means the controller manager is stuck, and it is restarted (logged) and waited for.
+	// 45 s, look at the API. The probe's ready endpoint in a slice there that the DNS does not
+	// answer is the DNS's failure; no such endpoint (the Service's empty slice alone does not
+	// count: the controller writes it before it sees the pod) means the controller manager is
+	// stuck, and it is restarted (logged) and waited for.
 	sel := map[string]string{"app": "probe"}
 	createService(t, headlessService("fault", "probe", sel, port("http", 80, corev1.ProtocolTCP)))
 	createRunningPod(t, podSpec("fault", "probe-1", sel), true, "10.2.5.1")
@@ -125,10 +130,12 @@ func TestAPIServerRestart(t *testing.T) {
 		if lerr != nil {
 			t.Fatalf("%v; and listing the probe's EndpointSlices: %v", err, lerr)
 		}
-		if len(slices.Items) > 0 {
-			t.Fatalf("the API server has %d EndpointSlice(s) for fault/probe but the DNS does not answer them after 45 s: %v", len(slices.Items), err)
+		if desc, ok := readyEndpoint(slices.Items, "10.2.5.1"); ok {
+			t.Fatalf("the API server has the probe's ready endpoint (%s) but the DNS does not answer it after 45 s: %v\nDNS log:\n%s",
+				desc, err, s.proc.logTail(30))
 		}
-		logf("kube-controller-manager wrote no EndpointSlice for fault/probe in 45 s after the API server restarts: restarting it")
+		logf("kube-controller-manager wrote no ready endpoint for fault/probe in 45 s after the API server restarts (slices: %s): restarting it",
+			describeSlices(slices.Items))
 		if err := harness.cp.RestartControllerManager(); err != nil {
 			t.Fatalf("restart kube-controller-manager: %v", err)
 		}
@@ -222,4 +229,33 @@ func startProxy(t *testing.T, from, to int) func() {
 		}
 		mu.Unlock()
 	}
+}
+
+// readyEndpoint finds a ready endpoint with address ip in the slices and describes its slice.
+func readyEndpoint(items []discoveryv1.EndpointSlice, ip string) (string, bool) {
+	for _, sl := range items {
+		for _, ep := range sl.Endpoints {
+			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			if ready && slices.Contains(ep.Addresses, ip) {
+				return sl.Name + " generation " + fmt.Sprint(sl.Generation), true
+			}
+		}
+	}
+	return "", false
+}
+
+// describeSlices is a slice per item: its name and its endpoints' addresses and readiness.
+func describeSlices(items []discoveryv1.EndpointSlice) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, sl := range items {
+		var eps []string
+		for _, ep := range sl.Endpoints {
+			eps = append(eps, fmt.Sprintf("%v ready=%v", ep.Addresses, ep.Conditions.Ready == nil || *ep.Conditions.Ready))
+		}
+		parts = append(parts, fmt.Sprintf("%s [%s]", sl.Name, strings.Join(eps, ", ")))
+	}
+	return strings.Join(parts, "; ")
 }
