@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/miekg/dns"
 )
 
@@ -266,7 +267,7 @@ func BenchmarkCachePutFull(b *testing.B) {
 // A UDP answer is at most the client's EDNS size and never more than 1232 bytes; 512 without EDNS.
 func TestUDPSize(t *testing.T) {
 	for _, tc := range []struct{ asked, want int }{{0, 512}, {512, 512}, {700, 700}, {1232, 1232}, {4096, 1232}, {65535, 1232}} {
-		check(t, fmt.Sprintf("client size %d", tc.asked), udpSize(tc.asked), tc.want)
+		check(t, fmt.Sprintf("client size %d", tc.asked), door.UDPSize(tc.asked), tc.want)
 	}
 	big := msgFor("big.cluster.local.", dns.TypeA, dns.RcodeSuccess)
 	for i := range 200 {
@@ -281,10 +282,10 @@ func TestUDPSize(t *testing.T) {
 	q.SetQuestion("big.cluster.local.", dns.TypeA)
 	q.SetEdns0(4096, false)
 	b, _ := q.Pack()
-	var fq fastQuery
-	if !parseFastQuery(b, &fq) {
+	var fq door.Query
+	if !door.ParseQuery(b, &fq) {
 		t.Fatal("a plain EDNS query not taken by the door")
 	}
-	out, _ := a.render(nil, fq.reply(), 30)
+	out, _ := a.render(nil, replyTo(&fq), 30)
 	check(t, "answer for a client advertising 4096 bytes", len(out) <= 1232, true)
 }

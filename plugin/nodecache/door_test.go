@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
@@ -72,16 +73,17 @@ func doorFor(t *testing.T, nc *NodeCache, rewriter bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, notes := buildRoute(s, key, []*doorBlock{{nc: nc, cfg: cfg, zones: []string{"."}, listen: map[string]bool{key: true}}}, nil)
+	rt, zones, notes := buildRoute(s, key, []*doorBlock{{nc: nc, cfg: cfg, zones: []string{"."}, listen: map[string]bool{key: true}}}, nil)
 	if len(notes) > 0 {
 		t.Fatalf("route: %v", notes)
 	}
-	check(t, "NXDOMAIN through the chain", rt.zones[0].nxdomainSlow, rewriter)
-	d, err := openDoor(nc.node, key, rt)
+	check(t, "NXDOMAIN through the chain", zones[0].nxdomainSlow, rewriter)
+	d, err := door.Open(key, rt, &nc.node.inFlight, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.close)
+	zones[0].d = d
+	t.Cleanup(d.Close)
 	return key
 }
 
@@ -343,8 +345,8 @@ func TestDoorHandsOnOddQueries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := query("odd.cluster.local.", dns.TypeA, tc.edit)
-			var fq fastQuery
-			check(t, "the door takes it", parseFastQuery(pack(t, q), &fq), false)
+			var fq door.Query
+			check(t, "the door takes it", door.ParseQuery(pack(t, q), &fq), false)
 			m := new(dns.Msg)
 			if err := m.Unpack(ask(t, addr, pack(t, q))); err != nil || len(m.Answer) != 1 || m.Id != q.Id {
 				t.Fatalf("%v %v", m, err)
@@ -357,26 +359,12 @@ func TestDoorHandsOnOddQueries(t *testing.T) {
 // The hash the door computes while it reads the name is the cache key's hash.
 func TestFastQueryHash(t *testing.T) {
 	for _, name := range []string{"Web.Default.svc.cluster.local.", "a.", "x-y_z.cluster.local."} {
-		var fq fastQuery
-		if !parseFastQuery(pack(t, query(name, dns.TypeA, nil)), &fq) {
+		var fq door.Query
+		if !door.ParseQuery(pack(t, query(name, dns.TypeA, nil)), &fq) {
 			t.Fatalf("%s: not taken", name)
 		}
 		want := newCacheKey([]byte(dns.CanonicalName(name)), dns.TypeA, dns.ClassINET, false, false)
-		check(t, name, fq.hash, want.hash)
-	}
-}
-
-func TestInZone(t *testing.T) {
-	for _, tc := range []struct {
-		name, zone string
-		in         bool
-	}{
-		{"a.cluster.local.", "cluster.local.", true},
-		{"cluster.local.", "cluster.local.", true},
-		{"acluster.local.", "cluster.local.", false},
-		{"x.", ".", true},
-	} {
-		check(t, tc.name+" in "+tc.zone, inZone([]byte(tc.name), tc.zone), tc.in)
+		check(t, name, fq.Hash, want.hash)
 	}
 }
 
@@ -470,8 +458,7 @@ func BenchmarkDoorHit(b *testing.B) {
 	}
 	lower := []byte("web.default.svc.cluster.local.")
 	nc.node.cache.put(newCacheKey(lower, dns.TypeA, dns.ClassINET, false, false), string(lower), a, ttl, 0, time.Now())
-	d := &packetDoor{node: nc.node}
-	d.route.Store(&doorRoute{zones: []doorZone{{name: "cluster.local.", nc: nc, report: true}}, label: "dns://bench", m: metricsFor("dns://bench")})
+	z := &doorZone{name: "cluster.local.", nc: nc, report: true, label: "dns://bench", m: metricsFor("dns://bench")}
 	q := new(dns.Msg)
 	q.SetQuestion("Web.Default.svc.cluster.local.", dns.TypeA)
 	p, _ := q.Pack()
@@ -479,7 +466,11 @@ func BenchmarkDoorHit(b *testing.B) {
 	buf := make([]byte, 0, 1232)
 	b.ReportAllocs()
 	for b.Loop() {
-		if out := d.handle(nil, p, from, buf); len(out) == 0 {
+		var fq door.Query
+		if !door.ParseQuery(p, &fq) {
+			b.Fatal("not taken")
+		}
+		if out, v := z.answer(nil, &fq, p, from, buf); v != door.Answered || len(out) == 0 {
 			b.Fatal("no answer")
 		}
 	}

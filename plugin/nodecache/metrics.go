@@ -2,12 +2,8 @@ package nodecache
 
 import (
 	"sync"
-	"time"
 
 	"github.com/coredns/coredns/plugin"
-	"github.com/coredns/coredns/plugin/metrics/vars"
-	"github.com/coredns/coredns/plugin/pkg/rcode"
-	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -83,65 +79,4 @@ func metricsFor(server string) *serverMetrics {
 	}
 	actual, _ := serverMetricsByLabel.LoadOrStore(server, m)
 	return actual.(*serverMetrics)
-}
-
-// standardReport counts a door answer in the metrics every CoreDNS server exports (the
-// prometheus plugin's coredns_dns_*), as that plugin would have had the query passed through it,
-// so the dashboards and alerts operators run read the node role whole.
-type standardReport struct {
-	requests, do, rcode        prometheus.Counter
-	duration, reqSize, rspSize prometheus.Observer
-}
-
-type standardKey struct {
-	server, zone string
-	fam          byte
-	qtype        uint16
-	rcode        int
-	do           bool
-}
-
-var standardReports sync.Map // standardKey → *standardReport
-
-func reportStandard(k standardKey, reqSize, rspSize int, start time.Time) {
-	v, ok := standardReports.Load(k)
-	if !ok {
-		fam := "1"
-		if k.fam == 2 {
-			fam = "2"
-		}
-		qtype := dns.TypeToString[k.qtype]
-		if qtype == "" || !commonType[k.qtype] {
-			qtype = "other"
-		}
-		r := &standardReport{
-			requests: vars.RequestCount.WithLabelValues(k.server, k.zone, "", "udp", fam, qtype),
-			rcode:    vars.ResponseRcode.WithLabelValues(k.server, k.zone, "", rcode.ToString(k.rcode), pluginName),
-			duration: vars.RequestDuration.WithLabelValues(k.server, k.zone, ""),
-			reqSize:  vars.RequestSize.WithLabelValues(k.server, k.zone, "", "udp"),
-			rspSize:  vars.ResponseSize.WithLabelValues(k.server, k.zone, "", "udp"),
-		}
-		if k.do {
-			r.do = vars.RequestDo.WithLabelValues(k.server, k.zone, "")
-		}
-		v, _ = standardReports.LoadOrStore(k, r)
-	}
-	r := v.(*standardReport)
-	r.requests.Inc()
-	if r.do != nil {
-		r.do.Inc()
-	}
-	r.rcode.Inc()
-	r.duration.Observe(time.Since(start).Seconds())
-	r.reqSize.Observe(float64(reqSize))
-	r.rspSize.Observe(float64(rspSize))
-}
-
-// commonType are the query types the standard metrics name; others count as "other", as the
-// prometheus plugin counts them.
-var commonType = map[uint16]bool{
-	dns.TypeA: true, dns.TypeAAAA: true, dns.TypeCNAME: true, dns.TypeDNSKEY: true, dns.TypeDS: true,
-	dns.TypeMX: true, dns.TypeNSEC3: true, dns.TypeNSEC: true, dns.TypeNS: true, dns.TypePTR: true,
-	dns.TypeRRSIG: true, dns.TypeSOA: true, dns.TypeSRV: true, dns.TypeTXT: true, dns.TypeHTTPS: true,
-	dns.TypeSVCB: true, dns.TypeIXFR: true, dns.TypeAXFR: true, dns.TypeANY: true,
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/clusterdns/clusterdns/plugin/nodecache/nodesetup"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
@@ -30,8 +31,8 @@ type node struct {
 	exiting    chan struct{} // closed when the process starts to leave
 
 	doorMu sync.Mutex
-	doors  map[string]*packetDoor // by listen key, for the life of the process
-	blocks map[any][]*doorBlock   // by caddy instance context: the blocks of each instance
+	doors  map[string]*door.Door // by listen key, for the life of the process
+	blocks map[any][]*doorBlock  // by caddy instance context: the blocks of each instance
 }
 
 // addBlock records a nodecache block of a caddy instance for the doors' routes.
@@ -55,7 +56,7 @@ func (n *node) dropBlocks(instance any) {
 // and every reload): it routes the address's packet door to this server, opening the door the
 // first time.
 func (n *node) serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.Config, dw dns.DecorateWriter) {
-	key, ok := listenKey(s.Addr)
+	key, ok := door.ListenKey(s.Addr)
 	if !ok {
 		return
 	}
@@ -71,24 +72,31 @@ func (n *node) serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.
 	}
 	n.doorMu.Lock()
 	defer n.doorMu.Unlock()
-	rt, notes := buildRoute(s, key, n.blocks[instance], dw)
+	rt, zones, notes := buildRoute(s, key, n.blocks[instance], dw)
 	for _, note := range notes {
 		log.Infof("packet door %s: %s through the plugin chain", key, note)
 	}
-	if d := n.doors[key]; d != nil {
-		d.route.Store(rt)
+	d := n.doors[key]
+	for _, z := range zones {
+		z.d = d // nil until the door opens below; no datagram is read before
+	}
+	if d != nil {
+		d.SetRoute(rt)
 		return
 	}
-	d, err := openDoor(n, key, rt)
+	d, err := door.Open(key, rt, &n.inFlight, log)
 	if err != nil {
 		log.Warningf("packet door %s: %v; CoreDNS's server answers alone", key, err)
 		return
 	}
+	for _, z := range zones {
+		z.d = d
+	}
 	if n.doors == nil {
-		n.doors = map[string]*packetDoor{}
+		n.doors = map[string]*door.Door{}
 	}
 	n.doors[key] = d
-	log.Infof("packet door %s: %d sockets (one per CPU), batches of up to 32", key, d.ln.Sockets())
+	log.Infof("packet door %s: %d sockets (one per CPU), batches of up to 32", key, d.Sockets())
 }
 
 // drainTimeout bounds how long a stopping process waits for queued and in-flight queries.
@@ -188,40 +196,40 @@ func (n *node) exit() {
 			log.Debugf("tcp_migrate_req: %v", err)
 		}
 		n.doorMu.Lock()
-		doors := make([]*packetDoor, 0, len(n.doors))
+		doors := make([]*door.Door, 0, len(n.doors))
 		for _, d := range n.doors {
 			doors = append(doors, d)
 		}
 		n.doorMu.Unlock()
 		for _, d := range doors {
-			if err := d.detach(); err != nil {
-				log.Warningf("packet door %s: leave the SO_REUSEPORT group: %v", d.key, err)
+			if err := d.Detach(tcpDrainQuiet); err != nil {
+				log.Warningf("packet door %s: leave the SO_REUSEPORT group: %v", d.Key, err)
 			}
 		}
 		start := time.Now()
 		quiet := n.drain(doors, drainTimeout)
 		var conns int64
 		for _, d := range doors {
-			conns += d.openConns()
+			conns += d.OpenConns()
 		}
 		log.Infof("stopping: left the listen sockets (%d addresses), drained in %v (complete: %t), in flight now %d, TCP connections open %d",
 			len(doors), time.Since(start).Round(time.Millisecond), quiet, n.inFlight.Load(), conns)
 		n.setup.Teardown()
 		for _, d := range doors {
-			d.close()
+			d.Close()
 		}
 	})
 }
 
 // drain waits until nothing is queued on the doors' sockets, no query is being answered and no
 // TCP connection is open for a few consecutive checks, or until timeout.
-func (n *node) drain(doors []*packetDoor, timeout time.Duration) (quiet bool) {
+func (n *node) drain(doors []*door.Door, timeout time.Duration) (quiet bool) {
 	deadline := time.Now().Add(timeout)
 	calm := 0
 	for time.Now().Before(deadline) {
 		busy := n.inFlight.Load() > 0
 		for _, d := range doors {
-			busy = busy || d.ln.Queued() > 0 || d.openConns() > 0
+			busy = busy || d.Queued() > 0 || d.OpenConns() > 0
 		}
 		if busy {
 			calm = 0

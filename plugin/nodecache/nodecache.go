@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/dnswire"
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/clusterdns/clusterdns/plugin/nodecache/transport"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/metrics"
@@ -60,7 +61,7 @@ func (n *NodeCache) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 		edns: r.IsEdns0() != nil, do: do, maxSize: dns.MaxMsgSize}
 	if _, lookup := w.(*nonwriter.Writer); !lookup && state.Proto() == "udp" {
 		// A plugin's lookup (searchpath's candidates) gets the whole answer; a UDP client what fits.
-		c.maxSize = udpSize(state.Size())
+		c.maxSize = door.UDPSize(state.Size())
 	}
 	var name [256]byte
 	end, err := dns.PackDomainName(q.Name, name[:], 0, nil, false)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/dnswire"
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/miekg/dns"
 )
 
@@ -249,7 +250,7 @@ func (f *flight) run(fs *flights) {
 }
 
 // upstreamQuery is the query for a question in wire form, as miekg/dns would pack it with RD,
-// CD as asked and an OPT record of ednsSize with DO as asked; its ID is 0 (the transport sets
+// CD as asked and an OPT record of door.EDNSSize with DO as asked; its ID is 0 (the transport sets
 // one). qname is the name in wire form.
 func upstreamQuery(qname []byte, qtype, qclass uint16, do, cd bool) []byte {
 	b := make([]byte, 12, 12+len(qname)+4+optLen)
@@ -268,5 +269,5 @@ func upstreamQuery(qname []byte, qtype, qclass uint16, do, cd bool) []byte {
 		doBit = 0x80
 	}
 	// OPT: root name, type, class = UDP size, TTL = extended RCODE 0, version 0, DO; RDLENGTH 0.
-	return append(b, 0, byte(dns.TypeOPT>>8), byte(dns.TypeOPT), byte(ednsSize>>8), byte(ednsSize&0xFF), 0, 0, doBit, 0, 0, 0)
+	return append(b, 0, byte(dns.TypeOPT>>8), byte(dns.TypeOPT), byte(door.EDNSSize>>8), byte(door.EDNSSize&0xFF), 0, 0, doBit, 0, 0, 0)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/dnswire"
+	"github.com/clusterdns/clusterdns/internal/door"
 
 	"github.com/miekg/dns"
 )
@@ -231,7 +232,7 @@ func (a *answer) render(buf []byte, c reply, ttl uint32) ([]byte, bool) {
 		opt := out[n-optLen:]
 		clear(opt)
 		binary.BigEndian.PutUint16(opt[1:], dns.TypeOPT)
-		binary.BigEndian.PutUint16(opt[3:], ednsSize)
+		binary.BigEndian.PutUint16(opt[3:], door.EDNSSize)
 		if c.do {
 			binary.BigEndian.PutUint16(opt[7:], 1<<15)
 		}
@@ -270,11 +271,3 @@ func (a *answer) fit(c reply) (keep int, counts [3]int, truncated bool) {
 	}
 	return end(k), [3]int{k, 0, 0}, true
 }
-
-// udpSize is the largest UDP answer for a client that takes size bytes (512 without EDNS): never
-// more than ednsSize, which fits an IPv6 path's minimum MTU unfragmented (DNS Flag Day 2020,
-// RFC 6891 6.2.5).
-func udpSize(size int) int { return max(dns.MinMsgSize, min(size, ednsSize)) }
-
-// ednsSize is the UDP payload size we advertise, to clients and upstreams (DNS flag day 2020).
-const ednsSize = 1232

@@ -1,0 +1,328 @@
+package door
+
+import (
+	"context"
+	"net"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/clusterdns/clusterdns/internal/dnswire"
+	"github.com/clusterdns/clusterdns/internal/packetio"
+	"github.com/coredns/coredns/core/dnsserver"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Verdict is what an Answer function did with a datagram.
+type Verdict int
+
+const (
+	// Answered: the answer is the returned bytes, written in the batch being written.
+	Answered Verdict = iota
+	// Later: the function holds the query (Socket.Hold) and answers through Socket.Send.
+	Later
+	// Chain: CoreDNS's server answers it (the door hands the datagram on as it came).
+	Chain
+)
+
+// AnswerFunc answers a parsed datagram of its zone. p and from are valid only during the call;
+// buf is where an Answered answer may be built (it may be replaced by a larger one).
+type AnswerFunc func(s *packetio.Socket, q *Query, p []byte, from net.Addr, buf []byte) ([]byte, Verdict)
+
+// Zone is a zone of the address and who answers it: Answer, or CoreDNS's server when nil.
+type Zone struct {
+	Name   string // lower case, fully qualified
+	Answer AnswerFunc
+}
+
+// Route is what a door knows of the CoreDNS server on its address. A reload gives the door a
+// new one (SetRoute).
+type Route struct {
+	Srv       *dnsserver.Server
+	Decorate  dns.DecorateWriter // the server's UDP writer decoration, for what it answers
+	Zones     []Zone             // sorted by NewRoute: longest first
+	Datagrams prometheus.Counter // optional: counts every datagram read
+}
+
+// NewRoute sorts the zones so that the longest match comes first.
+func NewRoute(srv *dnsserver.Server, dw dns.DecorateWriter, zones []Zone, datagrams prometheus.Counter) *Route {
+	sort.SliceStable(zones, func(i, j int) bool { return len(zones[i].Name) > len(zones[j].Name) })
+	return &Route{Srv: srv, Decorate: dw, Zones: zones, Datagrams: datagrams}
+}
+
+// ZoneFor is the longest zone that holds the lower-case name (nil: none).
+func (r *Route) ZoneFor(name []byte) *Zone {
+	for i := range r.Zones {
+		if InZone(name, r.Zones[i].Name) {
+			return &r.Zones[i]
+		}
+	}
+	return nil
+}
+
+// Door is the door of one listen address ("ip:port", or ":port" for every address), for as long
+// as its owner keeps it open (reloads replace its route).
+type Door struct {
+	Key   string
+	route atomic.Pointer[Route]
+	ln    *packetio.Listener
+
+	slow    *handoffConn
+	slowSrv *dns.Server
+	closed  chan struct{}
+
+	// The TCP side: the door's own listeners (nil when they could not be opened; CoreDNS's
+	// server then takes TCP alone), served by a packetio.StreamServer that calls CoreDNS's
+	// server as CoreDNS's own TCP server does, but answers the queries pipelined on one
+	// connection concurrently. Owning them is what lets a handover stop taking connections and
+	// still answer the ones it took.
+	stream *packetio.StreamListener
+	log    clog.P // the owner's: messages read "packet door KEY: ..."
+}
+
+// TCP timeouts of the door's connections, CoreDNS's defaults: the first query must arrive
+// within tcpReadTimeout, each later one within tcpIdleTimeout of the query before it.
+const (
+	tcpReadTimeout  = 3 * time.Second
+	tcpWriteTimeout = 5 * time.Second
+	tcpIdleTimeout  = 10 * time.Second
+)
+
+// Open opens the sockets of key and serves them with rt; the route is in place before the first
+// datagram is read. inFlight counts what the door holds (a drain waits for it to reach zero);
+// the door logs as its owner, with logger.
+func Open(key string, rt *Route, inFlight *atomic.Int64, logger clog.P) (*Door, error) {
+	ln, err := packetio.Listen(key, inFlight)
+	if err != nil {
+		return nil, err
+	}
+	d := &Door{Key: key, ln: ln, closed: make(chan struct{}), log: logger}
+	d.route.Store(rt)
+	d.slow = &handoffConn{in: make(chan handoffPacket, 1024), closed: d.closed, ln: ln, inFlight: inFlight}
+	d.slowSrv = &dns.Server{PacketConn: d.slow, Net: "udp",
+		Handler: dns.HandlerFunc(d.serveChain),
+		DecorateWriter: func(w dns.Writer) dns.Writer {
+			if dw := d.route.Load().Decorate; dw != nil {
+				return dw(w)
+			}
+			return w
+		},
+	}
+	go func() {
+		if err := d.slowSrv.ActivateAndServe(); err != nil && !isClosed(d.closed) {
+			d.log.Errorf("packet door %s: hand-off server stopped: %v", key, err)
+		}
+	}()
+	ln.Serve(d.handle)
+	d.openStream()
+	return d, nil
+}
+
+// SetRoute routes the door to a new server (a reload).
+func (d *Door) SetRoute(rt *Route) { d.route.Store(rt) }
+
+// Route is the door's current route.
+func (d *Door) Route() *Route { return d.route.Load() }
+
+// Sockets is the number of UDP sockets (one per CPU).
+func (d *Door) Sockets() int { return d.ln.Sockets() }
+
+// Queued is the number of bytes waiting to be read on the UDP sockets.
+func (d *Door) Queued() int { return d.ln.Queued() }
+
+// serveChain answers a query through CoreDNS's server: zone routing and the whole plugin chain.
+func (d *Door) serveChain(w dns.ResponseWriter, r *dns.Msg) {
+	srv := d.route.Load().Srv
+	// As CoreDNS's server calls its handler (dnsserver.Server.ServePacket and ServeTCP).
+	ctx := context.WithValue(context.Background(), dnsserver.Key{}, srv)
+	ctx = context.WithValue(ctx, dnsserver.LoopKey{}, 0)
+	srv.ServeDNS(ctx, w, r)
+}
+
+// openStream opens and serves the TCP listeners; without them CoreDNS's server takes TCP alone.
+func (d *Door) openStream() {
+	sl, err := packetio.ListenStream(d.Key)
+	if err != nil {
+		d.log.Warningf("packet door %s: TCP listeners: %v; CoreDNS's server takes TCP alone", d.Key, err)
+		return
+	}
+	d.stream = sl
+	srv := &packetio.StreamServer{Handler: dns.HandlerFunc(d.serveChain),
+		ReadTimeout: tcpReadTimeout, WriteTimeout: tcpWriteTimeout, IdleTimeout: tcpIdleTimeout}
+	for _, l := range sl.Listeners() {
+		go func() {
+			if err := srv.Serve(l); err != nil && !isClosed(d.closed) {
+				d.log.Errorf("packet door %s: TCP server stopped: %v", d.Key, err)
+			}
+		}()
+	}
+}
+
+// Detach starts a handover: the UDP sockets leave their SO_REUSEPORT group, the TCP listeners
+// close (their queued connections move to another listener of the group), and each accepted TCP
+// connection closes once its client has been quiet for quiet.
+func (d *Door) Detach(quiet time.Duration) error {
+	err := d.ln.Detach()
+	if d.stream != nil {
+		d.stream.Drain(quiet)
+	}
+	return err
+}
+
+// OpenConns is the number of TCP connections the door still holds.
+func (d *Door) OpenConns() int64 {
+	if d.stream == nil {
+		return 0
+	}
+	return d.stream.Open()
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops the door (what is queued is lost: detach and drain first when that matters).
+func (d *Door) Close() {
+	if !isClosed(d.closed) {
+		close(d.closed)
+	}
+	d.ln.Close()
+	if d.stream != nil {
+		d.stream.Close()
+	}
+}
+
+// handle answers one datagram through its zone's Answer function or through the chain.
+func (d *Door) handle(s *packetio.Socket, p []byte, from net.Addr, buf []byte) []byte {
+	rt := d.route.Load()
+	if rt.Datagrams != nil {
+		rt.Datagrams.Inc()
+	}
+	var q Query
+	if !ParseQuery(p, &q) {
+		d.slow.handOff(p, from)
+		return nil
+	}
+	z := rt.ZoneFor(q.Name())
+	if z == nil || z.Answer == nil {
+		d.slow.handOff(p, from)
+		return nil
+	}
+	out, v := z.Answer(s, &q, p, from, buf)
+	switch v {
+	case Answered:
+		return out
+	case Chain:
+		d.slow.handOff(p, from)
+	}
+	return nil
+}
+
+// HandOff passes a copy of a datagram to CoreDNS's server, waiting while its queue is full.
+func (d *Door) HandOff(p []byte, from net.Addr) { d.slow.handOff(p, from) }
+
+// TryHandOff passes p (kept as it is: the caller gives it up) unless the queue is full.
+func (d *Door) TryHandOff(p []byte, from net.Addr) bool { return d.slow.tryHandOff(p, from) }
+
+// Servfail is the SERVFAIL CoreDNS's server writes when a plugin fails (dnsserver's errorFunc):
+// the query with QR and the rcode set, RD and CD kept, AD cleared, and the client's OPT record as
+// it came (a door takes only OPT records without options whose flags are at most DO, which
+// errorFunc keeps).
+func Servfail(buf, p []byte) []byte {
+	out := append(buf[:0], p...)
+	out[2] = out[2]&byte(dnswire.FlagRD>>8) | byte(dnswire.FlagQR>>8)
+	out[3] = out[3]&byte(dnswire.FlagCD) | dns.RcodeServerFailure
+	return out
+}
+
+// handoffPacket is a datagram on its way to CoreDNS's server.
+type handoffPacket struct {
+	b    []byte
+	addr net.Addr
+}
+
+// handoffConn is the net.PacketConn of the hand-off server: it reads what the door passes on
+// and writes through the door's socket.
+type handoffConn struct {
+	in       chan handoffPacket
+	closed   chan struct{}
+	ln       *packetio.Listener
+	inFlight *atomic.Int64 // the owner's: a drain waits for handed-off datagrams too
+}
+
+// handOff queues a copy of p for the server, waiting while the queue is full.
+func (h *handoffConn) handOff(p []byte, addr net.Addr) {
+	h.inFlight.Add(1)
+	select {
+	case h.in <- handoffPacket{b: append([]byte(nil), p...), addr: addr}:
+	case <-h.closed:
+		h.inFlight.Add(-1)
+	}
+}
+
+// tryHandOff queues p (kept as it is) unless the queue is full.
+func (h *handoffConn) tryHandOff(p []byte, addr net.Addr) bool {
+	h.inFlight.Add(1)
+	select {
+	case h.in <- handoffPacket{b: p, addr: addr}:
+		return true
+	default:
+		h.inFlight.Add(-1)
+		return false
+	}
+}
+
+func (h *handoffConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	select {
+	case p := <-h.in:
+		h.inFlight.Add(-1)
+		return copy(b, p.b), p.addr, nil
+	case <-h.closed:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+func (h *handoffConn) WriteTo(b []byte, addr net.Addr) (int, error) { return h.ln.WriteTo(b, addr) }
+func (h *handoffConn) Close() error                                 { return nil }
+func (h *handoffConn) LocalAddr() net.Addr                          { return h.ln.LocalAddr() }
+func (h *handoffConn) SetDeadline(time.Time) error                  { return nil }
+func (h *handoffConn) SetReadDeadline(time.Time) error              { return nil }
+func (h *handoffConn) SetWriteDeadline(time.Time) error             { return nil }
+
+// ListenKey turns a server address (dns://host:port) into a listen key: "ip:port", or ":port"
+// for a server on every address (CoreDNS binds the same, so the door joins its SO_REUSEPORT
+// group).
+func ListenKey(addr string) (string, bool) {
+	rest, ok := strings.CutPrefix(addr, "dns://")
+	if !ok {
+		return "", false
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		return "", false
+	}
+	if host == "" {
+		return ":" + port, true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return "", false
+	}
+	return net.JoinHostPort(ip.String(), port), true
+}
+
+// Family is the address family of a client as the standard metrics label it: 1 IPv4, 2 IPv6.
+func Family(a net.Addr) byte {
+	if u, ok := a.(*net.UDPAddr); ok && u.IP.To4() == nil {
+		return 2
+	}
+	return 1
+}
