@@ -1,6 +1,7 @@
 // Package k8sdiscovery serves the Kubernetes DNS-based service discovery records from a compact
 // store (store.go) that the plugin's own list and watch of the API server keep up to date
-// (watch.go); each answer is built from the store when its query comes (records.go).
+// (watch.go); each answer is built from the store when its query comes (answers.go,
+// k8sdiscovery.go), and the packet door keeps it in wire form until the store changes (door.go).
 package k8sdiscovery
 
 import (
@@ -40,6 +41,8 @@ type K8sDiscovery struct {
 	store    *store
 	upstream resolver
 	synced   atomic.Bool
+
+	wire wireCache // the packet door's answers of the store's current generation
 
 	podIndexWanted atomic.Bool
 	hostSearch     []string // the server's own search domains, for AutoPath
@@ -98,56 +101,67 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return dns.RcodeServerFailure, nil
 	}
 
-	m := new(dns.Msg)
-	m.SetReply(r)
+	m, kind, _, ok := k.build(ctx, state, zone, true)
+	if !ok {
+		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
+	}
+	requestCount.WithLabelValues(metricsServer(ctx), kind).Inc()
+	w.WriteMsg(m)
+	return dns.RcodeSuccess, nil
+}
+
+// build is the reply to the query of state, a name in zone, as ServeDNS writes it, the kind of
+// answer for metrics and the store's generation it was read in. ok is false when the query goes
+// on down the chain (fallthrough), and, with outside false, when the answer needs a name resolved
+// outside our zones (the packet door hands those to the chain).
+func (k *K8sDiscovery) build(ctx context.Context, state request.Request, zone string, outside bool) (m *dns.Msg, kind string, gen uint64, ok bool) {
+	m = new(dns.Msg)
+	m.SetReply(state.Req)
 	m.Authoritative = true
 
 	// One view of the store for the whole answer (ended early only to resolve a name outside).
 	v := k.store.read()
 	defer v.end()
-	var kind string
 	if isReverseZone(zone) {
 		kind = k.answerReverse(v, m, state, zone)
-	} else {
-		kind = k.answerForward(ctx, v, m, state, zone)
+	} else if kind, ok = k.answerForward(ctx, v, m, state, zone, outside); !ok {
+		return nil, "", 0, false
 	}
 	v.end() // the answer is built: nothing below reads the store (the SOA's serial is the view's)
-	if m.Rcode == dns.RcodeNameError && k.fall.Through(qname) {
-		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
+	if m.Rcode == dns.RcodeNameError && k.fall.Through(state.Name()) {
+		return nil, "", 0, false
 	}
-	requestCount.WithLabelValues(metricsServer(ctx), kind).Inc()
 	if m.Rcode == dns.RcodeNameError || len(m.Answer) == 0 {
 		m.Ns = []dns.RR{k.soaWithName(zone, zone, v.serial)}
 	}
-	w.WriteMsg(m)
-	return dns.RcodeSuccess, nil
+	return m, kind, v.gen, true
 }
 
-// answerForward fills m for a name in a forward zone and returns the kind of answer for metrics.
-func (k *K8sDiscovery) answerForward(ctx context.Context, v *view, m *dns.Msg, state request.Request, zone string) string {
+// answerForward fills m for a name in a forward zone and returns the kind of answer for metrics;
+// with outside false, ok is false for an ExternalName chain that leaves our zones (m unfinished).
+func (k *K8sDiscovery) answerForward(ctx context.Context, v *view, m *dns.Msg, state request.Request, zone string, outside bool) (kind string, ok bool) {
 	qname, qtype := state.QName(), state.QType()
 	rel := relativeName(state.Name(), zone)
-	rec, ok := k.lookup(v, zone, rel, qtype)
-	if !ok {
+	rec, found := k.lookup(v, zone, rel, qtype)
+	if !found {
 		m.Rcode = dns.RcodeNameError
-		return "nxdomain"
+		return "nxdomain", true
 	}
 	if rec.cname != "" {
-		k.answerCNAME(ctx, v, m, state, qname, rec, zone)
-		return "externalname"
+		return "externalname", k.answerCNAME(ctx, v, m, state, qname, rec, zone, outside)
 	}
 	if rel == "" && (qtype == dns.TypeSOA || qtype == dns.TypeNS) {
 		k.writeRecords(v, m, qname, rel, rec, qtype, zone)
-		return "apex"
+		return "apex", true
 	}
 	if rec.empty() {
-		return "nodata"
+		return "nodata", true
 	}
 	k.writeRecords(v, m, qname, rel, rec, qtype, zone)
 	if len(m.Answer) == 0 {
-		return "nodata"
+		return "nodata", true
 	}
-	return recordKind(rel, qtype)
+	return recordKind(rel, qtype), true
 }
 
 // writeRecords adds the records of type qtype that a name of a forward zone holds (rel relative
@@ -180,27 +194,31 @@ func (k *K8sDiscovery) writeRecords(v *view, m *dns.Msg, owner, rel string, rec 
 }
 
 // answerCNAME answers an ExternalName service: the CNAME, followed inside our zones through the
-// store, and resolved through the server for a target outside them.
-func (k *K8sDiscovery) answerCNAME(ctx context.Context, v *view, m *dns.Msg, state request.Request, owner string, rec *rrset, zone string) {
+// store, and resolved through the server for a target outside them (with outside false, it stops
+// there and returns false).
+func (k *K8sDiscovery) answerCNAME(ctx context.Context, v *view, m *dns.Msg, state request.Request, owner string, rec *rrset, zone string, outside bool) bool {
 	qtype := state.QType()
 	seen := map[string]bool{strings.ToLower(owner): true}
 	for hop := 0; hop < maxCNAMEChain; hop++ {
 		target := rec.cname
 		m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME, rec.ttl), Target: target})
 		if qtype == dns.TypeCNAME || seen[target] {
-			return
+			return true
 		}
 		seen[target] = true
 		tzone := k.matchZone(target)
 		if tzone == "" || isReverseZone(tzone) {
+			if !outside {
+				return false
+			}
 			v.end() // nothing more is read from the store; do not hold it while the server resolves
 			k.resolveOutside(ctx, m, state, target, qtype)
-			return
+			return true
 		}
 		next, ok := k.lookup(v, tzone, relativeName(target, tzone), qtype)
 		if !ok {
 			m.Rcode = dns.RcodeNameError
-			return
+			return true
 		}
 		if next.cname != "" {
 			owner, rec = target, next
@@ -208,8 +226,9 @@ func (k *K8sDiscovery) answerCNAME(ctx context.Context, v *view, m *dns.Msg, sta
 		}
 		// Whatever the target holds of the asked type (addresses, SRV, TXT, the apex's SOA).
 		k.writeRecords(v, m, target, relativeName(target, tzone), next, qtype, tzone)
-		return
+		return true
 	}
+	return true
 }
 
 // resolveOutside asks the server (and so the rest of its plugin chain) for a name outside our zones.

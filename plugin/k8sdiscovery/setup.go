@@ -83,9 +83,11 @@ func setup(c *caddy.Controller) error {
 		return nil
 	})
 	c.OnShutdown(func() error {
+		instanceStopped(c.Context())
 		k.stop()
 		return nil
 	})
+	registerDoor(c.Context(), k, dnsserver.GetConfig(c), c.ServerBlockKeys)
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		k.Next = next
 		return k

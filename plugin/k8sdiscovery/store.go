@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/kube"
@@ -171,7 +172,8 @@ type store struct {
 	podIPs     addrIndex[*podData]
 	counts     struct{ services, slices, namespaces, pods, imports int }
 	serial     uint32
-	changes    uint64 // writes that changed DNS data (each bumped the serial)
+	changes    uint64        // writes that changed DNS data (each bumped the serial)
+	gen        atomic.Uint64 // changes, read without mu (the packet door's answers are per generation)
 
 	ptrHostnameOnly bool
 	podRecords      bool            // pods verified: a pod's addresses are DNS data
@@ -192,6 +194,7 @@ func newStore(ptrHostnameOnly, podRecords bool) *store {
 // changed bumps the SOA serial; the caller holds mu.
 func (s *store) changed() {
 	s.changes++
+	s.gen.Store(s.changes)
 	if now := uint32(time.Now().Unix()); now > s.serial {
 		s.serial = now
 	} else {
@@ -213,13 +216,14 @@ func (s *store) soaSerial() uint32 {
 type view struct {
 	s      *store
 	serial uint32
+	gen    uint64 // the store's changes when the view began: answers read in it hold while it holds
 	open   bool
 }
 
 // read begins a view; end it with end (a second end does nothing).
 func (s *store) read() *view {
 	s.mu.RLock()
-	return &view{s: s, serial: s.serial, open: true}
+	return &view{s: s, serial: s.serial, gen: s.changes, open: true}
 }
 
 func (v *view) end() {

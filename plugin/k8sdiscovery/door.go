@@ -1,0 +1,459 @@
+package k8sdiscovery
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clusterdns/clusterdns/internal/dnswire"
+	"github.com/clusterdns/clusterdns/internal/door"
+	"github.com/clusterdns/clusterdns/internal/packetio"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/request"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The packet door (internal/door): for each address a k8sdiscovery block listens on, the plugin
+// opens UDP sockets of its own, read and written in batches, and TCP listeners that answer the
+// queries pipelined on one connection concurrently. A UDP query of plain shape for one of the
+// plugin's zones is answered there, from the wire form of the same answer ServeDNS writes, kept
+// per store generation: a hit is a copy with the ID, RD and CD and the client's OPT record put
+// in, never a pack of a dns.Msg. Everything else (other shapes, TCP, ANY, fallthrough,
+// ExternalName targets outside the zones, answers that do not fit the client's size, blocks
+// where a plugin above k8sdiscovery would see or change the answer) goes to CoreDNS's server.
+
+// doorPassive are the plugins that may stand above k8sdiscovery in a block the door answers:
+// they change no answer of our zones (any answers only ANY queries, which the door hands on;
+// loop only its own probe), and what prometheus would count of a door answer the door counts.
+// `log` is not among them: it must see every answer, so a block with log is answered through the
+// chain, as is a block with rewrite and the like. loadbalance is a case of its own (reorders).
+var doorPassive = map[string]bool{"errors": true, "prometheus": true, "any": true, "loop": true}
+
+// reorderer is loadbalance: above k8sdiscovery it reorders the records of a section (whatever its
+// policy: round_robin, weighted, prefer), so the door answers only what no policy reorders
+// (loadbalanceStable) and hands the rest to the chain.
+const reorderer = "loadbalance"
+
+// nxdomainRewriter is a plugin that may stand above k8sdiscovery and changes an answer only when
+// the asked name is NXDOMAIN (searchpath). With one above, the door hands NXDOMAIN to the chain.
+type nxdomainRewriter interface{ RewritesOnlyNXDOMAIN() bool }
+
+// doorRules is what the plugins above k8sdiscovery in a block ask of the door.
+type doorRules struct {
+	nxdomainSlow bool // NXDOMAIN goes to the chain (a nxdomainRewriter stands above)
+	stableOnly   bool // only answers loadbalance leaves as they are (loadbalance stands above)
+}
+
+// doorAbove reads the handlers of a block down to k8sdiscovery: whether the door may answer for
+// it, the rules it answers by, and, when it may not, why.
+func doorAbove(handlers []plugin.Handler) (ok bool, rules doorRules, why string) {
+	var above []string
+	for _, h := range handlers {
+		if h.Name() == pluginName {
+			break
+		}
+		if r, isRewriter := h.(nxdomainRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
+			rules.nxdomainSlow = true
+			continue
+		}
+		if h.Name() == reorderer {
+			rules.stableOnly = true
+			continue
+		}
+		if !doorPassive[h.Name()] {
+			above = append(above, h.Name())
+		}
+	}
+	if len(above) > 0 {
+		return false, doorRules{}, "plugins above k8sdiscovery: " + strings.Join(above, ", ")
+	}
+	return true, rules, ""
+}
+
+// loadbalanceStable reports whether every policy of loadbalance leaves m as it is: a reply
+// other than NOERROR, or one where no section holds two address (A, AAAA) or MX records, a
+// section with one holds no record of another kind but CNAMEs, and CNAMEs come first. (Each
+// policy puts CNAMEs first and reorders address and MX records among themselves; round_robin
+// puts other records before them, prefer after them.)
+func loadbalanceStable(m *dns.Msg) bool {
+	if m.Rcode != dns.RcodeSuccess {
+		return true
+	}
+	for _, section := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		reordered, other := 0, 0
+		for i, rr := range section {
+			switch rr.Header().Rrtype {
+			case dns.TypeCNAME:
+				if i > 0 && section[i-1].Header().Rrtype != dns.TypeCNAME {
+					return false
+				}
+			case dns.TypeA, dns.TypeAAAA, dns.TypeMX:
+				reordered++
+			default:
+				other++
+			}
+		}
+		if reordered > 1 || reordered == 1 && other > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// doorBlock is a k8sdiscovery server block as the door sees it.
+type doorBlock struct {
+	k     *K8sDiscovery
+	cfg   *dnsserver.Config
+	hosts []string  // the block's listen addresses: an IP, or "" for every address
+	keys  []keyZone // the zones of the block's keys, each on its port
+}
+
+// keyZone is a zone of a server block key and the port it is served on.
+type keyZone struct{ zone, port string }
+
+// blockKeyZones are the zones of a server block's keys (lower case, fully qualified; a reverse
+// CIDR key gives several) with their ports (CoreDNS's default port when a key has none).
+func blockKeyZones(keys []string) []keyZone {
+	var out []keyZone
+	for _, key := range keys {
+		port := dnsserver.Port
+		rest := key
+		if _, after, ok := strings.Cut(rest, "://"); ok {
+			rest = after
+		}
+		if i := strings.LastIndexByte(rest, ':'); i >= 0 && i+1 < len(rest) && strings.Trim(rest[i+1:], "0123456789") == "" {
+			port = rest[i+1:]
+		}
+		for _, z := range plugin.Host(key).NormalizeExact() {
+			out = append(out, keyZone{zone: strings.ToLower(z), port: port})
+		}
+	}
+	return out
+}
+
+// on reports whether the block's zone kz is served at the listen key.
+func (b *doorBlock) on(key string, kz keyZone) bool {
+	for _, h := range b.hosts {
+		l := ":" + kz.port
+		if h != "" {
+			l = net.JoinHostPort(h, kz.port)
+		}
+		if l == key {
+			return true
+		}
+	}
+	return false
+}
+
+// doors are the process's packet doors, by listen key, and the blocks of each caddy instance.
+var doors = struct {
+	mu       sync.Mutex
+	open     map[string]*openDoor
+	blocks   map[any][]*doorBlock
+	inFlight atomic.Int64
+}{open: map[string]*openDoor{}, blocks: map[any][]*doorBlock{}}
+
+// openDoor is a door and the instance whose server it routes to.
+type openDoor struct {
+	d        *door.Door
+	instance any
+}
+
+// registerDoor records the block for the doors and hooks CoreDNS's server as it starts serving
+// UDP (the exported hook of its config; the first start and every reload).
+func registerDoor(instance any, k *K8sDiscovery, cfg *dnsserver.Config, keys []string) {
+	if cfg.Transport != "dns" && cfg.Transport != "" {
+		return
+	}
+	b := &doorBlock{k: k, cfg: cfg, keys: blockKeyZones(keys)}
+	for _, h := range cfg.ListenHosts {
+		if h == "" {
+			b.hosts = append(b.hosts, "")
+		} else if ip := net.ParseIP(h); ip != nil {
+			b.hosts = append(b.hosts, ip.String())
+		}
+	}
+	doors.mu.Lock()
+	doors.blocks[instance] = append(doors.blocks[instance], b)
+	doors.mu.Unlock()
+	prev := cfg.UDPDecorateWriterFunc
+	cfg.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
+		var dw dns.DecorateWriter
+		if prev != nil {
+			dw = prev(s)
+		}
+		serverStarting(instance, s, cfg, dw)
+		return dw
+	}
+}
+
+// serverStarting routes the address's door to the server, opening the door the first time.
+func serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.Config, dw dns.DecorateWriter) {
+	key, ok := door.ListenKey(s.Addr)
+	if !ok {
+		return
+	}
+	if cfg.ProxyProtoConnPolicy != nil {
+		log.Infof("packet door %s: not opened: the block reads the PROXY protocol; CoreDNS's server answers alone", key)
+		return
+	}
+	doors.mu.Lock()
+	defer doors.mu.Unlock()
+	rt, notes := doorRoute(s, key, doors.blocks[instance], dw)
+	for _, note := range notes {
+		log.Infof("packet door %s: %s through the plugin chain", key, note)
+	}
+	if od := doors.open[key]; od != nil {
+		od.d.SetRoute(rt)
+		od.instance = instance
+		return
+	}
+	d, err := door.Open(key, rt, &doors.inFlight, log)
+	if err != nil {
+		log.Warningf("packet door %s: %v; CoreDNS's server answers alone", key, err)
+		return
+	}
+	doors.open[key] = &openDoor{d: d, instance: instance}
+	log.Infof("packet door %s: %d sockets (one per CPU), batches of up to %d", key, d.Sockets(), packetio.Batch)
+}
+
+// instanceStopped closes the doors that still route to a stopped instance (a reload whose new
+// Corefile has no k8sdiscovery on the address, or the process leaving) and forgets its blocks.
+func instanceStopped(instance any) {
+	doors.mu.Lock()
+	defer doors.mu.Unlock()
+	delete(doors.blocks, instance)
+	for key, od := range doors.open {
+		if od.instance != instance {
+			continue
+		}
+		// Leave the SO_REUSEPORT group first (CoreDNS's own sockets take new datagrams), answer
+		// what is queued, then close.
+		if err := od.d.Detach(closeQuiet); err != nil {
+			log.Warningf("packet door %s: leave the SO_REUSEPORT group: %v", key, err)
+		}
+		for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if od.d.Queued() == 0 && od.d.OpenConns() == 0 && doors.inFlight.Load() == 0 {
+				break
+			}
+		}
+		od.d.Close()
+		delete(doors.open, key)
+	}
+}
+
+// closeQuiet: as a door closes, a TCP connection that brings no query for this long stops being
+// read, and closes once the queries it brought are answered.
+const closeQuiet = 200 * time.Millisecond
+
+// doorRoute works out, for each zone of the k8sdiscovery blocks on the address, whether the door
+// answers it.
+func doorRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.DecorateWriter) (*door.Route, []string) {
+	var zones []door.Zone
+	var notes []string
+	has := map[string]bool{}
+	var blockZones []string
+	for _, b := range blocks {
+		ok, rules, why := b.eligible()
+		for _, kz := range b.keys {
+			if !b.on(key, kz) {
+				continue
+			}
+			blockZones = append(blockZones, kz.zone)
+			for _, z := range b.k.zones {
+				if !dns.IsSubDomain(kz.zone, z) || has[z] {
+					continue // a zone of the stanza outside the key's: CoreDNS never routes it here
+				}
+				has[z] = true
+				dz := door.Zone{Name: z}
+				if ok {
+					a := &doorAnswerer{k: b.k, zone: z, rules: rules, report: b.cfg.Handler("prometheus") != nil, label: s.Addr}
+					dz.Answer = a.answer
+				} else {
+					notes = append(notes, z+": "+why)
+				}
+				zones = append(zones, dz)
+			}
+		}
+	}
+	// The blocks' own zones, for their names outside k8sdiscovery's zones: the chain.
+	for _, z := range blockZones {
+		if !has[z] {
+			has[z] = true
+			zones = append(zones, door.Zone{Name: z})
+		}
+	}
+	return door.NewRoute(s, dw, zones, nil), notes
+}
+
+// eligible reports whether the block's queries may be answered before its plugin chain.
+func (b *doorBlock) eligible() (ok bool, rules doorRules, why string) {
+	if len(b.cfg.FilterFuncs) > 0 {
+		return false, rules, "the block has filters (view)"
+	}
+	if len(b.cfg.TsigSecret) > 0 {
+		return false, rules, "the block has TSIG secrets"
+	}
+	return doorAbove(b.cfg.Handlers())
+}
+
+// doorAnswerer answers a zone of a block at the door.
+type doorAnswerer struct {
+	k        *K8sDiscovery
+	zone     string
+	rules    doorRules
+	report   bool     // the block has prometheus: door answers count in coredns_dns_*
+	label    string   // the server's metrics label (dns://ip:port)
+	counters sync.Map // kind → coredns_k8sdiscovery_requests_total{server=label, kind}
+}
+
+// count counts an answer of the kind in coredns_k8sdiscovery_requests_total, as ServeDNS does.
+func (a *doorAnswerer) count(kind string) {
+	c, ok := a.counters.Load(kind)
+	if !ok {
+		c, _ = a.counters.LoadOrStore(kind, requestCount.WithLabelValues(a.label, kind))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// maxDoorAnswer is the largest answer the door writes: CoreDNS's server compresses a UDP answer
+// over 1220 bytes to an IPv6 client (request.Scrub), and the door writes answers as they are.
+const maxDoorAnswer = 1220
+
+// answer answers a datagram from the wire-form answers of the store's generation, building the
+// answer (as ServeDNS would) when the generation has none for the question yet.
+func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from net.Addr, buf []byte) ([]byte, door.Verdict) {
+	k := a.k
+	if q.QType == dns.TypeANY || !k.synced.Load() {
+		return nil, door.Chain
+	}
+	start := time.Now()
+	var keyBuf [256]byte
+	key := append(append(keyBuf[:0], q.QName...), byte(q.QType>>8), byte(q.QType))
+	w := k.wire.get(key, k.store.gen.Load())
+	if w == nil {
+		var ok bool
+		if w, ok = a.build(q, p, key); !ok {
+			return nil, door.Chain
+		}
+	}
+	if w.rcode == dns.RcodeNameError && a.rules.nxdomainSlow || a.rules.stableOnly && !w.stable {
+		return nil, door.Chain
+	}
+	size := len(w.wire)
+	if q.EDNS {
+		size += optLen
+	}
+	if size > max(q.Advertised, dns.MinMsgSize) || size > maxDoorAnswer {
+		return nil, door.Chain // CoreDNS's server truncates or compresses it
+	}
+	out := buf[:0]
+	if cap(out) < size {
+		out = make([]byte, 0, size)
+	}
+	out = append(out, w.wire...)
+	binary.BigEndian.PutUint16(out, q.ID)
+	flags := binary.BigEndian.Uint16(out[2:])
+	if q.RD {
+		flags |= dnswire.FlagRD
+	}
+	if q.CD {
+		flags |= dnswire.FlagCD
+	}
+	binary.BigEndian.PutUint16(out[2:], flags)
+	if q.EDNS {
+		// The client's OPT record as it came (CoreDNS's server puts the request's OPT on the
+		// answer; the door takes only OPT records without options and with no flag but DO).
+		out = append(out, p[len(p)-optLen:]...)
+		binary.BigEndian.PutUint16(out[10:], binary.BigEndian.Uint16(out[10:])+1)
+	}
+	a.count(w.kind)
+	if a.report {
+		door.Report(door.StandardKey{Server: a.label, Zone: a.zone, Plugin: pluginName, Fam: door.Family(from), QType: q.QType, Rcode: w.rcode, DO: q.DO},
+			len(p), len(out), start)
+	}
+	return out, door.Answered
+}
+
+// optLen is the length of an OPT record without options.
+const optLen = 11
+
+// build makes the wire-form answer of the question as ServeDNS would write it (no OPT record,
+// ID 0, RD and CD clear, not compressed: CoreDNS's server packs an answer that fits the client
+// uncompressed) and keeps it for the generation it was read in. ok is false when the chain
+// answers it.
+func (a *doorAnswerer) build(q *door.Query, p []byte, key []byte) (*wireAnswer, bool) {
+	r := new(dns.Msg)
+	r.Question = []dns.Question{{Name: presentName(q.QName), Qtype: q.QType, Qclass: dns.ClassINET}}
+	m, kind, gen, ok := a.k.build(context.Background(), request.Request{Req: r}, a.zone, false)
+	if !ok {
+		return nil, false
+	}
+	m.Compress = false
+	b, err := m.Pack()
+	if err != nil {
+		return nil, false
+	}
+	w := &wireAnswer{wire: b, kind: kind, rcode: m.Rcode, stable: loadbalanceStable(m)}
+	a.k.wire.put(key, gen, w)
+	return w, true
+}
+
+// presentName is the presentation form of a name the door took (plain labels only).
+func presentName(wire []byte) string {
+	var sb strings.Builder
+	sb.Grow(len(wire))
+	for off := 0; wire[off] != 0; off += 1 + int(wire[off]) {
+		sb.Write(wire[off+1 : off+1+int(wire[off])])
+		sb.WriteByte('.')
+	}
+	return sb.String()
+}
+
+// wireAnswer is an answer of one question (as asked, in its case) in wire form.
+type wireAnswer struct {
+	wire   []byte
+	kind   string // for coredns_k8sdiscovery_requests_total
+	rcode  int
+	stable bool // loadbalanceStable
+}
+
+// wireCache holds the wire-form answers of one store generation: a write to the store makes a
+// new generation, and the first answer read in it empties the cache.
+type wireCache struct {
+	mu    sync.RWMutex
+	gen   uint64
+	m     map[string]*wireAnswer
+	bytes int
+}
+
+// wireCacheBytes bounds the bytes of one generation's answers; past it the cache starts over.
+const wireCacheBytes = 8 << 20
+
+func (c *wireCache) get(key []byte, gen uint64) *wireAnswer {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.gen != gen {
+		return nil
+	}
+	return c.m[string(key)]
+}
+
+func (c *wireCache) put(key []byte, gen uint64, w *wireAnswer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case gen < c.gen:
+		return // read in an older generation: the store has changed since
+	case gen > c.gen || c.m == nil || c.bytes > wireCacheBytes:
+		c.gen, c.m, c.bytes = gen, map[string]*wireAnswer{}, 0
+	}
+	c.m[string(key)] = w
+	c.bytes += len(key) + len(w.wire) + 64
+}

@@ -1,0 +1,347 @@
+package k8sdiscovery
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterdns/clusterdns/test/conformance"
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	_ "github.com/coredns/coredns/plugin/loadbalance" // registers its setup for TestDoorUnderLoadbalance
+	"github.com/miekg/dns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// serveOn starts CoreDNS's server for one block holding k on a loopback port, as CoreDNS starts
+// it (ServePacket on a SO_REUSEPORT socket), the block's keys being zones (each key a config
+// sharing the block's plugins, as CoreDNS makes them), with the packet door registered when
+// withDoor is set; it returns the address to ask.
+func serveOn(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, above ...plugin.Plugin) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	var cfgs []*dnsserver.Config
+	var keys []string
+	for _, z := range zones {
+		cfgs = append(cfgs, &dnsserver.Config{Zone: z, Port: port, ListenHosts: []string{"127.0.0.1"}, Transport: "dns"})
+		keys = append(keys, z+":"+port)
+	}
+	first := cfgs[0]
+	first.Plugin = append(first.Plugin, above...)
+	first.Plugin = append(first.Plugin, func(next plugin.Handler) plugin.Handler { k.Next = next; return k })
+	instance := new(int)
+	if withDoor {
+		registerDoor(instance, k, first, keys)
+	}
+	for _, c := range cfgs[1:] {
+		c.Plugin, c.UDPDecorateWriterFunc = first.Plugin, first.UDPDecorateWriterFunc
+	}
+	s, err := dnsserver.NewServer("dns://127.0.0.1:"+port, cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.ListenPacket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.ServePacket(l)
+	t.Cleanup(func() {
+		instanceStopped(instance)
+		s.Stop()
+	})
+	return "127.0.0.1:" + port
+}
+
+// The block layouts of the tests: the zones as keys (as in Corefile.nodelocal's and the
+// benchmarks' blocks), and one root block (as in Corefile.cluster).
+var (
+	zoneKeys = []string{"cluster.local.", "in-addr.arpa.", "ip6.arpa."}
+	rootKey  = []string{"."}
+)
+
+// loadbalance is upstream's loadbalance plugin as its setup makes it from the stanza.
+func loadbalance(t *testing.T, stanza string) plugin.Plugin {
+	t.Helper()
+	setup, err := caddy.DirectiveAction("dns", "loadbalance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := caddy.NewTestController("dns", stanza)
+	if err := setup(c); err != nil {
+		t.Fatal(err)
+	}
+	return dnsserver.GetConfig(c).Plugin[0]
+}
+
+// passThrough is a plugin of some name above k8sdiscovery that changes nothing.
+type passThrough struct {
+	name string
+	next plugin.Handler
+}
+
+func (p passThrough) Name() string { return p.name }
+func (p passThrough) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	return plugin.NextOrFailure(p.name, p.next, ctx, w, r)
+}
+
+// exchange sends the query's bytes over UDP and returns the answer's bytes.
+func exchange(t *testing.T, addr string, q []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write(q); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 65535)
+	n, err := c.Read(b)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return b[:n]
+}
+
+func packed(t *testing.T, m *dns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func cachedAnswers(k *K8sDiscovery) int {
+	k.wire.mu.RLock()
+	defer k.wire.mu.RUnlock()
+	return len(k.wire.m)
+}
+
+// The door's answers are byte for byte what CoreDNS's server writes through the plugin chain,
+// for every conformance question in two spellings and in each shape of query a client sends
+// (EDNS sizes, DO, RD, CD), the first time (built) and the second (from the wire cache); and
+// the door answered them itself (its wire cache holds them).
+func TestDoorAnswersAsTheChain(t *testing.T) {
+	k := startFromManifests(t, conformanceConfig(), conformance.WorldDir())
+	viaDoor, viaChain := serveOn(t, k, true, zoneKeys), serveOn(t, k, false, zoneKeys)
+	shapes := []struct {
+		name string
+		edit func(m *dns.Msg)
+	}{
+		{"plain", nil},
+		{"no RD", func(m *dns.Msg) { m.RecursionDesired = false }},
+		{"CD", func(m *dns.Msg) { m.CheckingDisabled = true }},
+		{"EDNS 1232", func(m *dns.Msg) { m.SetEdns0(1232, false) }},
+		{"EDNS 4096 DO", func(m *dns.Msg) { m.SetEdns0(4096, true) }},
+		{"EDNS 512", func(m *dns.Msg) { m.SetEdns0(512, false) }},
+	}
+	compared := 0
+	for _, c := range conformance.Cases {
+		for _, name := range []string{c.Qname, strings.ToUpper(c.Qname)} {
+			for _, sh := range shapes {
+				m := new(dns.Msg)
+				m.SetQuestion(name, c.Qtype)
+				if sh.edit != nil {
+					sh.edit(m)
+				}
+				for round := range 2 {
+					m.Id = uint16(compared)
+					q := packed(t, m)
+					got, want := exchange(t, viaDoor, q), exchange(t, viaChain, q)
+					if !bytes.Equal(got, want) {
+						var g, w dns.Msg
+						g.Unpack(got)
+						w.Unpack(want)
+						t.Errorf("%s %s %s (round %d): the door wrote\n%v\nthe chain\n%v", name, dns.TypeToString[c.Qtype], sh.name, round, &g, &w)
+					}
+					compared++
+				}
+			}
+		}
+	}
+	if n := cachedAnswers(k); n < len(conformance.Cases) {
+		t.Errorf("the door's wire cache holds %d answers after %d questions: the door did not answer them", n, compared)
+	}
+	t.Logf("%d queries compared; %d answers in the door's wire cache", compared, cachedAnswers(k))
+}
+
+// A change to the store is answered at once: the wire cache is per store generation.
+func TestDoorFollowsTheStore(t *testing.T) {
+	k, client := startFake(t, conformanceConfig(), namespace("ns1"), clusterIPService("ns1", "web", "10.96.0.10"))
+	addr := serveOn(t, k, true, rootKey)
+	ask := func(name string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		var r dns.Msg
+		if err := r.Unpack(exchange(t, addr, packed(t, m))); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	if r := ask("web.ns1.svc.cluster.local."); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.96.0.10" {
+		t.Fatalf("before: %v", r)
+	}
+	if r := ask("api.ns1.svc.cluster.local."); r.Rcode != dns.RcodeNameError {
+		t.Fatalf("api before it exists: %v", r)
+	}
+	if _, err := client.CoreV1().Services("ns1").Create(context.Background(), clusterIPService("ns1", "api", "10.96.0.11"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CoreV1().Services("ns1").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new Service answered by the door", func() bool {
+		r := ask("api.ns1.svc.cluster.local.")
+		return len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == "10.96.0.11"
+	})
+	waitFor(t, "the deleted Service NXDOMAIN at the door", func() bool {
+		return ask("web.ns1.svc.cluster.local.").Rcode == dns.RcodeNameError
+	})
+	if cachedAnswers(k) == 0 {
+		t.Error("the door answered nothing")
+	}
+}
+
+// Many concurrent clients through the door all get right answers while the store changes under
+// them (run with -race in CI's unit tests).
+func TestDoorConcurrent(t *testing.T) {
+	k, client := startFake(t, conformanceConfig(), namespace("ns1"), clusterIPService("ns1", "web", "10.96.0.10"))
+	addr := serveOn(t, k, true, zoneKeys)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the store changes all the while
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := "churn" + strconv.Itoa(i%20)
+			client.CoreV1().Services("ns1").Create(context.Background(), clusterIPService("ns1", name, "10.96.1."+strconv.Itoa(i%20+1)), metav1.CreateOptions{})
+			client.CoreV1().Services("ns1").Delete(context.Background(), name, metav1.DeleteOptions{})
+		}
+	}()
+	errs := make(chan string, 8)
+	for g := range 8 {
+		go func() {
+			c, err := net.Dial("udp", addr)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer c.Close()
+			m := new(dns.Msg)
+			m.SetQuestion("web.ns1.svc.cluster.local.", dns.TypeA)
+			b := make([]byte, 512)
+			for i := range 300 {
+				m.Id = uint16(g<<12 | i)
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				c.Write(packed(t, m))
+				n, err := c.Read(b)
+				var r dns.Msg
+				if err == nil {
+					err = r.Unpack(b[:n])
+				}
+				if err != nil || r.Id != m.Id || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.96.0.10" {
+					errs <- fmt.Sprintf("client %d query %d: %v %v", g, i, err, &r)
+					return
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range 8 {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+	close(stop)
+	<-done
+}
+
+// With loadbalance above, the door answers what no policy of it reorders, byte for byte as the
+// chain, and hands the rest to the chain, whose order changes from query to query.
+func TestDoorUnderLoadbalance(t *testing.T) {
+	k := startFromManifests(t, conformanceConfig(), conformance.WorldDir())
+	lb := loadbalance(t, "loadbalance")
+	viaDoor, viaChain := serveOn(t, k, true, rootKey, lb), serveOn(t, k, false, rootKey, lb)
+	stable, reordered := 0, 0
+	for _, c := range conformance.Cases {
+		m := new(dns.Msg)
+		m.SetQuestion(c.Qname, c.Qtype)
+		m.SetEdns0(1232, false)
+		q := packed(t, m)
+		want := exchange(t, viaChain, q)
+		var w dns.Msg
+		if err := w.Unpack(want); err != nil {
+			t.Fatal(err)
+		}
+		noOPT := w.Copy()
+		noOPT.Extra = slices.DeleteFunc(noOPT.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
+		if !loadbalanceStable(noOPT) {
+			reordered++
+			orders := map[string]bool{}
+			for range 30 {
+				orders[string(exchange(t, viaDoor, q))] = true
+			}
+			if len(orders) < 2 {
+				t.Errorf("%s %s: 30 answers through the door in one order: loadbalance did not see them", c.Qname, dns.TypeToString[c.Qtype])
+			}
+			continue
+		}
+		stable++
+		for range 2 {
+			if got := exchange(t, viaDoor, q); !bytes.Equal(got, want) {
+				var g dns.Msg
+				g.Unpack(got)
+				t.Errorf("%s %s: the door wrote\n%v\nthe chain\n%v", c.Qname, dns.TypeToString[c.Qtype], &g, &w)
+			}
+		}
+	}
+	if reordered == 0 || stable == 0 {
+		t.Fatalf("%d stable and %d reordered answers: the test needs both", stable, reordered)
+	}
+	if n := cachedAnswers(k); n == 0 {
+		t.Error("the door answered nothing under loadbalance")
+	}
+	t.Logf("%d stable answers compared, %d reordered ones through the chain; %d in the wire cache", stable, reordered, cachedAnswers(k))
+}
+
+func TestDoorAbove(t *testing.T) {
+	k := &K8sDiscovery{}
+	for _, tc := range []struct {
+		name             string
+		above            []string
+		ok, nxdomainSlow bool
+	}{
+		{"nothing above", nil, true, false},
+		{"passive plugins", []string{"errors", "prometheus", "any", "loop"}, true, false},
+		{"log sees every answer: through the chain", []string{"log"}, false, false},
+		{"cache", []string{"cache"}, false, false},
+		{"rewrite", []string{"rewrite"}, false, false},
+	} {
+		var hs []plugin.Handler
+		for _, n := range tc.above {
+			hs = append(hs, passThrough{name: n})
+		}
+		ok, rules, why := doorAbove(append(hs, k))
+		if ok != tc.ok || rules.nxdomainSlow != tc.nxdomainSlow || rules.stableOnly {
+			t.Errorf("%s: ok %v rules %+v (%s), want %v %v", tc.name, ok, rules, why, tc.ok, tc.nxdomainSlow)
+		}
+	}
+}
