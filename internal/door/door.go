@@ -32,6 +32,11 @@ const (
 // buf is where an Answered answer may be built (it may be replaced by a larger one).
 type AnswerFunc func(s *packetio.Socket, q *Query, p []byte, from net.Addr, buf []byte) ([]byte, Verdict)
 
+// NXDOMAINRewriter is a plugin that may stand above the one a door answers for and changes an
+// answer only when the asked name is NXDOMAIN (searchpath): with one above, a door hands NXDOMAIN
+// to the chain.
+type NXDOMAINRewriter interface{ RewritesOnlyNXDOMAIN() bool }
+
 // Zone is a zone of the address and who answers it: Answer, or CoreDNS's server when nil.
 type Zone struct {
 	Name   string // lower case, fully qualified
@@ -325,4 +330,33 @@ func Family(a net.Addr) byte {
 		return 2
 	}
 	return 1
+}
+
+// OnServerStart calls started each time CoreDNS's server of a block starts serving UDP (its first
+// start and every reload) with the server and the UDP writer decoration the block's config asks
+// for: the exported hook of the config (UDPDecorateWriterFunc), chained after any hook set
+// before.
+func OnServerStart(cfg *dnsserver.Config, started func(s *dnsserver.Server, dw dns.DecorateWriter)) {
+	prev := cfg.UDPDecorateWriterFunc
+	cfg.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
+		var dw dns.DecorateWriter
+		if prev != nil {
+			dw = prev(s)
+		}
+		started(s, dw)
+		return dw
+	}
+}
+
+// KeyFor is the listen key of a server for a door, or why the server gets none (logged by the
+// caller when not empty).
+func KeyFor(s *dnsserver.Server, cfg *dnsserver.Config) (key, why string, ok bool) {
+	key, ok = ListenKey(s.Addr)
+	if !ok {
+		return "", "", false
+	}
+	if cfg.ProxyProtoConnPolicy != nil {
+		return key, "not opened: the block reads the PROXY protocol; CoreDNS's server answers alone", false
+	}
+	return key, "", true
 }

@@ -40,13 +40,9 @@ var doorPassive = map[string]bool{"errors": true, "prometheus": true, "any": tru
 // (loadbalanceStable) and hands the rest to the chain.
 const reorderer = "loadbalance"
 
-// nxdomainRewriter is a plugin that may stand above k8sdiscovery and changes an answer only when
-// the asked name is NXDOMAIN (searchpath). With one above, the door hands NXDOMAIN to the chain.
-type nxdomainRewriter interface{ RewritesOnlyNXDOMAIN() bool }
-
 // doorRules is what the plugins above k8sdiscovery in a block ask of the door.
 type doorRules struct {
-	nxdomainSlow bool // NXDOMAIN goes to the chain (a nxdomainRewriter stands above)
+	nxdomainSlow bool // NXDOMAIN goes to the chain (a door.NXDOMAINRewriter stands above)
 	stableOnly   bool // only answers loadbalance leaves as they are (loadbalance stands above)
 }
 
@@ -58,7 +54,7 @@ func doorAbove(handlers []plugin.Handler) (ok bool, rules doorRules, why string)
 		if h.Name() == pluginName {
 			break
 		}
-		if r, isRewriter := h.(nxdomainRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
+		if r, isRewriter := h.(door.NXDOMAINRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
 			rules.nxdomainSlow = true
 			continue
 		}
@@ -182,25 +178,16 @@ func registerDoor(instance any, k *K8sDiscovery, cfg *dnsserver.Config, keys []s
 	doors.mu.Lock()
 	doors.blocks[instance] = append(doors.blocks[instance], b)
 	doors.mu.Unlock()
-	prev := cfg.UDPDecorateWriterFunc
-	cfg.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
-		var dw dns.DecorateWriter
-		if prev != nil {
-			dw = prev(s)
-		}
-		serverStarting(instance, s, cfg, dw)
-		return dw
-	}
+	door.OnServerStart(cfg, func(s *dnsserver.Server, dw dns.DecorateWriter) { serverStarting(instance, s, cfg, dw) })
 }
 
 // serverStarting routes the address's door to the server, opening the door the first time.
 func serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.Config, dw dns.DecorateWriter) {
-	key, ok := door.ListenKey(s.Addr)
+	key, why, ok := door.KeyFor(s, cfg)
 	if !ok {
-		return
-	}
-	if cfg.ProxyProtoConnPolicy != nil {
-		log.Infof("packet door %s: not opened: the block reads the PROXY protocol; CoreDNS's server answers alone", key)
+		if why != "" {
+			log.Infof("packet door %s: %s", key, why)
+		}
 		return
 	}
 	doors.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/wiretest"
 	"github.com/clusterdns/clusterdns/test/conformance"
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -96,35 +97,6 @@ func (p passThrough) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 	return plugin.NextOrFailure(p.name, p.next, ctx, w, r)
 }
 
-// exchange sends the query's bytes over UDP and returns the answer's bytes.
-func exchange(t *testing.T, addr string, q []byte) []byte {
-	t.Helper()
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Write(q); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 65535)
-	n, err := c.Read(b)
-	if err != nil {
-		t.Fatalf("no answer: %v", err)
-	}
-	return b[:n]
-}
-
-func packed(t *testing.T, m *dns.Msg) []byte {
-	t.Helper()
-	b, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func cachedAnswers(k *K8sDiscovery) int {
 	k.wire.mu.RLock()
 	defer k.wire.mu.RUnlock()
@@ -160,8 +132,8 @@ func TestDoorAnswersAsTheChain(t *testing.T) {
 				}
 				for round := range 2 {
 					m.Id = uint16(compared)
-					q := packed(t, m)
-					got, want := exchange(t, viaDoor, q), exchange(t, viaChain, q)
+					q := wiretest.Pack(t, m)
+					got, want := wiretest.ExchangeUDP(t, viaDoor, q), wiretest.ExchangeUDP(t, viaChain, q)
 					if !bytes.Equal(got, want) {
 						var g, w dns.Msg
 						g.Unpack(got)
@@ -187,7 +159,7 @@ func TestDoorFollowsTheStore(t *testing.T) {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
 		var r dns.Msg
-		if err := r.Unpack(exchange(t, addr, packed(t, m))); err != nil {
+		if err := r.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, m))); err != nil {
 			t.Fatal(err)
 		}
 		return &r
@@ -251,7 +223,7 @@ func TestDoorConcurrent(t *testing.T) {
 			for i := range 300 {
 				m.Id = uint16(g<<12 | i)
 				c.SetDeadline(time.Now().Add(3 * time.Second))
-				c.Write(packed(t, m))
+				c.Write(wiretest.Pack(t, m))
 				n, err := c.Read(b)
 				var r dns.Msg
 				if err == nil {
@@ -285,8 +257,8 @@ func TestDoorUnderLoadbalance(t *testing.T) {
 		m := new(dns.Msg)
 		m.SetQuestion(c.Qname, c.Qtype)
 		m.SetEdns0(1232, false)
-		q := packed(t, m)
-		want := exchange(t, viaChain, q)
+		q := wiretest.Pack(t, m)
+		want := wiretest.ExchangeUDP(t, viaChain, q)
 		var w dns.Msg
 		if err := w.Unpack(want); err != nil {
 			t.Fatal(err)
@@ -297,7 +269,7 @@ func TestDoorUnderLoadbalance(t *testing.T) {
 			reordered++
 			orders := map[string]bool{}
 			for range 30 {
-				orders[string(exchange(t, viaDoor, q))] = true
+				orders[string(wiretest.ExchangeUDP(t, viaDoor, q))] = true
 			}
 			if len(orders) < 2 {
 				t.Errorf("%s %s: 30 answers through the door in one order: loadbalance did not see them", c.Qname, dns.TypeToString[c.Qtype])
@@ -306,7 +278,7 @@ func TestDoorUnderLoadbalance(t *testing.T) {
 		}
 		stable++
 		for range 2 {
-			if got := exchange(t, viaDoor, q); !bytes.Equal(got, want) {
+			if got := wiretest.ExchangeUDP(t, viaDoor, q); !bytes.Equal(got, want) {
 				var g dns.Msg
 				g.Unpack(got)
 				t.Errorf("%s %s: the door wrote\n%v\nthe chain\n%v", c.Qname, dns.TypeToString[c.Qtype], &g, &w)

@@ -26,16 +26,11 @@ import (
 // not among them: it must see every answer, so a block with log is answered through the chain.
 var passivePlugins = map[string]bool{"errors": true, "prometheus": true}
 
-// nxdomainRewriter is a plugin that may stand above nodecache and changes an answer only when the
-// asked name is NXDOMAIN (searchpath: a name that exists is answered as it is). With one above,
-// the door answers everything but NXDOMAIN, which goes to the plugin chain.
-type nxdomainRewriter interface{ RewritesOnlyNXDOMAIN() bool }
-
 // doorZone is a zone of a nodecache block on the address, as the door's Answer function sees it.
 type doorZone struct {
 	name         string // lower case, fully qualified
 	nc           *NodeCache
-	nxdomainSlow bool           // NXDOMAIN goes through the chain (a nxdomainRewriter stands above)
+	nxdomainSlow bool           // NXDOMAIN goes through the chain (a door.NXDOMAINRewriter stands above)
 	report       bool           // the block has prometheus: door answers count in coredns_dns_*
 	label        string         // the server's metrics label (dns://ip:port)
 	m            *serverMetrics // under that label
@@ -153,7 +148,7 @@ func handlersAllowDoor(handlers []plugin.Handler) (ok, nxdomainSlow bool, why st
 		if h.Name() == pluginName {
 			break
 		}
-		if r, isRewriter := h.(nxdomainRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
+		if r, isRewriter := h.(door.NXDOMAINRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
 			nxdomainSlow = true
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/door"
+	"github.com/clusterdns/clusterdns/internal/wiretest"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
@@ -108,26 +109,6 @@ func query(name string, qtype uint16, edit func(m *dns.Msg)) *dns.Msg {
 	return m
 }
 
-// ask sends the query's bytes to addr over UDP and returns the answer's bytes.
-func ask(t *testing.T, addr string, q []byte) []byte {
-	t.Helper()
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Write(q); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 65535)
-	n, err := c.Read(b)
-	if err != nil {
-		t.Fatalf("no answer: %v", err)
-	}
-	return b[:n]
-}
-
 // checkDrained fails unless every query the node counted in flight (what a shutdown drains) is
 // done: answered, or handed to the chain and answered there.
 func checkDrained(t *testing.T, nc *NodeCache) {
@@ -137,15 +118,6 @@ func checkDrained(t *testing.T, nc *NodeCache) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	check(t, "queries in flight once all are answered", nc.node.inFlight.Load(), int64(0))
-}
-
-func pack(t *testing.T, m *dns.Msg) []byte {
-	t.Helper()
-	p, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // The door's answers, a miss and then a hit, are byte for byte what ServeDNS writes through
@@ -175,9 +147,9 @@ func TestDoorAnswersAsServeDNS(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			q := pack(t, query(fmt.Sprintf("Miss-%d.Default.svc.cluster.local.", i), dns.TypeA, tc.edit))
+			q := wiretest.Pack(t, query(fmt.Sprintf("Miss-%d.Default.svc.cluster.local.", i), dns.TypeA, tc.edit))
 			for _, phase := range []string{"miss", "hit"} {
-				got, want := ask(t, door, q), ask(t, plain, q)
+				got, want := wiretest.ExchangeUDP(t, door, q), wiretest.ExchangeUDP(t, plain, q)
 				if !bytes.Equal(got, want) {
 					t.Fatalf("%s: door %x\nServeDNS %x", phase, got, want)
 				}
@@ -209,7 +181,7 @@ func TestDoorSingleFlight(t *testing.T) {
 			}
 			q := query(name, dns.TypeA, func(m *dns.Msg) { m.Id = uint16(i) })
 			m := new(dns.Msg)
-			if err := m.Unpack(ask(t, addr, pack(t, q))); err != nil || m.Id != uint16(i) || m.Question[0].Name != name || len(m.Answer) != 1 {
+			if err := m.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, q))); err != nil || m.Id != uint16(i) || m.Question[0].Name != name || len(m.Answer) != 1 {
 				t.Errorf("asker %d: %v (%v)", i, m, err)
 				return
 			}
@@ -233,7 +205,7 @@ func coreDNSError(t *testing.T, q *dns.Msg, rc int) []byte {
 	m := new(dns.Msg)
 	m.SetRcode(q, rc)
 	(&request.Request{Req: q.Copy()}).SizeAndDo(m)
-	return pack(t, m)
+	return wiretest.Pack(t, m)
 }
 
 // When no upstream answers, the door's asker gets the SERVFAIL CoreDNS's server writes.
@@ -248,7 +220,7 @@ func TestDoorUpstreamFails(t *testing.T) {
 	addr := doorFor(t, nc, false)
 	for _, edit := range []func(m *dns.Msg){nil, func(m *dns.Msg) { m.SetEdns0(1232, true); m.CheckingDisabled = true }} {
 		q := query("gone.cluster.local.", dns.TypeA, edit)
-		got := ask(t, addr, pack(t, q))
+		got := wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, q))
 		if want := coreDNSError(t, q, dns.RcodeServerFailure); !bytes.Equal(got, want) {
 			t.Fatalf("door %x\nCoreDNS %x", got, want)
 		}
@@ -276,12 +248,12 @@ func TestDoorServesStale(t *testing.T) {
 	nc := newTestNodeCache(t, up.addr)
 	nc.config.serveStale = time.Hour
 	addr := doorFor(t, nc, false)
-	q := pack(t, query("stale.cluster.local.", dns.TypeA, nil))
-	ask(t, addr, q)
+	q := wiretest.Pack(t, query("stale.cluster.local.", dns.TypeA, nil))
+	wiretest.ExchangeUDP(t, addr, q)
 	failing.Store(true)
 	time.Sleep(1100 * time.Millisecond)
 	m := new(dns.Msg)
-	if err := m.Unpack(ask(t, addr, q)); err != nil || len(m.Answer) != 1 {
+	if err := m.Unpack(wiretest.ExchangeUDP(t, addr, q)); err != nil || len(m.Answer) != 1 {
 		t.Fatalf("stale answer: %v %v", m, err)
 	}
 	check(t, "rcode", m.Rcode, dns.RcodeSuccess)
@@ -316,7 +288,7 @@ func TestDoorNXDOMAINThroughChain(t *testing.T) {
 		{"web.cluster.local.", "10.0.0.1"},
 	} {
 		m := new(dns.Msg)
-		if err := m.Unpack(ask(t, addr, pack(t, query(tc.name, dns.TypeA, nil)))); err != nil || len(m.Answer) != 1 {
+		if err := m.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, query(tc.name, dns.TypeA, nil)))); err != nil || len(m.Answer) != 1 {
 			t.Fatalf("%s: %v %v", tc.name, m, err)
 		}
 		check(t, tc.name, m.Answer[0].(*dns.A).A.String(), tc.wantIP)
@@ -346,9 +318,9 @@ func TestDoorHandsOnOddQueries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			q := query("odd.cluster.local.", dns.TypeA, tc.edit)
 			var fq door.Query
-			check(t, "the door takes it", door.ParseQuery(pack(t, q), &fq), false)
+			check(t, "the door takes it", door.ParseQuery(wiretest.Pack(t, q), &fq), false)
 			m := new(dns.Msg)
-			if err := m.Unpack(ask(t, addr, pack(t, q))); err != nil || len(m.Answer) != 1 || m.Id != q.Id {
+			if err := m.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, q))); err != nil || len(m.Answer) != 1 || m.Id != q.Id {
 				t.Fatalf("%v %v", m, err)
 			}
 		})
@@ -360,7 +332,7 @@ func TestDoorHandsOnOddQueries(t *testing.T) {
 func TestFastQueryHash(t *testing.T) {
 	for _, name := range []string{"Web.Default.svc.cluster.local.", "a.", "x-y_z.cluster.local."} {
 		var fq door.Query
-		if !door.ParseQuery(pack(t, query(name, dns.TypeA, nil)), &fq) {
+		if !door.ParseQuery(wiretest.Pack(t, query(name, dns.TypeA, nil)), &fq) {
 			t.Fatalf("%s: not taken", name)
 		}
 		want := newCacheKey([]byte(dns.CanonicalName(name)), dns.TypeA, dns.ClassINET, false, false)
@@ -407,7 +379,7 @@ func TestDoorShedsMissesPastTheBound(t *testing.T) {
 	nc.config.maxFlights = 5
 	nc.config.timeout = 3 * time.Second
 	addr := doorFor(t, nc, false)
-	ask(t, addr, pack(t, query("cached.cluster.local.", dns.TypeA, nil)))
+	wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, query("cached.cluster.local.", dns.TypeA, nil)))
 
 	const flood = 20
 	rcodes := make(chan int, flood)
@@ -415,7 +387,7 @@ func TestDoorShedsMissesPastTheBound(t *testing.T) {
 	for i := range flood {
 		wg.Go(func() {
 			m := new(dns.Msg)
-			if err := m.Unpack(ask(t, addr, pack(t, query(fmt.Sprintf("r%d.cluster.local.", i), dns.TypeA, nil)))); err != nil {
+			if err := m.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, query(fmt.Sprintf("r%d.cluster.local.", i), dns.TypeA, nil)))); err != nil {
 				t.Error(err)
 				return
 			}
@@ -429,7 +401,7 @@ func TestDoorShedsMissesPastTheBound(t *testing.T) {
 	check(t, "answered at once (shed) while 5 wait upstream", len(rcodes), flood-5)
 	check(t, "questions upstream", nc.flightsOpen.Load(), int64(5))
 	m := new(dns.Msg)
-	if err := m.Unpack(ask(t, addr, pack(t, query("cached.cluster.local.", dns.TypeA, nil)))); err != nil || len(m.Answer) != 1 {
+	if err := m.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, query("cached.cluster.local.", dns.TypeA, nil)))); err != nil || len(m.Answer) != 1 {
 		t.Fatalf("cached name during the flood: %v %v", m, err)
 	}
 	close(release)
@@ -510,7 +482,7 @@ func TestADAndCNAMETTL(t *testing.T) {
 			t.Run(door+"/"+tc.name, func(t *testing.T) {
 				for _, phase := range []string{"first", "again"} {
 					r := new(dns.Msg)
-					if err := r.Unpack(ask(t, addr, pack(t, query("alias.default.svc.cluster.local.", dns.TypeA, tc.edit)))); err != nil {
+					if err := r.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, query("alias.default.svc.cluster.local.", dns.TypeA, tc.edit)))); err != nil {
 						t.Fatal(err)
 					}
 					if r.AuthenticatedData != tc.wantAD {

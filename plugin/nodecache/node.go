@@ -56,18 +56,17 @@ func (n *node) dropBlocks(instance any) {
 // and every reload): it routes the address's packet door to this server, opening the door the
 // first time.
 func (n *node) serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.Config, dw dns.DecorateWriter) {
-	key, ok := door.ListenKey(s.Addr)
-	if !ok {
-		return
-	}
+	key, why, ok := door.KeyFor(s, cfg)
 	n.mu.Lock()
 	ours := n.listens[key]
 	n.mu.Unlock()
 	if !ours {
 		return
 	}
-	if cfg.ProxyProtoConnPolicy != nil {
-		log.Infof("packet door %s: not opened: the block reads the PROXY protocol; CoreDNS's server answers alone", key)
+	if !ok {
+		if why != "" {
+			log.Infof("packet door %s: %s", key, why)
+		}
 		return
 	}
 	n.doorMu.Lock()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/clusterdns/clusterdns/plugin/nodecache/nodesetup"
 	"github.com/clusterdns/clusterdns/plugin/nodecache/transport"
 	"github.com/coredns/caddy"
@@ -63,15 +64,7 @@ func setup(c *caddy.Controller) error {
 	// it starts serving UDP.
 	instance := c.Context()
 	n.node.addBlock(instance, &doorBlock{nc: n, cfg: srv, zones: blockZones(c.ServerBlockKeys), listen: listenKeys(cfg.listen, srv.Port)})
-	prev := srv.UDPDecorateWriterFunc
-	srv.UDPDecorateWriterFunc = func(s *dnsserver.Server) dns.DecorateWriter {
-		var dw dns.DecorateWriter
-		if prev != nil {
-			dw = prev(s)
-		}
-		n.node.serverStarting(instance, s, srv, dw)
-		return dw
-	}
+	door.OnServerStart(srv, func(s *dnsserver.Server, dw dns.DecorateWriter) { n.node.serverStarting(instance, s, srv, dw) })
 	c.OnShutdown(func() error { n.node.dropBlocks(instance); return nil })
 	srv.AddPlugin(func(next plugin.Handler) plugin.Handler {
 		n.Next = next

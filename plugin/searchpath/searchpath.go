@@ -37,9 +37,10 @@ type SearchPath struct {
 // Name implements plugin.Handler.
 func (s *SearchPath) Name() string { return pluginName }
 
-// RewritesOnlyNXDOMAIN tells nodecache's packet door that searchpath changes an answer only when
-// the asked name is NXDOMAIN: otherwise the first candidate (the asked name) answers as it is.
-// So every other cache hit may be answered before searchpath runs.
+// RewritesOnlyNXDOMAIN tells the packet doors (internal/door.NXDOMAINRewriter: nodecache's and
+// k8sdiscovery's) that searchpath changes an answer only when the asked name is NXDOMAIN:
+// otherwise the first candidate (the asked name) answers as it is. So every other answer may be
+// given before searchpath runs.
 func (s *SearchPath) RewritesOnlyNXDOMAIN() bool { return true }
 
 // Ready implements ready.Readiness: ready once the client identities are known.
