@@ -18,9 +18,10 @@ import (
 // record before the pod exists, then right after it appears. On a real node (test/realnode,
 // finding 6) a pod asking for its own record at start got NXDOMAIN for up to 30 s more: the
 // central role's `cache 30` kept the first denial for the SOA minimum (`ttl 30`), and every
-// node cache that asked that replica got it again. Corefile.cluster now caches nothing of
-// cluster.local: the record must answer as soon as the store has the pod, and a removed
-// Service's name must go NXDOMAIN as soon as the store drops it.
+// node cache that asked that replica got it again. The central role now caches nothing of
+// cluster.local (cache stands below k8sdiscovery in plugin.cfg): the record must answer as soon
+// as the store has the pod, and a removed Service's name must go NXDOMAIN as soon as the store
+// drops it. It also checks that k8sdiscovery's packet door answers for the shipped Corefile.
 func TestCentralCorefileFreshness(t *testing.T) {
 	corefile, err := os.ReadFile(filepath.Join(harness.root, "Corefile.cluster"))
 	if err != nil {
@@ -61,6 +62,11 @@ func TestCentralCorefileFreshness(t *testing.T) {
 
 	// Up, synced, and the Service answered (this is also the answer a cache would keep).
 	waitRcode(t, addr, svcName, dns.RcodeSuccess, 60*time.Second)
+	// As shipped, k8sdiscovery's packet door answers the cluster's names (nothing above it in
+	// Corefile.cluster sends them through the chain).
+	if log := p.logTail(200); !strings.Contains(log, "packet door") || strings.Contains(log, "through the plugin chain") {
+		t.Errorf("Corefile.cluster as shipped: k8sdiscovery's packet door should answer cluster.local; log:\n%s", log)
+	}
 	// The pod's record before the pod exists, a few times (as a pod asking at start does).
 	for range 3 {
 		if r, _, err := askUDP(addr, podName, dns.TypeA, 2*time.Second); err != nil || r.Rcode != dns.RcodeNameError {
