@@ -309,42 +309,32 @@ func (a *doorAnswerer) count(kind string) {
 	c.(prometheus.Counter).Inc()
 }
 
-// maxDoorAnswer is the largest answer the door writes: CoreDNS's server compresses a UDP answer
-// over 1220 bytes to an IPv6 client (request.Scrub), and the door writes answers as they are.
-const maxDoorAnswer = 1220
-
 // answer answers a datagram from the wire-form answers of the store's generation, building the
-// answer (as ServeDNS would) when the generation has none for the question yet.
+// answer (as CoreDNS's server writes it) when the generation has none for the question yet.
 func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from net.Addr, buf []byte) ([]byte, door.Verdict) {
 	k := a.k
 	if q.QType == dns.TypeANY || !k.synced.Load() {
 		return nil, door.Chain
 	}
 	start := time.Now()
-	var keyBuf [256]byte
-	key := append(append(keyBuf[:0], q.QName...), byte(q.QType>>8), byte(q.QType))
+	// The question as asked (its case is the owners'), and what shapes the bytes CoreDNS's
+	// server writes for it: the client's EDNS (size and DO: its OPT record is put on the answer,
+	// and the size truncates it) and address family (a large answer is compressed for IPv6 from
+	// 1,220 bytes, for IPv4 from 1,480).
+	var keyBuf [256 + 7]byte
+	key := append(append(keyBuf[:0], q.QName...), byte(q.QType>>8), byte(q.QType),
+		byte(q.Advertised>>8), byte(q.Advertised), flagByte(q.EDNS, q.DO), door.Family(from))
 	w := k.wire.get(key, k.store.gen.Load())
 	if w == nil {
 		var ok bool
-		if w, ok = a.build(q, p, key); !ok {
+		if w, ok = a.build(p, from, key); !ok {
 			return nil, door.Chain
 		}
 	}
 	if w.rcode == dns.RcodeNameError && a.rules.nxdomainSlow || a.rules.stableOnly && !w.stable {
 		return nil, door.Chain
 	}
-	size := len(w.wire)
-	if q.EDNS {
-		size += optLen
-	}
-	if size > max(q.Advertised, dns.MinMsgSize) || size > maxDoorAnswer {
-		return nil, door.Chain // CoreDNS's server truncates or compresses it
-	}
-	out := buf[:0]
-	if cap(out) < size {
-		out = make([]byte, 0, size)
-	}
-	out = append(out, w.wire...)
+	out := append(buf[:0], w.wire...)
 	binary.BigEndian.PutUint16(out, q.ID)
 	flags := binary.BigEndian.Uint16(out[2:])
 	if q.RD {
@@ -354,12 +344,6 @@ func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from 
 		flags |= dnswire.FlagCD
 	}
 	binary.BigEndian.PutUint16(out[2:], flags)
-	if q.EDNS {
-		// The client's OPT record as it came (CoreDNS's server puts the request's OPT on the
-		// answer; the door takes only OPT records without options and with no flag but DO).
-		out = append(out, p[len(p)-optLen:]...)
-		binary.BigEndian.PutUint16(out[10:], binary.BigEndian.Uint16(out[10:])+1)
-	}
 	a.count(w.kind)
 	if a.report {
 		door.Report(door.StandardKey{Server: a.label, Zone: a.zone, Plugin: pluginName, Fam: door.Family(from), QType: q.QType, Rcode: w.rcode, DO: q.DO},
@@ -368,42 +352,55 @@ func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from 
 	return out, door.Answered
 }
 
-// optLen is the length of an OPT record without options.
-const optLen = 11
+func flagByte(edns, do bool) byte {
+	var b byte
+	if edns {
+		b |= 1
+	}
+	if do {
+		b |= 2
+	}
+	return b
+}
 
-// build makes the wire-form answer of the question as ServeDNS would write it (no OPT record,
-// ID 0, RD and CD clear, not compressed: CoreDNS's server packs an answer that fits the client
-// uncompressed) and keeps it for the generation it was read in. ok is false when the chain
-// answers it.
-func (a *doorAnswerer) build(q *door.Query, p []byte, key []byte) (*wireAnswer, bool) {
+// build makes the answer to the datagram p as CoreDNS's server writes it (k8sdiscovery's reply,
+// then the server's ScrubWriter: the request's OPT record, truncation to the client's size,
+// compression of a large UDP answer), with ID 0 and RD and CD clear, and keeps it for the store
+// generation it was read in. ok is false when the chain answers it.
+func (a *doorAnswerer) build(p []byte, from net.Addr, key []byte) (*wireAnswer, bool) {
 	r := new(dns.Msg)
-	r.Question = []dns.Question{{Name: presentName(q.QName), Qtype: q.QType, Qclass: dns.ClassINET}}
-	m, kind, gen, ok := a.k.build(context.Background(), request.Request{Req: r}, a.zone, false)
+	if err := r.Unpack(p); err != nil || len(r.Question) != 1 {
+		return nil, false
+	}
+	r.Id, r.RecursionDesired, r.CheckingDisabled = 0, false, false
+	state := request.Request{W: &doorWriter{from: from}, Req: r}
+	m, kind, gen, ok := a.k.build(context.Background(), state, a.zone, false)
 	if !ok {
 		return nil, false
 	}
-	m.Compress = false
+	w := &wireAnswer{kind: kind, rcode: m.Rcode, stable: loadbalanceStable(m)}
+	state.SizeAndDo(m)
+	state.Scrub(m)
 	b, err := m.Pack()
 	if err != nil {
 		return nil, false
 	}
-	w := &wireAnswer{wire: b, kind: kind, rcode: m.Rcode, stable: loadbalanceStable(m)}
+	w.wire = b
 	a.k.wire.put(key, gen, w)
 	return w, true
 }
 
-// presentName is the presentation form of a name the door took (plain labels only).
-func presentName(wire []byte) string {
-	var sb strings.Builder
-	sb.Grow(len(wire))
-	for off := 0; wire[off] != 0; off += 1 + int(wire[off]) {
-		sb.Write(wire[off+1 : off+1+int(wire[off])])
-		sb.WriteByte('.')
-	}
-	return sb.String()
+// doorWriter is the ResponseWriter a door answer is built for: what request.Request reads of the
+// client (its address, hence family and transport).
+type doorWriter struct {
+	dns.ResponseWriter
+	from net.Addr
 }
 
-// wireAnswer is an answer of one question (as asked, in its case) in wire form.
+func (w *doorWriter) RemoteAddr() net.Addr { return w.from }
+
+// wireAnswer is the answer to one question (as asked, in its case) for one shape of client, in
+// wire form, as CoreDNS's server writes it (ID 0, RD and CD clear).
 type wireAnswer struct {
 	wire   []byte
 	kind   string // for coredns_k8sdiscovery_requests_total

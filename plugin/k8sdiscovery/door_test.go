@@ -27,7 +27,13 @@ import (
 // withDoor is set; it returns the address to ask.
 func serveOn(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, above ...plugin.Plugin) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return serveOnHost(t, k, withDoor, zones, "127.0.0.1", above...)
+}
+
+// serveOnHost is serveOn on the loopback address host (127.0.0.1 or ::1).
+func serveOnHost(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, host string, above ...plugin.Plugin) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +42,7 @@ func serveOn(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, above
 	var cfgs []*dnsserver.Config
 	var keys []string
 	for _, z := range zones {
-		cfgs = append(cfgs, &dnsserver.Config{Zone: z, Port: port, ListenHosts: []string{"127.0.0.1"}, Transport: "dns"})
+		cfgs = append(cfgs, &dnsserver.Config{Zone: z, Port: port, ListenHosts: []string{host}, Transport: "dns"})
 		keys = append(keys, z+":"+port)
 	}
 	first := cfgs[0]
@@ -49,7 +55,8 @@ func serveOn(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, above
 	for _, c := range cfgs[1:] {
 		c.Plugin, c.UDPDecorateWriterFunc = first.Plugin, first.UDPDecorateWriterFunc
 	}
-	s, err := dnsserver.NewServer("dns://127.0.0.1:"+port, cfgs)
+	addr := net.JoinHostPort(host, port)
+	s, err := dnsserver.NewServer("dns://"+addr, cfgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +69,7 @@ func serveOn(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, above
 		instanceStopped(instance)
 		s.Stop()
 	})
-	return "127.0.0.1:" + port
+	return addr
 }
 
 // The block layouts of the tests: the zones as keys (as in Corefile.nodelocal's and the
@@ -149,6 +156,38 @@ func TestDoorAnswersAsTheChain(t *testing.T) {
 		t.Errorf("the door's wire cache holds %d answers after %d questions: the door did not answer them", n, compared)
 	}
 	t.Logf("%d queries compared; %d answers in the door's wire cache", compared, cachedAnswers(k))
+}
+
+// Answers too large for the client: truncated (TC) or compressed by CoreDNS's server, and the
+// door's are the same bytes, for each client size, over IPv4 and IPv6.
+func TestDoorLargeAnswers(t *testing.T) {
+	var eps []ep
+	for i := range 120 {
+		eps = append(eps, ep{ip: fmt.Sprintf("10.3.%d.%d", i/200, i%200+1), hostname: fmt.Sprintf("member-%d", i)})
+	}
+	k, _ := startFake(t, conformanceConfig(), namespace("big"), headlessService("big", "many"), slice("big", "many", "many-1", 80, eps...))
+	for _, family := range []string{"127.0.0.1", "::1"} {
+		viaDoor, viaChain := serveOnHost(t, k, true, zoneKeys, family), serveOnHost(t, k, false, zoneKeys, family)
+		for _, qt := range []uint16{dns.TypeA, dns.TypeSRV} {
+			for _, size := range []uint16{0, 512, 1232, 4096} {
+				m := new(dns.Msg)
+				m.SetQuestion("many.big.svc.cluster.local.", qt)
+				if size > 0 {
+					m.SetEdns0(size, false)
+				}
+				q := wiretest.Pack(t, m)
+				want := wiretest.ExchangeUDP(t, viaChain, q)
+				for round := range 2 {
+					if got := wiretest.ExchangeUDP(t, viaDoor, q); !bytes.Equal(got, want) {
+						t.Errorf("%s %s size %d round %d: the door wrote %d bytes, the chain %d", family, dns.TypeToString[qt], size, round, len(got), len(want))
+					}
+				}
+			}
+		}
+	}
+	if cachedAnswers(k) == 0 {
+		t.Error("the door answered nothing")
+	}
 }
 
 // A change to the store is answered at once: the wire cache is per store generation.
