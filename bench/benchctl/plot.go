@@ -2,7 +2,8 @@ package main
 
 // benchctl plot RESULTS.json DIR: PNG charts of a run's figures (`benchctl results`), shown by
 // RESULTS.md and the README: qps.png (throughput per scenario), cpu.png (CPU per query), latency.png
-// (p50 and p99 at a fixed rate) and memory.png (heap and RSS at scale, steady and at a relist).
+// (p50 and p99 at a fixed rate), memory.png (heap and RSS at scale, steady and at a relist),
+// relist.png (RSS and heap through a relist, over time) and fixed-rate-cpu.png.
 
 import (
 	"encoding/json"
@@ -107,8 +108,64 @@ func plotResults(args []string) error {
 			[][]*plot.Plot{{heap, rss}}, 26*vg.Centimeter, 12*vg.Centimeter); err != nil {
 			return err
 		}
+		if err := plotRelist(res.Memory, filepath.Join(dir, "relist.png"), "A relist over time (the API server stopped at 0 s, started over a compacted etcd) — "+sub); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// plotRelist draws the relist timelines, RSS and heap, a line per DNS (nothing when the run has
+// no samples).
+func plotRelist(mems []Memory, path, title string) error {
+	type named struct {
+		name string
+		line *plotter.Line
+	}
+	var rss, heap []named
+	dark := map[bool]color.Color{true: color.RGBA{R: 0x08, G: 0x30, B: 0x6b, A: 0xff}, false: color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}}
+	light := map[bool]color.Color{true: oursColor, false: theirsColor}
+	for _, m := range mems {
+		if len(m.Relist) == 0 {
+			continue
+		}
+		r, h := make(plotter.XYs, len(m.Relist)), make(plotter.XYs, len(m.Relist))
+		for i, x := range m.Relist {
+			r[i], h[i] = plotter.XY{X: x.T, Y: x.RSS}, plotter.XY{X: x.T, Y: x.Heap}
+		}
+		c := light[m.Ours]
+		if strings.Contains(m.Name, "verified") {
+			c = dark[m.Ours]
+		}
+		rss, heap = append(rss, named{m.Label, lineOf(r, c)}), append(heap, named{m.Label, lineOf(h, c)})
+	}
+	if len(rss) == 0 {
+		return nil
+	}
+	var panels []*plot.Plot
+	for _, set := range []struct {
+		title string
+		lines []named
+	}{{"RSS", rss}, {"Go heap in use", heap}} {
+		p := plot.New()
+		p.Title.Text, p.X.Label.Text, p.Y.Label.Text = set.title, "seconds", "MiB"
+		for _, n := range set.lines {
+			p.Add(n.line)
+			p.Legend.Add(n.name, n.line)
+		}
+		p.Legend.Top, p.Legend.Left = true, true
+		p.Y.Min = 0
+		p.Y.Max *= 1.3
+		p.Y.Tick.Marker = plainTicks{}
+		panels = append(panels, p)
+	}
+	return saveTiles(path, title, [][]*plot.Plot{panels}, 30*vg.Centimeter, 12*vg.Centimeter)
+}
+
+func lineOf(xys plotter.XYs, c color.Color) *plotter.Line {
+	l, _ := plotter.NewLine(xys)
+	l.Color, l.Width = c, vg.Points(1.2)
+	return l
 }
 
 // plotFixedRate is a panel per role: for each rate, ours and theirs side by side (CPU per query).

@@ -85,11 +85,23 @@ func mem(args []string) error {
 	url := fs.String("metrics", "", "prometheus endpoint of the process")
 	duration := fs.Duration("duration", 10*time.Second, "how long to sample")
 	interval := fs.Duration("interval", 200*time.Millisecond, "sampling interval")
+	samples := fs.String("samples", "", "also write every sample to this file: seconds since the start, RSS MiB, heap MiB (a line each)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	const mib = 1 << 20
+	var out *os.File
+	if *samples != "" {
+		f, err := os.Create(*samples)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
 	var rssLast, rssMax, heapLast, heapMax float64
-	end := time.Now().Add(*duration)
+	start := time.Now()
+	end := start.Add(*duration)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 sampling:
@@ -100,6 +112,9 @@ sampling:
 		if h, err := scrape(*url, "go_memstats_heap_inuse_bytes"); err == nil {
 			heapLast, heapMax = h, max(heapMax, h)
 		}
+		if out != nil {
+			fmt.Fprintf(out, "%.2f %.1f %.1f\n", time.Since(start).Seconds(), rssLast/mib, heapLast/mib)
+		}
 		if time.Now().After(end) {
 			break
 		}
@@ -109,7 +124,6 @@ sampling:
 		case <-time.After(*interval):
 		}
 	}
-	const mib = 1 << 20
 	fmt.Printf("%.0f %.0f %.0f %.0f\n", rssLast/mib, rssMax/mib, heapLast/mib, heapMax/mib)
 	return nil
 }

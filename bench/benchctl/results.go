@@ -87,6 +87,33 @@ type Memory struct {
 	RelistPeakHeap float64 `json:"relist_peak_heap_mib"`
 	WindowPeakRSS  float64 `json:"window_peak_rss_mib"`
 	WindowPeakHeap float64 `json:"window_peak_heap_mib"`
+	// Relist is the relist timeline: RSS and heap every 100 ms from just before the API server
+	// was stopped (memory.<name>.relist.samples; absent from runs before it was written).
+	Relist []Sample `json:"relist_samples,omitempty"`
+}
+
+// Sample is one point of a timeline: seconds since it began, RSS and Go heap in use (MiB).
+type Sample struct {
+	T    float64 `json:"t_s"`
+	RSS  float64 `json:"rss_mib"`
+	Heap float64 `json:"heap_mib"`
+}
+
+// readSamples reads `benchctl mem -samples` output: a line per sample, "t rss heap".
+func readSamples(path string) ([]Sample, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Sample
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var x Sample
+		if _, err := fmt.Sscan(line, &x.T, &x.RSS, &x.Heap); err != nil {
+			return nil, fmt.Errorf("%s: %q: %v", path, line, err)
+		}
+		out = append(out, x)
+	}
+	return out, nil
 }
 
 // The scenarios of bench/run.sh and their servers, in the order of RESULTS.md.
@@ -173,9 +200,15 @@ func results(args []string) error {
 		}
 		// Columns as scenario_memory writes them: 1 sync, 2 steady RSS, 4 steady heap, 6 peak RSS,
 		// 10 peak heap, 13 window peak RSS, 17 window peak heap.
-		res.Memory = append(res.Memory, Memory{Name: m[0], Label: m[1], Ours: strings.HasPrefix(m[0], "ours"),
+		mem := Memory{Name: m[0], Label: m[1], Ours: strings.HasPrefix(m[0], "ours"),
 			SyncSeconds: f[0], SteadyRSS: f[1], SteadyHeap: f[3], RelistPeakRSS: f[5], RelistPeakHeap: f[9],
-			WindowPeakRSS: f[12], WindowPeakHeap: f[16]})
+			WindowPeakRSS: f[12], WindowPeakHeap: f[16]}
+		if samples, err := readSamples(filepath.Join(dir, "memory."+m[0]+".relist.samples")); err == nil {
+			mem.Relist = samples
+		} else if !os.IsNotExist(err) {
+			return err
+		}
+		res.Memory = append(res.Memory, mem)
 	}
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
