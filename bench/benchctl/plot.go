@@ -108,7 +108,7 @@ func plotResults(args []string) error {
 			[][]*plot.Plot{{heap, rss}}, 26*vg.Centimeter, 12*vg.Centimeter); err != nil {
 			return err
 		}
-		if err := plotRelist(res.Memory, filepath.Join(dir, "relist.png"), "A relist over time (the API server stopped at 0 s, started over a compacted etcd) — "+sub); err != nil {
+		if err := plotRelist(res.Memory, filepath.Join(dir, "relist.png"), "A relist over time: sampled from 0 s, the API server stopped right after and started again over a compacted etcd (ready again 20 to 35 s in), every watch relists — "+sub); err != nil {
 			return err
 		}
 	}
