@@ -87,17 +87,26 @@ func TestResultsNamesTheColumns(t *testing.T) {
 	}
 }
 
-func TestResultsFixedRates(t *testing.T) {
-	dir := fakeRun(t)
+// resultsOf runs `benchctl results` on a run folder and reads back what it wrote.
+func resultsOf(t *testing.T, dir string) Results {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "results.json")
 	if err := results([]string{dir, out}); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var r Results
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func TestResultsFixedRates(t *testing.T) {
+	r := resultsOf(t, fakeRun(t))
 	if len(r.FixedRate) != 3 {
 		t.Fatalf("fixed-rate rows: %+v", r.FixedRate)
 	}
@@ -124,16 +133,7 @@ func TestResultsRefusesAShortRecord(t *testing.T) {
 
 // The relist timeline is read from memory.<name>.relist.samples where the run wrote one.
 func TestResultsRelistSamples(t *testing.T) {
-	dir := fakeRun(t)
-	out := filepath.Join(t.TempDir(), "results.json")
-	if err := results([]string{dir, out}); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(out)
-	var r Results
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := resultsOf(t, fakeRun(t))
 	for _, m := range r.Memory {
 		want := map[string]int{"ours": 3, "upstream": 0}[m.Name]
 		if len(m.Relist) != want {

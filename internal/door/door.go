@@ -11,6 +11,7 @@ import (
 	"github.com/clusterdns/clusterdns/internal/dnswire"
 	"github.com/clusterdns/clusterdns/internal/packetio"
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,16 +97,25 @@ const (
 	tcpIdleTimeout  = 10 * time.Second
 )
 
-// Open opens the sockets of key and serves them with rt; the route is in place before the first
-// datagram is read. inFlight counts what the door holds (a drain waits for it to reach zero);
-// the door logs as its owner, with logger.
+// Open opens the sockets of key and serves them with rt (New, then Serve).
 func Open(key string, rt *Route, inFlight *atomic.Int64, logger clog.P) (*Door, error) {
+	d, err := New(key, inFlight, logger)
+	if err != nil {
+		return nil, err
+	}
+	d.Serve(rt)
+	return d, nil
+}
+
+// New opens the sockets of key without reading them: an owner whose Answer functions need the
+// door sets it before Serve. inFlight counts what the door holds (a drain waits for it to reach
+// zero); the door logs as its owner, with logger.
+func New(key string, inFlight *atomic.Int64, logger clog.P) (*Door, error) {
 	ln, err := packetio.Listen(key, inFlight)
 	if err != nil {
 		return nil, err
 	}
 	d := &Door{Key: key, ln: ln, closed: make(chan struct{}), log: logger}
-	d.route.Store(rt)
 	d.slow = &handoffConn{in: make(chan handoffPacket, 1024), closed: d.closed, ln: ln, inFlight: inFlight}
 	d.slowSrv = &dns.Server{PacketConn: d.slow, Net: "udp",
 		Handler: dns.HandlerFunc(d.serveChain),
@@ -116,14 +126,19 @@ func Open(key string, rt *Route, inFlight *atomic.Int64, logger clog.P) (*Door, 
 			return w
 		},
 	}
+	return d, nil
+}
+
+// Serve starts reading the sockets with rt in place, and opens the TCP listeners.
+func (d *Door) Serve(rt *Route) {
+	d.route.Store(rt)
 	go func() {
 		if err := d.slowSrv.ActivateAndServe(); err != nil && !isClosed(d.closed) {
-			d.log.Errorf("packet door %s: hand-off server stopped: %v", key, err)
+			d.log.Errorf("packet door %s: hand-off server stopped: %v", d.Key, err)
 		}
 	}()
-	ln.Serve(d.handle)
+	d.ln.Serve(d.handle)
 	d.openStream()
-	return d, nil
 }
 
 // SetRoute routes the door to a new server (a reload).
@@ -358,5 +373,22 @@ func KeyFor(s *dnsserver.Server, cfg *dnsserver.Config) (key, why string, ok boo
 	if cfg.ProxyProtoConnPolicy != nil {
 		return key, "not opened: the block reads the PROXY protocol; CoreDNS's server answers alone", false
 	}
+	if len(s.TsigSecret) > 0 {
+		// The hand-off and TCP servers do not check TSIG: a request with a made-up MAC would
+		// pass the tsig plugin of any block on the address.
+		return key, "not opened: the server checks TSIG; CoreDNS's server answers alone", false
+	}
 	return key, "", true
+}
+
+// ReportingPlugin is the plugin name CoreDNS's prometheus plugin puts on the rcode of every
+// answer of a block (coredns_dns_responses_total{plugin}): the handler right after prometheus in
+// the chain (only that one's writer tells the recorder its name). "" without prometheus.
+func ReportingPlugin(handlers []plugin.Handler) string {
+	for i, h := range handlers {
+		if h.Name() == "prometheus" && i+1 < len(handlers) {
+			return handlers[i+1].Name()
+		}
+	}
+	return ""
 }

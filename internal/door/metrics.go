@@ -34,6 +34,9 @@ var standardReports sync.Map // StandardKey → *standardReport
 // dashboards and alerts operators run read a door's answers with the rest. Call it for answers of
 // a block with prometheus.
 func Report(k StandardKey, reqSize, rspSize int, start time.Time) {
+	if !commonType[k.QType] {
+		k.QType = 0 // "other": one entry for every type a client may invent
+	}
 	v, ok := standardReports.Load(k)
 	if !ok {
 		fam := "1"

@@ -1,6 +1,7 @@
 package k8sdiscovery
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"net"
@@ -21,12 +22,13 @@ import (
 
 // The packet door (internal/door): for each address a k8sdiscovery block listens on, the plugin
 // opens UDP sockets of its own, read and written in batches, and TCP listeners that answer the
-// queries pipelined on one connection concurrently. A UDP query of plain shape for one of the
-// plugin's zones is answered there, from the wire form of the same answer ServeDNS writes, kept
-// per store generation: a hit is a copy with the ID, RD and CD and the client's OPT record put
-// in, never a pack of a dns.Msg. Everything else (other shapes, TCP, ANY, fallthrough,
-// ExternalName targets outside the zones, answers that do not fit the client's size, blocks
-// where a plugin above k8sdiscovery would see or change the answer) goes to CoreDNS's server.
+// queries pipelined on one connection concurrently (through the chain). A UDP query of plain
+// shape for one of the plugin's zones is answered there, from the bytes CoreDNS's server writes
+// for the same question (as asked) to the same shape of client (EDNS size and DO, family), kept
+// per store generation: a hit is a copy with the ID, RD and CD put in, never a pack of a dns.Msg.
+// Everything else (other shapes, TCP, ANY, fallthrough, ExternalName targets outside the zones,
+// blocks where a plugin above k8sdiscovery would see or change the answer) goes to CoreDNS's
+// server.
 
 // doorPassive are the plugins that may stand above k8sdiscovery in a block the door answers:
 // they change no answer of our zones (any answers only ANY queries, which the door hands on;
@@ -120,7 +122,10 @@ func blockKeyZones(keys []string) []keyZone {
 	for _, key := range keys {
 		port := dnsserver.Port
 		rest := key
-		if _, after, ok := strings.Cut(rest, "://"); ok {
+		if scheme, after, ok := strings.Cut(rest, "://"); ok {
+			if scheme != "dns" {
+				continue // a key of another transport (tls://, https://...): not on a door's address
+			}
 			rest = after
 		}
 		if i := strings.LastIndexByte(rest, ':'); i >= 0 && i+1 < len(rest) && strings.Trim(rest[i+1:], "0123456789") == "" {
@@ -192,13 +197,18 @@ func serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.Config, dw
 	}
 	doors.mu.Lock()
 	defer doors.mu.Unlock()
-	rt, notes := doorRoute(s, key, doors.blocks[instance], dw)
+	rt, notes, answers := doorRoute(s, key, doors.blocks[instance], dw)
 	for _, note := range notes {
 		log.Infof("packet door %s: %s through the plugin chain", key, note)
 	}
 	if od := doors.open[key]; od != nil {
 		od.d.SetRoute(rt)
 		od.instance = instance
+		return
+	}
+	if !answers {
+		// A door that would hand every datagram on only slows CoreDNS's server down.
+		log.Infof("packet door %s: not opened: it would answer nothing itself", key)
 		return
 	}
 	d, err := door.Open(key, rt, &doors.inFlight, log)
@@ -214,24 +224,33 @@ func serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.Config, dw
 // Corefile has no k8sdiscovery on the address, or the process leaving) and forgets its blocks.
 func instanceStopped(instance any) {
 	doors.mu.Lock()
-	defer doors.mu.Unlock()
 	delete(doors.blocks, instance)
+	var closing []*door.Door
 	for key, od := range doors.open {
-		if od.instance != instance {
-			continue
+		if od.instance == instance {
+			closing = append(closing, od.d)
+			delete(doors.open, key)
 		}
-		// Leave the SO_REUSEPORT group first (CoreDNS's own sockets take new datagrams), answer
-		// what is queued, then close.
-		if err := od.d.Detach(closeQuiet); err != nil {
-			log.Warningf("packet door %s: leave the SO_REUSEPORT group: %v", key, err)
+	}
+	doors.mu.Unlock()
+	// Leave the SO_REUSEPORT group first (CoreDNS's own sockets take new datagrams), answer what
+	// is queued, then close; outside the lock, which a starting server's hook takes.
+	for _, d := range closing {
+		if err := d.Detach(closeQuiet); err != nil {
+			log.Warningf("packet door %s: leave the SO_REUSEPORT group: %v", d.Key, err)
 		}
-		for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-			if od.d.Queued() == 0 && od.d.OpenConns() == 0 && doors.inFlight.Load() == 0 {
-				break
-			}
+	}
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		quiet := doors.inFlight.Load() == 0
+		for _, d := range closing {
+			quiet = quiet && d.Queued() == 0 && d.OpenConns() == 0
 		}
-		od.d.Close()
-		delete(doors.open, key)
+		if quiet {
+			break
+		}
+	}
+	for _, d := range closing {
+		d.Close()
 	}
 }
 
@@ -240,43 +259,69 @@ func instanceStopped(instance any) {
 const closeQuiet = 200 * time.Millisecond
 
 // doorRoute works out, for each zone of the k8sdiscovery blocks on the address, whether the door
-// answers it.
-func doorRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.DecorateWriter) (*door.Route, []string) {
+// answers it, and whether it answers any. A zone goes to the block CoreDNS routes its names to:
+// the one whose key is the longest that holds the zone.
+func doorRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.DecorateWriter) (*door.Route, []string, bool) {
+	type keyOf struct {
+		b  *doorBlock
+		kz keyZone
+	}
+	var keys []keyOf
+	for _, b := range blocks {
+		for _, kz := range b.keys {
+			if b.on(key, kz) {
+				keys = append(keys, keyOf{b, kz})
+			}
+		}
+	}
+	// routedTo is the key CoreDNS routes a name of zone z to (nil: none of ours).
+	routedTo := func(z string) *keyOf {
+		var best *keyOf
+		for i := range keys {
+			if dns.IsSubDomain(keys[i].kz.zone, z) && (best == nil || len(keys[i].kz.zone) > len(best.kz.zone)) {
+				best = &keys[i]
+			}
+		}
+		return best
+	}
 	var zones []door.Zone
 	var notes []string
 	has := map[string]bool{}
-	var blockZones []string
-	for _, b := range blocks {
+	answers := false
+	for _, ko := range keys {
+		b := ko.b
 		ok, rules, why := b.eligible()
-		for _, kz := range b.keys {
-			if !b.on(key, kz) {
+		if ok && dw != nil {
+			ok, why = false, "the server decorates its UDP writer"
+		}
+		for _, z := range b.k.zones {
+			if has[z] || !dns.IsSubDomain(ko.kz.zone, z) {
 				continue
 			}
-			blockZones = append(blockZones, kz.zone)
-			for _, z := range b.k.zones {
-				if !dns.IsSubDomain(kz.zone, z) || has[z] {
-					continue // a zone of the stanza outside the key's: CoreDNS never routes it here
-				}
-				has[z] = true
-				dz := door.Zone{Name: z}
-				if ok {
-					a := &doorAnswerer{k: b.k, zone: z, rules: rules, report: b.cfg.Handler("prometheus") != nil, label: s.Addr}
-					dz.Answer = a.answer
-				} else {
-					notes = append(notes, z+": "+why)
-				}
-				zones = append(zones, dz)
+			if r := routedTo(z); r.b != b || r.kz != ko.kz {
+				continue // another key holds the zone more closely: that block answers it
 			}
+			has[z] = true
+			dz := door.Zone{Name: z}
+			if ok {
+				a := &doorAnswerer{k: b.k, zone: z, keyZone: ko.kz.zone, rules: rules, report: b.cfg.Handler("prometheus") != nil,
+					label: s.Addr, plugin: cmp.Or(door.ReportingPlugin(b.cfg.Handlers()), pluginName)}
+				dz.Answer = a.answer
+				answers = true
+			} else {
+				notes = append(notes, z+": "+why)
+			}
+			zones = append(zones, dz)
 		}
 	}
 	// The blocks' own zones, for their names outside k8sdiscovery's zones: the chain.
-	for _, z := range blockZones {
-		if !has[z] {
-			has[z] = true
-			zones = append(zones, door.Zone{Name: z})
+	for _, ko := range keys {
+		if !has[ko.kz.zone] {
+			has[ko.kz.zone] = true
+			zones = append(zones, door.Zone{Name: ko.kz.zone})
 		}
 	}
-	return door.NewRoute(s, dw, zones, nil), notes
+	return door.NewRoute(s, dw, zones, nil), notes, answers
 }
 
 // eligible reports whether the block's queries may be answered before its plugin chain.
@@ -293,10 +338,12 @@ func (b *doorBlock) eligible() (ok bool, rules doorRules, why string) {
 // doorAnswerer answers a zone of a block at the door.
 type doorAnswerer struct {
 	k        *K8sDiscovery
-	zone     string
+	zone     string // the k8sdiscovery zone
+	keyZone  string // the zone of the block's key that holds it: the standard metrics' zone label
 	rules    doorRules
 	report   bool     // the block has prometheus: door answers count in coredns_dns_*
 	label    string   // the server's metrics label (dns://ip:port)
+	plugin   string   // the plugin label of the rcode metric (door.ReportingPlugin)
 	counters sync.Map // kind → coredns_k8sdiscovery_requests_total{server=label, kind}
 }
 
@@ -331,7 +378,7 @@ func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from 
 			return nil, door.Chain
 		}
 	}
-	if w.rcode == dns.RcodeNameError && a.rules.nxdomainSlow || a.rules.stableOnly && !w.stable {
+	if w.chain || w.rcode == dns.RcodeNameError && a.rules.nxdomainSlow || a.rules.stableOnly && !w.stable {
 		return nil, door.Chain
 	}
 	out := append(buf[:0], w.wire...)
@@ -346,8 +393,10 @@ func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from 
 	binary.BigEndian.PutUint16(out[2:], flags)
 	a.count(w.kind)
 	if a.report {
-		door.Report(door.StandardKey{Server: a.label, Zone: a.zone, Plugin: pluginName, Fam: door.Family(from), QType: q.QType, Rcode: w.rcode, DO: q.DO},
-			len(p), len(out), start)
+		// As the prometheus plugin counts: the block key's zone, and the size of the reply as the
+		// plugins wrote it (before the server's OPT record, truncation and compression).
+		door.Report(door.StandardKey{Server: a.label, Zone: a.keyZone, Plugin: a.plugin, Fam: door.Family(from), QType: q.QType, Rcode: w.rcode, DO: q.DO},
+			len(p), w.written, start)
 	}
 	return out, door.Answered
 }
@@ -376,9 +425,13 @@ func (a *doorAnswerer) build(p []byte, from net.Addr, key []byte) (*wireAnswer, 
 	state := request.Request{W: &doorWriter{from: from}, Req: r}
 	m, kind, gen, ok := a.k.build(context.Background(), state, a.zone, false)
 	if !ok {
-		return nil, false
+		// Fallthrough, or a target outside: the chain answers this question in this generation
+		// (remembered, so that each query pays one build, the chain's).
+		w := &wireAnswer{chain: true}
+		a.k.wire.put(key, gen, w)
+		return w, true
 	}
-	w := &wireAnswer{kind: kind, rcode: m.Rcode, stable: loadbalanceStable(m)}
+	w := &wireAnswer{kind: kind, rcode: m.Rcode, stable: loadbalanceStable(m), written: m.Len()}
 	state.SizeAndDo(m)
 	state.Scrub(m)
 	b, err := m.Pack()
@@ -402,10 +455,12 @@ func (w *doorWriter) RemoteAddr() net.Addr { return w.from }
 // wireAnswer is the answer to one question (as asked, in its case) for one shape of client, in
 // wire form, as CoreDNS's server writes it (ID 0, RD and CD clear).
 type wireAnswer struct {
-	wire   []byte
-	kind   string // for coredns_k8sdiscovery_requests_total
-	rcode  int
-	stable bool // loadbalanceStable
+	wire    []byte
+	kind    string // for coredns_k8sdiscovery_requests_total
+	rcode   int
+	stable  bool // loadbalanceStable
+	written int  // the reply's length as k8sdiscovery wrote it, for coredns_dns_response_size_bytes
+	chain   bool // the chain answers it (fallthrough, a target outside the zones)
 }
 
 // wireCache holds the wire-form answers of one store generation: a write to the store makes a

@@ -56,6 +56,14 @@ func serveOnHost(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, h
 		c.Plugin, c.UDPDecorateWriterFunc = first.Plugin, first.UDPDecorateWriterFunc
 	}
 	addr := net.JoinHostPort(host, port)
+	serveConfigs(t, instance, addr, cfgs)
+	return addr
+}
+
+// serveConfigs starts CoreDNS's server for the configs on addr as CoreDNS does (ServePacket on a
+// SO_REUSEPORT socket, the doors' hook run); it stops when the test ends.
+func serveConfigs(t *testing.T, instance any, addr string, cfgs []*dnsserver.Config) *dnsserver.Server {
+	t.Helper()
 	s, err := dnsserver.NewServer("dns://"+addr, cfgs)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +77,7 @@ func serveOnHost(t *testing.T, k *K8sDiscovery, withDoor bool, zones []string, h
 		instanceStopped(instance)
 		s.Stop()
 	})
-	return addr
+	return s
 }
 
 // The block layouts of the tests: the zones as keys (as in Corefile.nodelocal's and the
@@ -331,6 +339,56 @@ func TestDoorUnderLoadbalance(t *testing.T) {
 		t.Error("the door answered nothing under loadbalance")
 	}
 	t.Logf("%d stable answers compared, %d reordered ones through the chain; %d in the wire cache", stable, reordered, cachedAnswers(k))
+}
+
+// Two k8sdiscovery blocks on one address: CoreDNS routes cluster.local to the block whose key is
+// cluster.local (longest match), not to the `.` block that lists it first; with `log` above it
+// there, the door must hand those names on, and the `.` block's reverse zone is still answered
+// at the door; both answer right.
+func TestDoorZoneGoesToTheRoutedBlock(t *testing.T) {
+	a := startFromManifests(t, conformanceConfig(), conformance.WorldDir())
+	b := startFromManifests(t, conformanceConfig(), conformance.WorldDir())
+	b.zones = []string{"cluster.local."}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	root := &dnsserver.Config{Zone: ".", Port: port, ListenHosts: []string{"127.0.0.1"}, Transport: "dns"}
+	root.Plugin = append(root.Plugin, func(next plugin.Handler) plugin.Handler { a.Next = next; return a })
+	cl := &dnsserver.Config{Zone: "cluster.local.", Port: port, ListenHosts: []string{"127.0.0.1"}, Transport: "dns"}
+	cl.Plugin = append(cl.Plugin, func(next plugin.Handler) plugin.Handler { return passThrough{"log", next} },
+		func(next plugin.Handler) plugin.Handler { b.Next = next; return b })
+	directives := dnsserver.Directives
+	dnsserver.Directives = append([]string{"log"}, directives...)
+	t.Cleanup(func() { dnsserver.Directives = directives })
+	instance := new(int)
+	registerDoor(instance, a, root, []string{".:" + port})
+	registerDoor(instance, b, cl, []string{"cluster.local:" + port})
+	addr := "127.0.0.1:" + port
+	s := serveConfigs(t, instance, addr, []*dnsserver.Config{root, cl})
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"web.ns1.svc.cluster.local.", dns.TypeA}, {"20.0.96.10.in-addr.arpa.", dns.TypePTR}} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		var r dns.Msg
+		if err := r.Unpack(wiretest.ExchangeUDP(t, addr, wiretest.Pack(t, m))); err != nil || len(r.Answer) == 0 {
+			t.Fatalf("%s: %v %v", q.name, &r, err)
+		}
+	}
+	// Which block the door gives each zone to.
+	doors.mu.Lock()
+	rt, _, _ := doorRoute(s, addr, doors.blocks[instance], nil)
+	doors.mu.Unlock()
+	for name, atDoor := range map[string]bool{"web.ns1.svc.cluster.local.": false, "20.0.96.10.in-addr.arpa.": true} {
+		z := rt.ZoneFor([]byte(name))
+		if z == nil || (z.Answer != nil) != atDoor {
+			t.Errorf("%s: zone %+v, answered at the door %v, want %v", name, z, z != nil && z.Answer != nil, atDoor)
+		}
+	}
 }
 
 func TestDoorAbove(t *testing.T) {

@@ -111,9 +111,9 @@ func (k *K8sDiscovery) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 }
 
 // build is the reply to the query of state, a name in zone, as ServeDNS writes it, the kind of
-// answer for metrics and the store's generation it was read in. ok is false when the query goes
-// on down the chain (fallthrough), and, with outside false, when the answer needs a name resolved
-// outside our zones (the packet door hands those to the chain).
+// answer for metrics and the store's generation it was read in. ok is false (gen still set) when
+// the query goes on down the chain (fallthrough), and, with outside false, when the answer needs
+// a name resolved outside our zones (the packet door hands those to the chain).
 func (k *K8sDiscovery) build(ctx context.Context, state request.Request, zone string, outside bool) (m *dns.Msg, kind string, gen uint64, ok bool) {
 	m = new(dns.Msg)
 	m.SetReply(state.Req)
@@ -125,11 +125,11 @@ func (k *K8sDiscovery) build(ctx context.Context, state request.Request, zone st
 	if isReverseZone(zone) {
 		kind = k.answerReverse(v, m, state, zone)
 	} else if kind, ok = k.answerForward(ctx, v, m, state, zone, outside); !ok {
-		return nil, "", 0, false
+		return nil, "", v.gen, false
 	}
 	v.end() // the answer is built: nothing below reads the store (the SOA's serial is the view's)
 	if m.Rcode == dns.RcodeNameError && k.fall.Through(state.Name()) {
-		return nil, "", 0, false
+		return nil, "", v.gen, false
 	}
 	if m.Rcode == dns.RcodeNameError || len(m.Answer) == 0 {
 		m.Ns = []dns.RR{k.soaWithName(zone, zone, v.serial)}

@@ -33,6 +33,7 @@ type doorZone struct {
 	nxdomainSlow bool           // NXDOMAIN goes through the chain (a door.NXDOMAINRewriter stands above)
 	report       bool           // the block has prometheus: door answers count in coredns_dns_*
 	label        string         // the server's metrics label (dns://ip:port)
+	plugin       string         // the plugin label of the rcode metric (door.ReportingPlugin)
 	m            *serverMetrics // under that label
 	d            *door.Door     // the door of the address (set as the door opens)
 }
@@ -67,7 +68,7 @@ func (z *doorZone) answer(s *packetio.Socket, fq *door.Query, p []byte, from net
 		z.m.truncated.Inc()
 	}
 	if z.report {
-		door.Report(door.StandardKey{Server: z.label, Zone: z.name, Plugin: pluginName, Fam: door.Family(from), QType: fq.QType, Rcode: dnswire.Rcode(out), DO: fq.DO},
+		door.Report(door.StandardKey{Server: z.label, Zone: z.name, Plugin: z.plugin, Fam: door.Family(from), QType: fq.QType, Rcode: dnswire.Rcode(out), DO: fq.DO},
 			len(p), len(out), now)
 	}
 	return out, door.Answered
@@ -113,7 +114,7 @@ func (w *doorAsker) answered(a *answer, ttl uint32, err error) {
 		w.z.m.truncated.Inc()
 	}
 	if w.z.report {
-		door.Report(door.StandardKey{Server: w.z.label, Zone: w.z.name, Plugin: pluginName, Fam: door.Family(w.addr), QType: w.reply.qtype, Rcode: dnswire.Rcode(out), DO: w.reply.do},
+		door.Report(door.StandardKey{Server: w.z.label, Zone: w.z.name, Plugin: w.z.plugin, Fam: door.Family(w.addr), QType: w.reply.qtype, Rcode: dnswire.Rcode(out), DO: w.reply.do},
 			len(w.pkt), len(out), w.start)
 	}
 	*bp = out
@@ -177,7 +178,8 @@ func buildRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.Dec
 		for _, z := range b.zones {
 			dz := door.Zone{Name: z}
 			if ok {
-				oz := &doorZone{name: z, nc: b.nc, nxdomainSlow: nxdomainSlow, report: b.cfg.Handler("prometheus") != nil, label: s.Addr, m: m}
+				oz := &doorZone{name: z, nc: b.nc, nxdomainSlow: nxdomainSlow, report: b.cfg.Handler("prometheus") != nil, label: s.Addr, m: m,
+					plugin: door.ReportingPlugin(b.cfg.Handlers())}
 				dz.Answer = oz.answer
 				ours = append(ours, oz)
 			} else {

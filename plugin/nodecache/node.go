@@ -77,13 +77,13 @@ func (n *node) serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.
 	}
 	d := n.doors[key]
 	for _, z := range zones {
-		z.d = d // nil until the door opens below; no datagram is read before
+		z.d = d // an open door: set before the route that reaches z is
 	}
 	if d != nil {
 		d.SetRoute(rt)
 		return
 	}
-	d, err := door.Open(key, rt, &n.inFlight, log)
+	d, err := door.New(key, &n.inFlight, log)
 	if err != nil {
 		log.Warningf("packet door %s: %v; CoreDNS's server answers alone", key, err)
 		return
@@ -91,6 +91,7 @@ func (n *node) serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.
 	for _, z := range zones {
 		z.d = d
 	}
+	d.Serve(rt) // the zones know their door before the first datagram is read
 	if n.doors == nil {
 		n.doors = map[string]*door.Door{}
 	}

@@ -64,7 +64,7 @@ func TestCentralCorefileFreshness(t *testing.T) {
 	waitRcode(t, addr, svcName, dns.RcodeSuccess, 60*time.Second)
 	// As shipped, k8sdiscovery's packet door answers the cluster's names (nothing above it in
 	// Corefile.cluster sends them through the chain).
-	if log := p.logTail(200); !strings.Contains(log, "packet door") || strings.Contains(log, "through the plugin chain") {
+	if log := p.logTail(200); !strings.Contains(log, "sockets (one per CPU)") || strings.Contains(log, "through the plugin chain") {
 		t.Errorf("Corefile.cluster as shipped: k8sdiscovery's packet door should answer cluster.local; log:\n%s", log)
 	}
 	// The pod's record before the pod exists, a few times (as a pod asking at start does).
