@@ -9,6 +9,7 @@ var directives = []string{
 	"metadata",
 	"cancel",
 	"timeouts",
+	"multisocket",
 	"reload",
 	"nsid",
 	"bufsize",

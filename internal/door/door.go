@@ -1,6 +1,7 @@
 package door
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"sort"
@@ -89,8 +90,9 @@ type Door struct {
 	log    clog.P // the owner's: messages read "packet door KEY: ..."
 }
 
-// TCP timeouts of the door's connections, CoreDNS's defaults: the first query must arrive
-// within tcpReadTimeout, each later one within tcpIdleTimeout of the query before it.
+// TCP timeouts of the door's connections where its server has none: CoreDNS's defaults (the
+// first query must arrive within tcpReadTimeout, each later one within tcpIdleTimeout of the
+// query before it).
 const (
 	tcpReadTimeout  = 3 * time.Second
 	tcpWriteTimeout = 5 * time.Second
@@ -171,7 +173,15 @@ func (d *Door) openStream() {
 	}
 	d.stream = sl
 	srv := &packetio.StreamServer{Handler: dns.HandlerFunc(d.serveChain),
-		ReadTimeout: tcpReadTimeout, WriteTimeout: tcpWriteTimeout, IdleTimeout: tcpIdleTimeout}
+		Limits: func() (read, idle, write time.Duration, maxQueries int) {
+			// CoreDNS's server's own (its defaults, or the timeouts plugin's), as it reads them.
+			s := d.route.Load().Srv
+			if s == nil {
+				return tcpReadTimeout, tcpIdleTimeout, tcpWriteTimeout, 0
+			}
+			return cmp.Or(s.ReadTimeout, tcpReadTimeout), cmp.Or(s.IdleTimeout, tcpIdleTimeout),
+				cmp.Or(s.WriteTimeout, tcpWriteTimeout), s.MaxTCPQueries
+		}}
 	for _, l := range sl.Listeners() {
 		go func() {
 			if err := srv.Serve(l); err != nil && !isClosed(d.closed) {

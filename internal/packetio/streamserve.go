@@ -35,6 +35,10 @@ type StreamServer struct {
 	ReadTimeout  time.Duration
 	IdleTimeout  time.Duration
 	WriteTimeout time.Duration
+	// Limits, when set, gives each new connection its timeouts in place of the three above, and
+	// the most queries it reads (0 or less: no bound), as CoreDNS's server has them now (a door
+	// follows its server through reloads and the timeouts plugin).
+	Limits func() (read, idle, write time.Duration, maxQueries int)
 }
 
 // DefaultMaxInFlight is the most queries of one connection answered at once by default.
@@ -89,12 +93,16 @@ func (s *StreamServer) serveConn(c net.Conn) {
 	if max <= 0 {
 		max = DefaultMaxInFlight
 	}
-	wc := &streamWriterConn{c: c, timeout: s.WriteTimeout}
+	read, idle, write, maxQueries := s.ReadTimeout, s.IdleTimeout, s.WriteTimeout, 0
+	if s.Limits != nil {
+		read, idle, write, maxQueries = s.Limits()
+	}
+	wc := &streamWriterConn{c: c, timeout: write}
 	slots := make(chan struct{}, max)
 	var answering sync.WaitGroup
 	var lenBuf [2]byte
-	wait := s.ReadTimeout
-	for {
+	wait := read
+	for q := 0; maxQueries <= 0 || q < maxQueries; q++ {
 		if wait > 0 {
 			c.SetReadDeadline(time.Now().Add(wait))
 		}
@@ -106,7 +114,7 @@ func (s *StreamServer) serveConn(c net.Conn) {
 		if _, err := io.ReadFull(c, msg); err != nil {
 			break
 		}
-		wait = s.IdleTimeout
+		wait = idle
 		slots <- struct{}{}
 		answering.Add(1)
 		go func() {

@@ -103,3 +103,27 @@ func waitRcode(t *testing.T, addr, name string, rcode int, limit time.Duration) 
 	t.Fatalf("%s: still %s after %v, want %s", name, last, limit, dns.RcodeToString[rcode])
 	return 0
 }
+
+// TestDoorBesideMultisocket: with upstream's multisocket (several CoreDNS servers, each with its
+// own socket, on one address) k8sdiscovery's packet door opens once and answers; every server
+// routes to it as it starts.
+func TestDoorBesideMultisocket(t *testing.T) {
+	s := startCorefile(t, "multisocket", func(port, readyPort int) string {
+		return fmt.Sprintf(".:%d {\n    bind 127.0.0.1\n    multisocket 3\n    ready 127.0.0.1:%d\n"+
+			"    k8sdiscovery cluster.local {\n        kubeconfig %s\n    }\n}\n", port, readyPort, harness.cp.kubeconfig)
+	})
+	const name = "kubernetes.default.svc.cluster.local."
+	eventually(t, s, dnsCase{name: "kubernetes Service through the door", q: name + " A", answer: []string{a(name, "10.96.0.1")}}, 30*time.Second)
+	for range 50 {
+		if r, _, err := askUDP(s.addr, name, dns.TypeA, 2*time.Second); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("%s: %v %v", name, r, err)
+		}
+	}
+	log := s.proc.logTail(200)
+	if n := strings.Count(log, "sockets (one per CPU)"); n != 1 {
+		t.Errorf("doors opened: %d, want 1; log:\n%s", n, log)
+	}
+	if strings.Contains(log, "through the plugin chain") || strings.Contains(log, "answers alone") {
+		t.Errorf("the door does not answer beside multisocket; log:\n%s", log)
+	}
+}
