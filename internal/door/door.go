@@ -39,6 +39,36 @@ type AnswerFunc func(s *packetio.Socket, q *Query, p []byte, from net.Addr, buf 
 // to the chain.
 type NXDOMAINRewriter interface{ RewritesOnlyNXDOMAIN() bool }
 
+// Above reads a block for a door that answers before the plugin self: why the door may answer
+// none of the block's queries ("" when nothing in the configuration stands in the way: views and
+// TSIG do), whether a NXDOMAINRewriter stands above self, and the names of the other plugins
+// above it, in chain order, for the owner to judge.
+func Above(cfg *dnsserver.Config, self string) (others []string, nxdomainSlow bool, why string) {
+	if len(cfg.FilterFuncs) > 0 {
+		return nil, false, "the block has filters (view)"
+	}
+	if len(cfg.TsigSecret) > 0 {
+		return nil, false, "the block has TSIG secrets"
+	}
+	others, nxdomainSlow = HandlersAbove(cfg.Handlers(), self)
+	return others, nxdomainSlow, ""
+}
+
+// HandlersAbove is Above's reading of a chain's handlers down to the plugin self.
+func HandlersAbove(handlers []plugin.Handler, self string) (others []string, nxdomainSlow bool) {
+	for _, h := range handlers {
+		if h.Name() == self {
+			break
+		}
+		if r, isRewriter := h.(NXDOMAINRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
+			nxdomainSlow = true
+			continue
+		}
+		others = append(others, h.Name())
+	}
+	return others, nxdomainSlow
+}
+
 // Zone is a zone of the address and who answers it: Answer, or CoreDNS's server when nil.
 type Zone struct {
 	Name   string // lower case, fully qualified
@@ -145,9 +175,6 @@ func (d *Door) Serve(rt *Route) {
 
 // SetRoute routes the door to a new server (a reload).
 func (d *Door) SetRoute(rt *Route) { d.route.Store(rt) }
-
-// Route is the door's current route.
-func (d *Door) Route() *Route { return d.route.Load() }
 
 // Sockets is the number of UDP sockets (one per CPU).
 func (d *Door) Sockets() int { return d.ln.Sockets() }

@@ -48,28 +48,21 @@ type doorRules struct {
 	stableOnly   bool // only answers loadbalance leaves as they are (loadbalance stands above)
 }
 
-// doorAbove reads the handlers of a block down to k8sdiscovery: whether the door may answer for
-// it, the rules it answers by, and, when it may not, why.
-func doorAbove(handlers []plugin.Handler) (ok bool, rules doorRules, why string) {
-	var above []string
-	for _, h := range handlers {
-		if h.Name() == pluginName {
-			break
-		}
-		if r, isRewriter := h.(door.NXDOMAINRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
-			rules.nxdomainSlow = true
-			continue
-		}
-		if h.Name() == reorderer {
+// judgeAbove judges the plugins above k8sdiscovery in a block (door.HandlersAbove): whether the
+// door may answer for it, the rules it answers by, and, when it may not, why.
+func judgeAbove(others []string, nxdomainSlow bool) (ok bool, rules doorRules, why string) {
+	rules.nxdomainSlow = nxdomainSlow
+	var blocking []string
+	for _, name := range others {
+		switch {
+		case name == reorderer:
 			rules.stableOnly = true
-			continue
-		}
-		if !doorPassive[h.Name()] {
-			above = append(above, h.Name())
+		case !doorPassive[name]:
+			blocking = append(blocking, name)
 		}
 	}
-	if len(above) > 0 {
-		return false, doorRules{}, "plugins above k8sdiscovery: " + strings.Join(above, ", ")
+	if len(blocking) > 0 {
+		return false, doorRules{}, "plugins above k8sdiscovery: " + strings.Join(blocking, ", ")
 	}
 	return true, rules, ""
 }
@@ -326,13 +319,11 @@ func doorRoute(s *dnsserver.Server, key string, blocks []*doorBlock, dw dns.Deco
 
 // eligible reports whether the block's queries may be answered before its plugin chain.
 func (b *doorBlock) eligible() (ok bool, rules doorRules, why string) {
-	if len(b.cfg.FilterFuncs) > 0 {
-		return false, rules, "the block has filters (view)"
+	others, nxdomainSlow, why := door.Above(b.cfg, pluginName)
+	if why != "" {
+		return false, rules, why
 	}
-	if len(b.cfg.TsigSecret) > 0 {
-		return false, rules, "the block has TSIG secrets"
-	}
-	return doorAbove(b.cfg.Handlers())
+	return judgeAbove(others, nxdomainSlow)
 }
 
 // doorAnswerer answers a zone of a block at the door.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/clusterdns/clusterdns/internal/wiretest"
 	"github.com/clusterdns/clusterdns/test/conformance"
 	"github.com/coredns/caddy"
@@ -391,7 +392,7 @@ func TestDoorZoneGoesToTheRoutedBlock(t *testing.T) {
 	}
 }
 
-func TestDoorAbove(t *testing.T) {
+func TestJudgeAbove(t *testing.T) {
 	k := &K8sDiscovery{}
 	for _, tc := range []struct {
 		name             string
@@ -408,7 +409,7 @@ func TestDoorAbove(t *testing.T) {
 		for _, n := range tc.above {
 			hs = append(hs, passThrough{name: n})
 		}
-		ok, rules, why := doorAbove(append(hs, k))
+		ok, rules, why := judgeAbove(door.HandlersAbove(append(hs, k), pluginName))
 		if ok != tc.ok || rules.nxdomainSlow != tc.nxdomainSlow || rules.stableOnly {
 			t.Errorf("%s: ok %v rules %+v (%s), want %v %v", tc.name, ok, rules, why, tc.ok, tc.nxdomainSlow)
 		}

@@ -9,7 +9,6 @@ import (
 	"github.com/clusterdns/clusterdns/internal/door"
 	"github.com/clusterdns/clusterdns/internal/packetio"
 	"github.com/coredns/coredns/core/dnsserver"
-	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 )
 
@@ -133,32 +132,24 @@ type doorBlock struct {
 // plugin above nodecache changes answers (but for NXDOMAIN, then nxdomainSlow), no views, no
 // TSIG. why says what stands in the way.
 func (b *doorBlock) eligible() (ok, nxdomainSlow bool, why string) {
-	if len(b.cfg.FilterFuncs) > 0 {
-		return false, false, "the block has filters (view)"
+	others, nxdomainSlow, why := door.Above(b.cfg, pluginName)
+	if why != "" {
+		return false, false, why
 	}
-	if len(b.cfg.TsigSecret) > 0 {
-		return false, false, "the block has TSIG secrets"
-	}
-	return handlersAllowDoor(b.cfg.Handlers())
+	return judgeAbove(others, nxdomainSlow)
 }
 
-// handlersAllowDoor reads the handlers of a block down to nodecache.
-func handlersAllowDoor(handlers []plugin.Handler) (ok, nxdomainSlow bool, why string) {
-	var above []string
-	for _, h := range handlers {
-		if h.Name() == pluginName {
-			break
-		}
-		if r, isRewriter := h.(door.NXDOMAINRewriter); isRewriter && r.RewritesOnlyNXDOMAIN() {
-			nxdomainSlow = true
-			continue
-		}
-		if !passivePlugins[h.Name()] {
-			above = append(above, h.Name())
+// judgeAbove judges the plugins above nodecache (door.HandlersAbove): only passive ones may
+// stand there.
+func judgeAbove(others []string, nxdomainSlow bool) (ok, slow bool, why string) {
+	var blocking []string
+	for _, name := range others {
+		if !passivePlugins[name] {
+			blocking = append(blocking, name)
 		}
 	}
-	if len(above) > 0 {
-		return false, false, "plugins above nodecache: " + strings.Join(above, ", ")
+	if len(blocking) > 0 {
+		return false, false, "plugins above nodecache: " + strings.Join(blocking, ", ")
 	}
 	return true, nxdomainSlow, ""
 }

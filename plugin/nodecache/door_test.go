@@ -340,7 +340,7 @@ func TestFastQueryHash(t *testing.T) {
 	}
 }
 
-func TestHandlersAllowDoor(t *testing.T) {
+func TestJudgeAbove(t *testing.T) {
 	nc := &NodeCache{}
 	for _, tc := range []struct {
 		name             string
@@ -353,7 +353,7 @@ func TestHandlersAllowDoor(t *testing.T) {
 		{"searchpath-like", []plugin.Handler{namedHandler{name: "searchpath", rewriter: true}}, true, true},
 		{"rewrite", []plugin.Handler{namedHandler{name: "rewrite"}}, false, false},
 	} {
-		ok, slow, why := handlersAllowDoor(append(tc.above, nc))
+		ok, slow, why := judgeAbove(door.HandlersAbove(append(tc.above, nc), pluginName))
 		check(t, tc.name+" ("+why+")", []bool{ok, slow}, []bool{tc.ok, tc.nxdomainSlow})
 	}
 }
