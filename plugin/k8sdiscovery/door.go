@@ -354,7 +354,10 @@ func (a *doorAnswerer) answer(_ *packetio.Socket, q *door.Query, p []byte, from 
 	if q.QType == dns.TypeANY || !k.synced.Load() {
 		return nil, door.Chain
 	}
-	start := time.Now()
+	var start time.Time
+	if a.report {
+		start = time.Now() // for the standard metrics' duration only
+	}
 	// The question as asked (its case is the owners'), and what shapes the bytes CoreDNS's
 	// server writes for it: the client's EDNS (size and DO: its OPT record is put on the answer,
 	// and the size truncates it) and address family (a large answer is compressed for IPv6 from
