@@ -5,7 +5,9 @@
 // CPU that received it, and to a socket without that option (such as the socket CoreDNS's own
 // server binds to the same address) only when no socket matches. Each socket is read in batches
 // (recvmmsg); a handler answers what it can at once, and those answers leave in one sendmmsg;
-// answers that come later are queued on the socket and written in batches by a sender.
+// answers that come later are queued on the socket and written in batches by a sender. Both
+// calls are made as raw system calls on the non-blocking socket (mmsg.go), which keeps an idle
+// server's wakeup to one thread per datagram.
 //
 // Detach takes the sockets out of the group without closing them (they are connected to a
 // port nothing sends from; the kernel skips connected sockets when it picks one for a new
@@ -29,7 +31,6 @@ import (
 
 	"github.com/coredns/coredns/plugin/pkg/reuseport"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,12 +66,12 @@ type Listener struct {
 // Socket is one of a Listener's sockets.
 type Socket struct {
 	conn   *net.UDPConn
-	bc     batchConn
+	v6     bool
 	sender *sender
 	ln     *Listener
 }
 
-// batchConn is ipv4.PacketConn or ipv6.PacketConn (their Message is the same type).
+// batchConn reads and writes batches of datagrams (an mmsg; one per goroutine).
 type batchConn interface {
 	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
@@ -95,11 +96,7 @@ func Listen(addr string, inFlight *atomic.Int64) (*Listener, error) {
 				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_INCOMING_CPU, cpu)
 			})
 		}
-		var bc batchConn = ipv4.NewPacketConn(c)
-		if c.LocalAddr().(*net.UDPAddr).IP.To4() == nil {
-			bc = ipv6.NewPacketConn(c)
-		}
-		s := &Socket{conn: c, bc: bc, ln: l}
+		s := &Socket{conn: c, v6: c.LocalAddr().(*net.UDPAddr).IP.To4() == nil, ln: l}
 		s.sender = &sender{s: s, wake: make(chan struct{}, 1)}
 		l.socks = append(l.socks, s)
 	}
@@ -236,6 +233,10 @@ func (l *Listener) closeConns() {
 
 // read reads datagrams in batches and writes the answers the handler gave at once in one batch.
 func (s *Socket) read(h Handler) {
+	bc, err := newMmsg(s.conn, s.v6)
+	if err != nil {
+		return
+	}
 	in := make([]ipv4.Message, Batch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, maxDatagram)}
@@ -247,7 +248,7 @@ func (s *Socket) read(h Handler) {
 		outBufs[i] = make([]byte, 0, 1232)
 	}
 	for {
-		n, err := s.bc.ReadBatch(in, 0)
+		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
 			if s.ln.isClosed() || errors.Is(err, net.ErrClosed) {
 				return
@@ -269,7 +270,7 @@ func (s *Socket) read(h Handler) {
 			out[k].Buffers[0], out[k].Addr = b, m.Addr
 			k++
 		}
-		writeBatch(s.bc, out[:k])
+		writeBatch(bc, out[:k])
 		for i := range k {
 			out[i].Addr = nil
 		}
@@ -317,6 +318,10 @@ func (q *sender) send(b *[]byte, addr net.Addr) {
 }
 
 func (q *sender) run() {
+	bc, err := newMmsg(q.s.conn, q.s.v6)
+	if err != nil {
+		return
+	}
 	msgs := make([]ipv4.Message, Batch)
 	for i := range msgs {
 		msgs[i].Buffers = make([][]byte, 1)
@@ -342,7 +347,7 @@ func (q *sender) run() {
 			for i, a := range rest[:k] {
 				msgs[i].Buffers[0], msgs[i].Addr = *a.b, a.addr
 			}
-			writeBatch(q.s.bc, msgs[:k])
+			writeBatch(bc, msgs[:k])
 			for i, a := range rest[:k] {
 				Buffers.Put(a.b)
 				msgs[i].Buffers[0], msgs[i].Addr = nil, nil

@@ -1,0 +1,141 @@
+package packetio
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// mmsgPair is a socket read and written through mmsg on addr, and a client socket.
+func mmsgPair(t *testing.T, network, addr string) (*net.UDPConn, *mmsg, *net.UDPConn) {
+	t.Helper()
+	c, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Skipf("no %s socket on %s here: %v", network, addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	conn := c.(*net.UDPConn)
+	m, err := newMmsg(conn, conn.LocalAddr().(*net.UDPAddr).IP.To4() == nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := net.DialUDP("udp", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	cl.SetDeadline(time.Now().Add(2 * time.Second))
+	return conn, m, cl
+}
+
+func messages(n int) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
+	}
+	return ms
+}
+
+// The address mmsg reads is the client's (family, address, port), and an answer written to it
+// reaches the client: IPv4, IPv6, and an IPv4 client of a dual-stack IPv6 socket.
+func TestMmsgAddresses(t *testing.T) {
+	for _, tc := range []struct{ name, network, listen string }{
+		{"ipv4", "udp4", "127.0.0.1:0"},
+		{"ipv6", "udp6", "[::1]:0"},
+		{"ipv4 on dual-stack", "udp", ":0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, m, cl := mmsgPair(t, tc.network, tc.listen)
+			if tc.listen == ":0" { // ask over IPv4
+				cl.Close()
+				port := conn.LocalAddr().(*net.UDPAddr).Port
+				var err error
+				cl, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cl.Close()
+				cl.SetDeadline(time.Now().Add(2 * time.Second))
+			}
+			for _, q := range []string{"one", "two", "three"} {
+				if _, err := cl.Write([]byte(q)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ms := messages(Batch)
+			got := 0
+			for got < 3 {
+				n, err := m.ReadBatch(ms[got:], 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += n
+			}
+			want := cl.LocalAddr().(*net.UDPAddr)
+			for i, q := range []string{"one", "two", "three"} {
+				if p := string(ms[i].Buffers[0][:ms[i].N]); p != q {
+					t.Errorf("datagram %d: %q, want %q", i, p, q)
+				}
+				a, ok := ms[i].Addr.(*net.UDPAddr)
+				if !ok || !a.IP.Equal(want.IP) || a.Port != want.Port {
+					t.Errorf("datagram %d from %v, want %v", i, ms[i].Addr, want)
+				}
+			}
+			out := make([]ipv4.Message, 3)
+			for i, a := range []string{"ONE", "TWO", "THREE"} {
+				out[i] = ipv4.Message{Buffers: [][]byte{[]byte(a)}, Addr: ms[i].Addr}
+			}
+			if n, err := m.WriteBatch(out, 0); n != 3 || err != nil {
+				t.Fatalf("WriteBatch: %d, %v; want 3", n, err)
+			}
+			b := make([]byte, 64)
+			for _, a := range []string{"ONE", "TWO", "THREE"} {
+				n, err := cl.Read(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(b[:n]) != a {
+					t.Errorf("answer %q, want %q", b[:n], a)
+				}
+			}
+		})
+	}
+}
+
+// An address mmsg cannot write to ends the batch: first in the batch it is an error (writeBatch
+// then skips it), later it is where the batch stops.
+func TestMmsgUnwritableAddress(t *testing.T) {
+	_, m, cl := mmsgPair(t, "udp4", "127.0.0.1:0")
+	good := cl.LocalAddr()
+	bad := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
+	v6 := &net.UDPAddr{IP: net.ParseIP("::1"), Port: 53}
+	for _, b := range []net.Addr{bad, v6, nil} {
+		if n, err := m.WriteBatch([]ipv4.Message{{Buffers: [][]byte{[]byte("x")}, Addr: b}}, 0); n != 0 || err == nil {
+			t.Errorf("to %v: %d, %v; want an error", b, n, err)
+		}
+	}
+	n, err := m.WriteBatch([]ipv4.Message{
+		{Buffers: [][]byte{[]byte("a")}, Addr: good},
+		{Buffers: [][]byte{[]byte("b")}, Addr: bad},
+		{Buffers: [][]byte{[]byte("c")}, Addr: good},
+	}, 0)
+	if n != 1 || err != nil {
+		t.Fatalf("good, bad, good: %d, %v; want 1", n, err)
+	}
+	writeBatch(m, []ipv4.Message{
+		{Buffers: [][]byte{[]byte("d")}, Addr: bad},
+		{Buffers: [][]byte{[]byte("e")}, Addr: good},
+	})
+	b := make([]byte, 16)
+	for _, want := range []string{"a", "e"} {
+		n, err := cl.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b[:n]) != want {
+			t.Errorf("got %q, want %q", b[:n], want)
+		}
+	}
+}
