@@ -59,26 +59,9 @@ func (m *mmsg) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: unix.SizeofSockaddrAny, Iov: &m.iovs[i]}
 		h.SetIovlen(1)
 	}
-	var n int
-	var errno syscall.Errno
-	err := m.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	n, err := m.call(m.rc.Read, unix.SYS_RECVMMSG, k)
 	if err != nil {
 		return 0, err
-	}
-	if errno != 0 {
-		return 0, errno
 	}
 	for i := range n {
 		ms[i].N = int(m.hdrs[i].n)
@@ -112,11 +95,18 @@ func (m *mmsg) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: n, Iov: &m.iovs[i]}
 		h.SetIovlen(1)
 	}
+	return m.call(m.rc.Write, unix.SYS_SENDMMSG, k)
+}
+
+// call makes the system call trap (recvmmsg or sendmmsg) on the first k headers, through wait
+// (the RawConn's Read or Write), which parks the goroutine in the network poller while the call
+// says EAGAIN.
+func (m *mmsg) call(wait func(func(uintptr) bool) error, trap uintptr, k int) (int, error) {
 	var n int
 	var errno syscall.Errno
-	err := m.rc.Write(func(fd uintptr) bool {
+	err := wait(func(fd uintptr) bool {
 		for {
-			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
+			r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
 			switch e {
 			case unix.EINTR:
 				continue
