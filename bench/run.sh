@@ -41,6 +41,11 @@
 # with 500 the first burst overflows the buffer of every server that keeps the default (all but
 # nodecache) and each lost query holds one of dnsperf's slots for its 5 s timeout.
 #
+# bench/RESULTS.memory.md and bench/RESULTS.miss.md (with results.miss.json and plots/miss/) are
+# records of earlier runs of single scenarios, made before the scenarios moved into Go: kept as
+# written, not rendered again (results.miss.json is in the former JSON shape, which `benchctl plot`
+# still reads; `benchctl report` would render it without the figures that shape lacked).
+#
 #   bench/run.sh          a run (what ./build.sh bench does)
 #   bench/run.sh report   RESULTS.md and plots again from results.json (`benchctl report`)
 set -euo pipefail

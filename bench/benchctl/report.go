@@ -128,6 +128,12 @@ func newView(res *Results, jsonName string, plots []string) view {
 		Index: res.scenario("index"), Hit: res.scenario("hit"), Miss: res.scenario("miss"),
 		ChainHit: res.scenario("chainhit"), ChainMiss: res.scenario("chainmiss")}
 	v.Pipelined = v.Miss.server("pipelined") != nil
+	if res.MemWorld == nil {
+		// A run whose memory figures came without their world (results.json of the shell harness).
+		w := *res
+		w.MemWorld = &MemWorld{}
+		v.Results = &w
+	}
 	for _, f := range res.FixedRate {
 		if !slices.Contains(v.Rates, f.Rate) {
 			v.Rates = append(v.Rates, f.Rate)

@@ -264,3 +264,26 @@ func TestReportHandoverLoss(t *testing.T) {
 		t.Errorf("RESULTS.md lacks\n%s", want)
 	}
 }
+
+// The committed bench/results.json renders as the committed bench/RESULTS.md: the run writes
+// both, so a difference is a template that no longer says what the last run said.
+func TestCommittedResultsRender(t *testing.T) {
+	r, err := readResults("../results.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := rendered(t, r)
+	want, err := os.ReadFile("../RESULTS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text != string(want) {
+		got, wantLines := strings.Split(text, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(got), len(wantLines)) {
+			if got[i] != wantLines[i] {
+				t.Fatalf("line %d differs:\n got %s\nwant %s", i+1, got[i], wantLines[i])
+			}
+		}
+		t.Fatalf("%d lines rendered, %d committed", len(got), len(wantLines))
+	}
+}

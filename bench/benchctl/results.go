@@ -91,7 +91,7 @@ type Server struct {
 // Throughput is one dnsperf run and the server's CPU over it.
 type Throughput struct {
 	QPS           float64 `json:"qps"`
-	Completed     int     `json:"completed"`
+	Completed     int     `json:"completed,omitempty"`
 	Lost          int     `json:"lost"`
 	CPUPercent    float64 `json:"cpu_percent"`
 	CPUPerQuery   float64 `json:"cpu_us_per_query"`
