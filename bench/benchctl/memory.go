@@ -115,7 +115,11 @@ func (b *bench) memoryOf(name, corefile string, probes []probe) (Memory, error) 
 	sampled := make(chan memStats, 1)
 	go func() { sampled <- sampleMem(pid, metrics, 600*time.Second, 100*time.Millisecond, true, stop) }()
 	restart := time.Now()
-	ready, err := b.cp.RelistAPIServer()
+	cp, err := b.controlPlane()
+	var ready time.Duration
+	if err == nil {
+		ready, err = cp.RelistAPIServer()
+	}
 	if err != nil {
 		close(stop)
 		<-sampled

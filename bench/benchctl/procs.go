@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,7 +48,14 @@ func (b *bench) start(name string, cpu int, argv ...string) (*proc, error) {
 		logFile.Close()
 		close(p.done)
 	}()
+	b.mu.Lock()
 	b.procs = append(b.procs, p)
+	interrupted := b.interrupted.Load()
+	b.mu.Unlock()
+	if interrupted {
+		p.stop(time.Second)
+		return nil, errors.New("interrupted")
+	}
 	return p, nil
 }
 
@@ -74,10 +82,13 @@ func (p *proc) stop(grace time.Duration) {
 
 // stopAll ends every process the run started and its control plane.
 func (b *bench) stopAll() {
-	for _, p := range b.procs {
+	b.mu.Lock()
+	procs := b.procs
+	b.procs = nil
+	b.mu.Unlock()
+	for _, p := range procs {
 		p.stop(5 * time.Second)
 	}
-	b.procs = nil
 	b.stopControlPlane()
 }
 
@@ -217,14 +228,33 @@ func (b *bench) startControlPlane(dir string) error {
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
+	b.mu.Lock()
 	b.cp, b.kubeconfig = cp, cp.Kubeconfig
+	b.mu.Unlock()
+	if b.interrupted.Load() {
+		b.stopControlPlane()
+		return errors.New("interrupted")
+	}
 	logf("kube-apiserver ready on 127.0.0.1:%d after %.1fs", cp.APIPort, time.Since(start).Seconds())
 	return nil
 }
 
+// controlPlane is the control plane that is up.
+func (b *bench) controlPlane() (*controlplane.ControlPlane, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cp == nil {
+		return nil, errors.New("no control plane (interrupted?)")
+	}
+	return b.cp, nil
+}
+
 func (b *bench) stopControlPlane() {
-	if b.cp != nil {
-		b.cp.Stop()
-		b.cp, b.kubeconfig = nil, ""
+	b.mu.Lock()
+	cp := b.cp
+	b.cp = nil
+	b.mu.Unlock()
+	if cp != nil {
+		cp.Stop()
 	}
 }

@@ -6,7 +6,6 @@ package main
 // and the knobs, read here from the environment.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -106,11 +107,15 @@ type bench struct {
 	root  string
 	procs []*proc
 	res   *Results
-	// cp is the scenario's control plane while one is up; kubeconfig its admin's.
+	// cp is the scenario's control plane while one is up; kubeconfig its admin's (set before any
+	// server that reads it starts).
 	cp         *controlplane.ControlPlane
 	kubeconfig string
 	// pprof: the next servers started serve pprof on addrServer:6060 (CPU profiles).
 	pprof bool
+	// mu guards procs and cp, which a signal's stopAll reads from another goroutine.
+	mu          sync.Mutex
+	interrupted atomic.Bool
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
@@ -137,19 +142,31 @@ func run(args []string) error {
 		LowRates: cfg.LowRates, ServerCPU: cfg.ServerCPU, LoadCPU: cfg.LoadCPU,
 		Machine: machine(), LoadStart: loadAvg(3),
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// A signal stops every child (servers, control plane), so the scenario under way fails at
+	// once and the run still writes what it measured.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	go func() {
+		sig, ok := <-signals
+		if !ok {
+			return
+		}
+		logf("%v: stopping the servers and the control plane", sig)
+		b.interrupted.Store(true)
+		b.stopAll()
+	}()
 	scenarios := map[string]func() error{
 		"index": b.scenarioIndex, "hit": b.scenarioHit, "miss": b.scenarioMiss, "search": b.scenarioSearch,
 		"memory": b.scenarioMemory, "handover": b.scenarioHandover, "lowrate": b.scenarioLowrate, "chain": b.scenarioChain,
 	}
 	var runErr error
 	for _, s := range cfg.Scenarios {
-		if ctx.Err() != nil {
-			runErr = ctx.Err()
-			break
+		err := scenarios[s]()
+		if b.interrupted.Load() {
+			err = errors.New("interrupted")
 		}
-		if err := scenarios[s](); err != nil {
+		if err != nil {
 			runErr = fmt.Errorf("scenario %s: %w", s, err)
 			break
 		}
