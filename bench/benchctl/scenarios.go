@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -116,7 +117,7 @@ func (b *bench) abRounds(id, title string, servers []contender, queries queryFil
 			srv.summarize()
 		}
 	}
-	slowest := slices.MinFunc(sc.Servers, func(a, c Server) int { return int(a.MeanQPS - c.MeanQPS) })
+	slowest := slices.MinFunc(sc.Servers, func(a, c Server) int { return cmp.Compare(a.MeanQPS, c.MeanQPS) })
 	sc.LatencyRate = int(slowest.MeanQPS+0.5) / 2
 	lat := make([][]float64, len(servers))
 	for round := 1; round <= b.cfg.Rounds; round++ {
