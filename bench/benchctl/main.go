@@ -7,6 +7,7 @@
 //	benchctl plot RESULTS.json DIR         PNG charts of those figures (plot.go)
 //	benchctl walk ...                      a pod's ndots:5 search walk, counting queries (run pins it with taskset)
 //	benchctl tcpload ...                   TCP load as stub resolvers make it: a connection per query
+//	benchctl nodecache                     the quick node-cache A/B on loopback (bench/nodecache/bench.sh)
 package main
 
 import (
@@ -16,15 +17,16 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchctl run|report|plot|walk|tcpload ...")
+		fmt.Fprintln(os.Stderr, "usage: benchctl run|report|plot|walk|tcpload|nodecache ...")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
-		"run":     run,
-		"report":  report,
-		"plot":    plotResults,
-		"walk":    walk,
-		"tcpload": tcpLoad,
+		"run":       run,
+		"report":    report,
+		"plot":      plotResults,
+		"walk":      walk,
+		"tcpload":   tcpLoad,
+		"nodecache": nodecacheAB,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {

@@ -141,7 +141,12 @@ func resetPeakRSS(pid int) error {
 
 // dnsperf runs dnsperf on LOAD_CPU against addrServer:53 and returns its report and output.
 func (b *bench) dnsperf(file string, seconds int, extra ...string) (DnsperfReport, []byte, error) {
-	args := append([]string{"-c", strconv.Itoa(b.cfg.LoadCPU), "dnsperf", "-s", b.cfg.addrServer(), "-p", "53", "-d", file, "-l", strconv.Itoa(seconds)}, extra...)
+	return b.dnsperfAt(b.cfg.addrServer(), "53", file, append([]string{"-l", strconv.Itoa(seconds)}, extra...)...)
+}
+
+// dnsperfAt runs dnsperf on LOAD_CPU against addr:port.
+func (b *bench) dnsperfAt(addr, port, file string, extra ...string) (DnsperfReport, []byte, error) {
+	args := append([]string{"-c", strconv.Itoa(b.cfg.LoadCPU), "dnsperf", "-s", addr, "-p", port, "-d", file}, extra...)
 	out, _ := exec.Command("taskset", args...).CombinedOutput()
 	rep, err := parseDnsperf(bytes.NewReader(out))
 	if err != nil {

@@ -287,3 +287,30 @@ func TestCommittedResultsRender(t *testing.T) {
 		t.Fatalf("%d lines rendered, %d committed", len(got), len(wantLines))
 	}
 }
+
+func TestNodecacheABTable(t *testing.T) {
+	runs := func(q ...float64) []Throughput {
+		var out []Throughput
+		for _, x := range q {
+			out = append(out, Throughput{QPS: x, Lost: 1})
+		}
+		return out
+	}
+	var b strings.Builder
+	err := nodecacheABTemplate.Execute(&b, NodecacheAB{Seconds: 10, Cores: 2, Kernel: "6.18", Load: "1.00 1.00 1.00", Scenarios: []NodecacheABRow{
+		{Scenario: "hit", Ours: runs(121495, 118245), Upstream: runs(59485, 61776)},
+		{Scenario: "miss", Ours: runs(17264, 17071), Upstream: runs(16827, 14569)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| cache hit (UDP) | 119870 (121495, 118245) | 60631 (59485, 61776) | 1.98 | 2 / 2 |",
+		"| cluster-zone miss (upstream over TCP) | 17168 (17264, 17071) | 15698 (16827, 14569) | 1.09 | 2 / 2 |",
+		"10s per run, A/B/A/B; 2 cores, 6.18; load average 1.00 1.00 1.00.",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %s:\n%s", want, b.String())
+		}
+	}
+}
