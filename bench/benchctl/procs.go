@@ -38,7 +38,9 @@ func (b *bench) start(name string, cpu int, argv ...string) (*proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	errc := make(chan error, 1)
+	spawner <- func() { errc <- cmd.Start() }
+	if err := <-errc; err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -60,6 +62,20 @@ func (b *bench) start(name string, cpu int, argv ...string) (*proc, error) {
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// spawner forks every server from one locked OS thread that never exits: Pdeathsig follows the
+// thread that forked, so the servers die with benchctl rather than with a thread the Go runtime
+// happened to retire.
+var spawner = func() chan func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread()
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+}()
 
 // stop sends SIGTERM, then SIGKILL after grace.
 func (p *proc) stop(grace time.Duration) {

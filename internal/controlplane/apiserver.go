@@ -233,14 +233,18 @@ func (c *ControlPlane) RestartAPIServer() error {
 // RelistAPIServer stops the apiserver, writes a key to etcd (so its revision moves past
 // everything a watcher has seen) and compacts to that revision, and starts the apiserver again:
 // every watch then resumes from a compacted resource version ("too old resource version") and its
-// client lists everything again. It returns how long the new apiserver took to be ready.
+// client lists everything again. It returns how long the new apiserver took to be ready (up to
+// two minutes: with 150k Pods in etcd it takes 20 to 35 s on 2 cores).
 func (c *ControlPlane) RelistAPIServer() (time.Duration, error) {
 	c.StopAPIServer()
 	if _, err := CompactEtcd(c.EtcdURL); err != nil {
 		return 0, err
 	}
 	start := time.Now()
-	if err := c.RestartAPIServer(); err != nil {
+	if err := c.startAPIServer(); err != nil {
+		return 0, err
+	}
+	if err := c.waitReady(2 * time.Minute); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
