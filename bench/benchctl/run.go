@@ -2,9 +2,8 @@ package main
 
 // benchctl run: the benchmarks side by side with upstream CoreDNS v1.15.0 (issue 7), every
 // scenario a Go function (central.go, caches.go, search.go, memory.go, handover.go; the rounds in
-// rounds.go). bench/run.sh prepares the
-// machine (packages, builds, the bridge link) and execs this; see its header for the scenarios
-// and the knobs, read here from the environment.
+// rounds.go). bench/run.sh prepares the machine (packages, builds, the bridge link) and runs this;
+// see its header for the scenarios and the knobs, read here from the environment.
 
 import (
 	"errors"
