@@ -95,8 +95,9 @@ deploy:   set newTag: $(version) in deploy/image/kustomization.yaml (README.md "
 NEXT
 }
 
-# bench runs bench/run.sh: the side-by-side benchmarks with upstream CoreDNS, written to
-# bench/RESULTS.md (root; installs dnsperf and unbound; about an hour with the memory test).
+# bench runs bench/run.sh: the side-by-side benchmarks with upstream CoreDNS (benchctl run),
+# written to bench/results.json, bench/plots/ and bench/RESULTS.md (root; installs dnsperf and
+# unbound; about 40 minutes on 2 cores with the memory test).
 bench() {
 	"$ROOT/bench/run.sh"
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -47,46 +46,46 @@ func (w world) ip(i, j int) net.IP {
 	return ip
 }
 
-func load(args []string) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	kc := fs.String("kubeconfig", "", "kubeconfig")
-	var w world
-	fs.IntVar(&w.services, "services", 1000, "Services to create")
-	fs.IntVar(&w.podsPerService, "pods-per-service", 0, "Pods per Service (0: endpoints without pods)")
-	fs.IntVar(&w.endpointsPerService, "endpoints-per-service", 5, "endpoints per Service when there are no pods")
-	fs.IntVar(&w.perNamespace, "per-namespace", 100, "Services per namespace")
-	workers := fs.Int("workers", 48, "parallel requests")
-	queries := fs.String("queries", "", "write a dnsperf query file for these objects here")
-	probes := fs.String("probes", "", "write the names to probe for a first sync here (NAME TYPE WANT per line)")
-	if err := fs.Parse(args); err != nil {
-		return err
+// loadWorld creates the world's objects in the apiserver (workers requests at once) and
+// returns what it created and the probes of a first sync: the last object of each kind, so that
+// once they answer a server has seen everything. With queries set, it writes the index
+// scenario's query file there.
+func loadWorld(kubeconfig string, w world, workers int, queries string) (LoadReport, []probe, error) {
+	if w.perNamespace == 0 {
+		w.perNamespace = 100
 	}
-	client, err := newClient(*kc, 60*time.Second)
+	var rep LoadReport
+	client, err := newClient(kubeconfig, 60*time.Second)
 	if err != nil {
-		return err
+		return rep, nil, err
 	}
 	ctx := context.Background()
 	total := time.Now()
+	run := func(name string, n int, fn func(int) error) error {
+		p, err := phase(name, n, workers, fn)
+		rep.Phases = append(rep.Phases, p)
+		return err
+	}
 
 	namespaces := (w.services + w.perNamespace - 1) / w.perNamespace
-	err = phase("namespaces", namespaces, *workers, func(n int) error {
+	err = run("namespaces", namespaces, func(n int) error {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%d", n)}}
 		_, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 		return ignoreExists(err)
 	})
 	if err != nil {
-		return err
+		return rep, nil, err
 	}
 	if w.podsPerService > 0 {
-		err = phase("pods (create + status)", w.services*w.podsPerService, *workers, func(k int) error {
+		err = run("pods (create + status)", w.services*w.podsPerService, func(k int) error {
 			return createPod(ctx, client, w, k/w.podsPerService, k%w.podsPerService)
 		})
 		if err != nil {
-			return err
+			return rep, nil, err
 		}
 	}
 	clusterIPs := make([]string, w.services)
-	err = phase("services", w.services, *workers, func(i int) error {
+	err = run("services", w.services, func(i int) error {
 		s := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: w.namespace(i), Name: fmt.Sprintf("svc-%d", i), Labels: map[string]string{"app": fmt.Sprintf("svc-%d", i)}},
 			Spec: corev1.ServiceSpec{
@@ -112,39 +111,45 @@ func load(args []string) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return rep, nil, err
 	}
-	err = phase("endpointslices", w.services, *workers, func(i int) error {
+	err = run("endpointslices", w.services, func(i int) error {
 		_, err := client.DiscoveryV1().EndpointSlices(w.namespace(i)).Create(ctx, endpointSlice(w, i), metav1.CreateOptions{})
 		return ignoreExists(err)
 	})
 	if err != nil {
-		return err
+		return rep, nil, err
 	}
-	fmt.Printf("loaded %d services, %d pods, %d endpoints in %.0f s\n", w.services, w.services*w.podsPerService, w.services*w.endpoints(), time.Since(total).Seconds())
+	rep.Services, rep.Pods, rep.Endpoints = w.services, w.services*w.podsPerService, w.services*w.endpoints()
+	rep.Seconds = time.Since(total).Seconds()
+	logf("%s", rep.loadedLine())
 
-	if *queries != "" {
-		if err := writeQueries(*queries, w, clusterIPs); err != nil {
-			return err
+	if queries != "" {
+		if err := writeQueries(queries, w, clusterIPs); err != nil {
+			return rep, nil, err
 		}
 	}
-	if *probes != "" {
-		// The last object of each kind: once it answers, the server has seen everything.
-		i := w.services - 1
-		c := i - i%2 // last ClusterIP service
-		lines := []string{
-			fmt.Sprintf("svc-%d.%s.svc.cluster.local. A %s", c, w.namespace(c), clusterIPs[c]),
-			fmt.Sprintf("svc-%d-%d.svc-%d.%s.svc.cluster.local. A %s", c|1, w.endpoints()-1, c|1, w.namespace(c|1), w.ip(c|1, w.endpoints()-1)),
-		}
-		if w.podsPerService > 0 {
-			ip := w.ip(i, w.podsPerService-1)
-			lines = append(lines, fmt.Sprintf("%s.%s.pod.cluster.local. A %s", strings.ReplaceAll(ip.String(), ".", "-"), w.namespace(i), ip))
-		}
-		if err := os.WriteFile(*probes, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-			return err
-		}
+	i := w.services - 1
+	c := i - i%2 // last ClusterIP service
+	probes := []probe{
+		{fmt.Sprintf("svc-%d.%s.svc.cluster.local.", c, w.namespace(c)), "A", clusterIPs[c]},
+		{fmt.Sprintf("svc-%d-%d.svc-%d.%s.svc.cluster.local.", c|1, w.endpoints()-1, c|1, w.namespace(c|1)), "A", w.ip(c|1, w.endpoints()-1).String()},
 	}
-	return nil
+	if w.podsPerService > 0 {
+		ip := w.ip(i, w.podsPerService-1)
+		probes = append(probes, probe{fmt.Sprintf("%s.%s.pod.cluster.local.", strings.ReplaceAll(ip.String(), ".", "-"), w.namespace(i)), "A", ip.String()})
+	}
+	return rep, probes, nil
+}
+
+// loadedLine is the load's summary: "loaded 1000 services, 0 pods, 5000 endpoints in 4 s".
+func (r LoadReport) loadedLine() string {
+	return fmt.Sprintf("loaded %d services, %d pods, %d endpoints in %.0f s", r.Services, r.Pods, r.Endpoints, r.Seconds)
+}
+
+// createdLine is one phase's: "created 100 namespaces in 0.3 s (321/s)".
+func (p Phase) createdLine() string {
+	return fmt.Sprintf("created %d %s in %.1f s (%.0f/s)", p.N, p.Name, p.Seconds, float64(p.N)/p.Seconds)
 }
 
 func ignoreExists(err error) error {
@@ -270,7 +275,7 @@ func reverse(ip net.IP) string {
 }
 
 // phase runs fn(0..n-1) on workers goroutines, retrying transient failures, and reports progress.
-func phase(name string, n, workers int, fn func(int) error) error {
+func phase(name string, n, workers int, fn func(int) error) (Phase, error) {
 	start := time.Now()
 	var done atomic.Int64
 	var firstErr error
@@ -319,10 +324,10 @@ func phase(name string, n, workers int, fn func(int) error) error {
 	close(next)
 	wg.Wait()
 	close(stop)
+	p := Phase{Name: name, N: n, Seconds: time.Since(start).Seconds()}
 	if firstErr != nil {
-		return firstErr
+		return p, firstErr
 	}
-	secs := time.Since(start).Seconds()
-	fmt.Printf("created %d %s in %.1f s (%.0f/s)\n", n, name, secs, float64(n)/secs)
-	return nil
+	logf("%s", p.createdLine())
+	return p, nil
 }

@@ -1,12 +1,11 @@
 package main
 
-// benchctl plot RESULTS.json DIR: PNG charts of a run's figures (`benchctl results`), shown by
+// benchctl plot RESULTS.json DIR: PNG charts of a run's figures (results.json), shown by
 // RESULTS.md and the README: qps.png (throughput per scenario), cpu.png (CPU per query), latency.png
 // (p50 and p99 at a fixed rate), memory.png (heap and RSS at scale, steady and at a relist),
 // relist.png (RSS and heap through a relist, over time) and fixed-rate-cpu.png.
 
 import (
-	"encoding/json"
 	"fmt"
 	"image/color"
 	"os"
@@ -30,15 +29,15 @@ func plotResults(args []string) error {
 	if len(args) != 2 {
 		return fmt.Errorf("usage: benchctl plot RESULTS.json DIR")
 	}
-	b, err := os.ReadFile(args[0])
+	res, err := readResults(args[0])
 	if err != nil {
 		return err
 	}
-	var res Results
-	if err := json.Unmarshal(b, &res); err != nil {
-		return fmt.Errorf("%s: %v", args[0], err)
-	}
-	dir := args[1]
+	return drawPlots(res, args[1])
+}
+
+// drawPlots draws the charts of res into dir.
+func drawPlots(res *Results, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

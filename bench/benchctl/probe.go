@@ -2,63 +2,47 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
-// syncTime -server ADDR -probes FILE -since UNIXNANO -timeout D: asks every probe (NAME TYPE WANT
-// per line) until each is answered NOERROR with WANT among the answer's records; prints the
-// seconds from -since (when the server process was started) to the last probe answered.
-func syncTime(args []string) error {
-	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
-	server := fs.String("server", "", "DNS server host:port")
-	probes := fs.String("probes", "", "file of NAME TYPE WANT lines")
-	since := fs.Int64("since", 0, "start time, Unix nanoseconds (default: now)")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	start := time.Now()
-	if *since > 0 {
-		start = time.Unix(0, *since)
-	}
-	b, err := os.ReadFile(*probes)
-	if err != nil {
-		return err
-	}
+// probe is a name a server has synced once it answers it: NOERROR with Want among the answer's
+// A or AAAA records.
+type probe struct {
+	Name, Type, Want string
+}
+
+// waitAnswer asks every probe until each is answered as it wants, and returns the seconds from
+// since (when the server process was started) to the last probe answered.
+func waitAnswer(server string, probes []probe, since time.Time, timeout time.Duration) (float64, error) {
 	c := &dns.Client{Timeout: 500 * time.Millisecond}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 {
-			return fmt.Errorf("probe line %q: want NAME TYPE WANT", line)
-		}
+	for _, p := range probes {
 		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(f[0]), dns.StringToType[f[1]])
+		m.SetQuestion(dns.Fqdn(p.Name), dns.StringToType[p.Type])
 		for {
-			if time.Since(start) > *timeout {
-				return fmt.Errorf("%s not answered with %s after %s", f[0], f[2], *timeout)
+			if time.Since(since) > timeout {
+				return 0, fmt.Errorf("%s at %s not answered with %s after %s", p.Name, server, p.Want, timeout)
 			}
-			r, _, err := c.Exchange(m, *server)
-			if err == nil && r.Rcode == dns.RcodeSuccess && answerHas(r, f[2]) {
+			r, _, err := c.Exchange(m, server)
+			if err == nil && r.Rcode == dns.RcodeSuccess && answerHas(r, p.Want) {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	fmt.Printf("%.1f\n", time.Since(start).Seconds())
-	return nil
+	return time.Since(since).Seconds(), nil
 }
 
 func answerHas(r *dns.Msg, want string) bool {
@@ -77,55 +61,45 @@ func answerHas(r *dns.Msg, want string) bool {
 	return false
 }
 
-// mem -pid PID -metrics URL -duration D [-interval D]: samples VmRSS and go_memstats_heap_inuse_bytes
-// until the duration ends or SIGTERM comes; prints "rss_last_mib rss_max_mib heap_last_mib heap_max_mib".
-func mem(args []string) error {
-	fs := flag.NewFlagSet("mem", flag.ContinueOnError)
-	pid := fs.Int("pid", 0, "process")
-	url := fs.String("metrics", "", "prometheus endpoint of the process")
-	duration := fs.Duration("duration", 10*time.Second, "how long to sample")
-	interval := fs.Duration("interval", 200*time.Millisecond, "sampling interval")
-	samples := fs.String("samples", "", "also write every sample to this file: seconds since the start, RSS MiB, heap MiB (a line each)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+// memStats is a process's memory sampled over a window, in MiB: VmRSS and
+// go_memstats_heap_inuse_bytes, the last and the highest, and every sample when asked for.
+type memStats struct {
+	RSSLast, RSSMax, HeapLast, HeapMax float64
+	Samples                            []Sample
+}
+
+// sampleMem samples a process's RSS and Go heap (its prometheus endpoint) every interval until
+// duration passes or stop is closed.
+func sampleMem(pid int, metricsURL string, duration, interval time.Duration, keep bool, stop <-chan struct{}) memStats {
 	const mib = 1 << 20
-	var out *os.File
-	if *samples != "" {
-		f, err := os.Create(*samples)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out = f
-	}
-	var rssLast, rssMax, heapLast, heapMax float64
+	var m memStats
 	start := time.Now()
-	end := start.Add(*duration)
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-sampling:
+	end := start.Add(duration)
 	for {
-		if rss, err := vmRSS(*pid); err == nil {
-			rssLast, rssMax = rss, max(rssMax, rss)
+		if rss, err := vmRSS(pid); err == nil {
+			m.RSSLast, m.RSSMax = rss/mib, max(m.RSSMax, rss/mib)
 		}
-		if h, err := scrape(*url, "go_memstats_heap_inuse_bytes"); err == nil {
-			heapLast, heapMax = h, max(heapMax, h)
+		if h, err := scrape(metricsURL, "go_memstats_heap_inuse_bytes"); err == nil {
+			m.HeapLast, m.HeapMax = h/mib, max(m.HeapMax, h/mib)
 		}
-		if out != nil {
-			fmt.Fprintf(out, "%.2f %.1f %.1f\n", time.Since(start).Seconds(), rssLast/mib, heapLast/mib)
+		if keep {
+			m.Samples = append(m.Samples, Sample{T: round(time.Since(start).Seconds(), 2), RSS: round(m.RSSLast, 1), Heap: round(m.HeapLast, 1)})
 		}
 		if time.Now().After(end) {
-			break
+			return m
 		}
 		select {
 		case <-stop:
-			break sampling
-		case <-time.After(*interval):
+			return m
+		case <-time.After(interval):
 		}
 	}
-	fmt.Printf("%.0f %.0f %.0f %.0f\n", rssLast/mib, rssMax/mib, heapLast/mib, heapMax/mib)
-	return nil
+}
+
+// round x to n decimals.
+func round(x float64, n int) float64 {
+	p := math.Pow(10, float64(n))
+	return math.Round(x*p) / p
 }
 
 // vmRSS reads a process's resident set size in bytes from /proc.
@@ -180,90 +154,42 @@ func scrape(url, name string) (float64, error) {
 	return sum, sc.Err()
 }
 
-// metric URL NAME: prints the sum of NAME's samples (0 when absent).
-func metric(args []string) error {
-	if len(args) != 2 {
-		return fmt.Errorf("usage: metric URL NAME")
-	}
-	v, err := scrape(args[0], args[1])
+// metricCount is the sum of a prometheus metric's samples (0 when absent).
+func metricCount(url, name string) (int, error) {
+	v, err := scrape(url, name)
 	if err != nil && strings.Contains(err.Error(), " not in ") {
-		v, err = 0, nil
+		return 0, nil
 	}
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%.0f\n", v)
-	return nil
+	return int(v), err
 }
 
-// fetch URL [OUT]: GET URL and save the body to OUT (or drop it). With a pprof heap URL and
-// ?gc=1 this forces a garbage collection first; with /debug/pprof/profile it records a CPU profile.
-func fetch(args []string) error {
-	if len(args) < 1 {
-		return fmt.Errorf("usage: fetch URL [OUT]")
-	}
+// fetchTo saves a URL's body to a file (pprof profiles; a heap URL with ?gc=1 forces a GC first).
+func fetchTo(url, path string) error {
 	c := &http.Client{Timeout: 5 * time.Minute}
-	resp, err := c.Get(args[0])
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: %s", args[0], resp.Status)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	out := io.Discard
-	if len(args) > 1 {
-		f, err := os.Create(args[1])
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out = f
-	}
-	_, err = io.Copy(out, resp.Body)
-	return err
-}
-
-// latency FILE: reads dnsperf -v output ("> NOERROR name type 0.000123" per answered query) and
-// prints "p50_ms p99_ms max_ms answered".
-func latency(args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: latency FILE")
-	}
-	f, err := os.Open(args[0])
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	var lat []float64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "> ") || strings.HasPrefix(line, "> T ") {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			lat = append(lat, v)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
 		return err
 	}
-	if len(lat) == 0 {
-		return fmt.Errorf("no answered queries in %s", args[0])
-	}
-	slices.Sort(lat)
-	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] * 1000 }
-	fmt.Printf("%.3f %.3f %.3f %d\n", q(0.50), q(0.99), lat[len(lat)-1]*1000, len(lat))
-	return nil
+	return f.Close()
 }
 
 // walk -server ADDR -source IP -search "d1 d2 d3" -ndots 5 -names N -prefix host- -domain example.com:
 // resolves N names (prefix<i>.domain, A then AAAA) the way a pod's stub resolver does with
 // ndots:5: a name with fewer dots than ndots is tried with each search domain in order, then
-// as given; the first answer that is not NXDOMAIN ends the walk. Prints "queries_per_lookup
-// p50_ms p99_ms answered_lookups lookups" (a lookup is one name, both families).
+// as given; the first answer that is not NXDOMAIN ends the walk. Prints a walkResult as JSON (a
+// lookup is one name, both families). `benchctl run` runs it through taskset, pinned.
 func walk(args []string) error {
 	fs := flag.NewFlagSet("walk", flag.ContinueOnError)
 	server := fs.String("server", "", "DNS server host:port")
@@ -319,6 +245,15 @@ func walk(args []string) error {
 	}
 	slices.Sort(lat)
 	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	fmt.Printf("%.2f %.3f %.3f %d %d\n", float64(sent)/float64(*names), q(0.5), q(0.99), answered, *names)
-	return nil
+	return json.NewEncoder(os.Stdout).Encode(walkResult{QueriesPerLookup: float64(sent) / float64(*names),
+		P50ms: q(0.5), P99ms: q(0.99), Answered: answered, Lookups: *names})
+}
+
+// walkResult is what `benchctl walk` found.
+type walkResult struct {
+	QueriesPerLookup float64 `json:"queries_per_lookup"`
+	P50ms            float64 `json:"p50_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	Answered         int     `json:"answered"`
+	Lookups          int     `json:"lookups"`
 }

@@ -1,7 +1,10 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,10 +35,21 @@ type Options struct {
 	Controllers string
 	// User names the admin (system:masters) the token and kubeconfig are for; default "admin".
 	User string
+	// Context names the kubeconfig's cluster and context; default "clusterdns-test".
+	Context string
+
+	// APIServerFlags are added to the apiserver's command line ("--name=value"); one whose name
+	// is among the defaults replaces it (the bench disables more admission plugins, turns APF off).
+	APIServerFlags []string
+	// APIServerEnv and EtcdEnv are added to each child's environment ("GOGC=400").
+	APIServerEnv, EtcdEnv []string
+	// EtcdQuotaBackendBytes, when set, is etcd's --quota-backend-bytes.
+	EtcdQuotaBackendBytes int64
 }
 
 // ControlPlane is etcd and kube-apiserver on loopback, and kube-controller-manager when asked
-// for: the one launcher of the tests that need a real API server (the e2e suite, charts/).
+// for: the one launcher of the tests that need a real API server (the e2e suite, charts/) and of
+// bench/ (benchctl run).
 // Without controllers it is enough for the API's own checks (schema validation, admission,
 // server-side dry runs), not for anything that needs a controller to act.
 type ControlPlane struct {
@@ -43,6 +59,8 @@ type ControlPlane struct {
 	Token, CAFile string
 	// APIPort is the apiserver's secure port on 127.0.0.1.
 	APIPort int
+	// EtcdURL is etcd's client URL (http, 127.0.0.1).
+	EtcdURL string
 
 	o                                  Options
 	etcd, apiserver, controllerManager *child
@@ -66,24 +84,31 @@ func Start(o Options) (*ControlPlane, error) {
 	if o.User == "" {
 		o.User = "admin"
 	}
+	if o.Context == "" {
+		o.Context = "clusterdns-test"
+	}
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	c := &ControlPlane{o: o, APIPort: ports[2]}
-	c.etcd, err = startChild(o.Dir, "etcd", filepath.Join(o.BinDir, "etcd"),
+	c := &ControlPlane{o: o, APIPort: ports[2], EtcdURL: etcdURL}
+	etcdArgs := []string{
 		"--name=clusterdns-test",
-		"--data-dir="+filepath.Join(o.Dir, "etcd-data"),
-		"--listen-client-urls="+etcdURL,
-		"--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL,
-		"--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=clusterdns-test="+peerURL,
+		"--data-dir=" + filepath.Join(o.Dir, "etcd-data"),
+		"--listen-client-urls=" + etcdURL,
+		"--advertise-client-urls=" + etcdURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=clusterdns-test=" + peerURL,
 		"--unsafe-no-fsync",
 		"--log-level=warn",
-	)
+	}
+	if o.EtcdQuotaBackendBytes > 0 {
+		etcdArgs = append(etcdArgs, fmt.Sprintf("--quota-backend-bytes=%d", o.EtcdQuotaBackendBytes))
+	}
+	c.etcd, err = startChild(o.Dir, "etcd", filepath.Join(o.BinDir, "etcd"), o.EtcdEnv, etcdArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +136,7 @@ func Start(o Options) (*ControlPlane, error) {
 		c.Stop()
 		return nil, fmt.Errorf("apiserver secrets: %w", err)
 	}
-	c.apiserverArgs = []string{
+	c.apiserverArgs = withFlags([]string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -126,7 +151,7 @@ func Start(o Options) (*ControlPlane, error) {
 		"--endpoint-reconciler-type=none",
 		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
-	}
+	}, o.APIServerFlags)
 	if err := c.startAPIServer(); err != nil {
 		c.Stop()
 		return nil, err
@@ -137,7 +162,7 @@ func Start(o Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	c.Kubeconfig = filepath.Join(o.Dir, "kubeconfig")
-	if err := WriteKubeconfig(c.Kubeconfig, "clusterdns-test", o.User, c.Server(), c.CAFile, c.Token); err != nil {
+	if err := WriteKubeconfig(c.Kubeconfig, o.Context, o.User, c.Server(), c.CAFile, c.Token); err != nil {
 		c.Stop()
 		return nil, err
 	}
@@ -156,13 +181,13 @@ func Start(o Options) (*ControlPlane, error) {
 
 func (c *ControlPlane) startAPIServer() error {
 	var err error
-	c.apiserver, err = startChild(c.o.Dir, "kube-apiserver", filepath.Join(c.o.BinDir, "kube-apiserver"), c.apiserverArgs...)
+	c.apiserver, err = startChild(c.o.Dir, "kube-apiserver", filepath.Join(c.o.BinDir, "kube-apiserver"), c.o.APIServerEnv, c.apiserverArgs...)
 	return err
 }
 
 func (c *ControlPlane) startControllerManager() error {
 	var err error
-	c.controllerManager, err = startChild(c.o.Dir, "kube-controller-manager", filepath.Join(c.o.BinDir, "kube-controller-manager"),
+	c.controllerManager, err = startChild(c.o.Dir, "kube-controller-manager", filepath.Join(c.o.BinDir, "kube-controller-manager"), nil,
 		"--kubeconfig="+c.Kubeconfig,
 		"--controllers="+c.o.Controllers,
 		"--leader-elect=false",
@@ -203,6 +228,81 @@ func (c *ControlPlane) RestartAPIServer() error {
 		return err
 	}
 	return c.waitReady(60 * time.Second)
+}
+
+// RelistAPIServer stops the apiserver, writes a key to etcd (so its revision moves past
+// everything a watcher has seen) and compacts to that revision, and starts the apiserver again:
+// every watch then resumes from a compacted resource version ("too old resource version") and its
+// client lists everything again. It returns how long the new apiserver took to be ready (up to
+// two minutes: with 150k Pods in etcd it takes 20 to 35 s on 2 cores).
+func (c *ControlPlane) RelistAPIServer() (time.Duration, error) {
+	c.StopAPIServer()
+	if _, err := CompactEtcd(c.EtcdURL); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := c.startAPIServer(); err != nil {
+		return 0, err
+	}
+	if err := c.waitReady(2 * time.Minute); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// CompactEtcd puts one key through etcd's JSON gateway at url and compacts (physically) to the
+// revision that put made; it returns that revision.
+func CompactEtcd(url string) (int64, error) {
+	post := func(path string, body any) (map[string]any, error) {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.Post(url+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("etcd %s: %w", path, err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return nil, fmt.Errorf("etcd %s: %w", path, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("etcd %s: %s %v", path, resp.Status, out)
+		}
+		return out, nil
+	}
+	enc := base64.StdEncoding.EncodeToString
+	out, err := post("/v3/kv/put", map[string]string{"key": enc([]byte("/controlplane/relist-marker")), "value": enc([]byte(time.Now().String()))})
+	if err != nil {
+		return 0, err
+	}
+	header, _ := out["header"].(map[string]any)
+	rev, _ := header["revision"].(string)
+	n, err := strconv.ParseInt(rev, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("etcd put: no revision in %v", out)
+	}
+	if _, err := post("/v3/kv/compaction", map[string]any{"revision": rev, "physical": true}); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// withFlags is defaults with each of extra added, or put in the place of the default of the same
+// name.
+func withFlags(defaults, extra []string) []string {
+	out := slices.Clone(defaults)
+	for _, f := range extra {
+		name, _, _ := strings.Cut(f, "=")
+		i := slices.IndexFunc(out, func(d string) bool { n, _, _ := strings.Cut(d, "="); return n == name })
+		if i >= 0 {
+			out[i] = f
+		} else {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // RestartControllerManager stops kube-controller-manager and starts it again with the same flags.
@@ -265,7 +365,7 @@ var spawner = func() chan func() {
 	return ch
 }()
 
-func startChild(dir, name, bin string, args ...string) (*child, error) {
+func startChild(dir, name, bin string, env []string, args ...string) (*child, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -273,6 +373,9 @@ func startChild(dir, name, bin string, args ...string) (*child, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	errc := make(chan error, 1)
 	spawner <- func() { errc <- cmd.Start() }

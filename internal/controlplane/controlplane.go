@@ -1,8 +1,9 @@
-// Package controlplane runs a local control plane for the tests: Start (apiserver.go) brings up
-// etcd, kube-apiserver and, when asked, kube-controller-manager on loopback — the one launcher of
-// the e2e suite and of charts/'s tests. The helpers here (an admin token, the token file and
-// service-account key the apiserver reads, a kubeconfig for it) are also what bench/ uses, whose
-// shell scripts still start their own apiserver with the flags of the memory benchmark.
+// Package controlplane runs a local control plane: Start (apiserver.go) brings up etcd,
+// kube-apiserver and, when asked, kube-controller-manager on loopback — the one launcher of the
+// e2e suite, of charts/'s tests and of the benchmarks (bench/benchctl run). The bench gives its
+// own apiserver flags and environment through Options (admission plugins and APF off, GOGC) and
+// forces a relist with RelistAPIServer (a restart over a compacted etcd). The helpers here write
+// an admin token, the token file and service-account key the apiserver reads, and a kubeconfig.
 package controlplane
 
 import (

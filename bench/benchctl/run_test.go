@@ -1,0 +1,53 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestConfigFromEnv(t *testing.T) {
+	for _, k := range []string{"SCENARIOS", "ROUNDS", "RUN_SECONDS", "OUTSTANDING", "LATENCY_SECONDS", "INDEX_SERVICES", "MISS_SERVICES",
+		"MEM_SERVICES", "MEM_PODS", "MEM_SETTLE", "RELIST_WATCH", "LOW_RATES", "BENCH_LINK", "BENCH_NET", "SERVER_CPU", "LOAD_CPU",
+		"BENCH_OUT", "BENCH_RESULTS", "CONTROLPLANE_BIN"} {
+		t.Setenv(k, "")
+	}
+	c, err := configFromEnv("/repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Scenarios, allScenarios) || c.Rounds != 3 || c.RunSeconds != 10 || c.Outstanding != 100 || c.LatencySecs != 5 ||
+		c.IndexServices != 1000 || c.MissServices != 100 || c.MemServices != 10000 || c.MemPods != 150000 || c.MemSettle != 20 ||
+		c.RelistWatch != 60 || !slices.Equal(c.LowRates, []int{2000, 10000}) || c.ServerCPU != 0 || c.LoadCPU != 1 ||
+		c.Link != "dnsbench0" || c.Net != "169.254.77" || c.Out != "/repo/bench/out/run" || c.ResultsMD != "/repo/bench/RESULTS.md" {
+		t.Errorf("defaults: %+v", c)
+	}
+	t.Setenv("SCENARIOS", "hit memory")
+	t.Setenv("LOW_RATES", "500")
+	t.Setenv("BENCH_NET", "169.254.78")
+	t.Setenv("ROUNDS", "1")
+	if c, err = configFromEnv("/repo"); err != nil {
+		t.Fatal(err)
+	}
+	if !c.wants("memory") || c.wants("index") || !slices.Equal(c.LowRates, []int{500}) || c.Rounds != 1 || c.addrServer() != "169.254.78.1" || c.addrPod() != "169.254.78.9" {
+		t.Errorf("set: %+v", c)
+	}
+	t.Setenv("SCENARIOS", "hit dns")
+	t.Setenv("ROUNDS", "three")
+	_, err = configFromEnv("/repo")
+	if err == nil || !strings.Contains(err.Error(), "unknown scenario dns") || !strings.Contains(err.Error(), "ROUNDS") {
+		t.Errorf("want both mistakes named, got %v", err)
+	}
+}
+
+func TestResultsPaths(t *testing.T) {
+	for _, tc := range []struct{ md, json, plots, rel string }{
+		{"bench/RESULTS.md", "bench/results.json", "bench/plots", "plots"},
+		{"/tmp/x/RESULTS.miss.md", "/tmp/x/results.miss.json", "/tmp/x/plots/miss", "plots/miss"},
+	} {
+		js, plots, rel := resultsPaths(tc.md)
+		if js != tc.json || plots != tc.plots || rel != tc.rel {
+			t.Errorf("%s: %s %s %s", tc.md, js, plots, rel)
+		}
+	}
+}
