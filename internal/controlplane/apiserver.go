@@ -367,7 +367,8 @@ var spawner = func() chan func() {
 
 func startChild(dir, name, bin string, env []string, args ...string) (*child, error) {
 	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
+	// Appended to: a restarted child's log follows its earlier run's.
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
