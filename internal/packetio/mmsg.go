@@ -25,26 +25,29 @@ type mmsg struct {
 	names []unix.RawSockaddrAny
 }
 
-// mmsghdr is the kernel's struct mmsghdr: a msghdr and the length of the datagram, padded to the
-// pointer size.
+// mmsghdr is the kernel's struct mmsghdr: a msghdr and the length of the datagram (Go pads it
+// to the msghdr's alignment as C does: 64 bytes on 64-bit machines, 32 on 32-bit ones; a
+// trailing padding field would make Go add a byte more).
 type mmsghdr struct {
 	hdr unix.Msghdr
 	n   uint32
-	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
 }
 
-func newMmsg(c *net.UDPConn, v6 bool) (*mmsg, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
+// The build fails where mmsghdr is not a msghdr and a pointer's size (./build.sh test builds
+// this package for 386 too).
+const (
+	_ = uintptr(unsafe.Sizeof(mmsghdr{}) - (unsafe.Sizeof(unix.Msghdr{}) + unsafe.Sizeof(uintptr(0))))
+	_ = uintptr((unsafe.Sizeof(unix.Msghdr{}) + unsafe.Sizeof(uintptr(0))) - unsafe.Sizeof(mmsghdr{}))
+)
+
+func newMmsg(rc syscall.RawConn, v6 bool) *mmsg {
 	return &mmsg{
 		rc:    rc,
 		v6:    v6,
 		hdrs:  make([]mmsghdr, Batch),
 		iovs:  make([]unix.Iovec, Batch),
 		names: make([]unix.RawSockaddrAny, Batch),
-	}, nil
+	}
 }
 
 // ReadBatch reads up to len(ms) (at most Batch) datagrams into ms[i].Buffers[0], waiting for the
@@ -139,7 +142,7 @@ func sockaddrToUDP(sa *unix.RawSockaddrAny) *net.UDPAddr {
 	case unix.AF_INET:
 		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		port := (*[2]byte)(unsafe.Pointer(&p.Port))
-		return &net.UDPAddr{IP: net.IPv4(p.Addr[0], p.Addr[1], p.Addr[2], p.Addr[3]), Port: int(port[0])<<8 | int(port[1])}
+		return &net.UDPAddr{IP: net.IP{p.Addr[0], p.Addr[1], p.Addr[2], p.Addr[3]}, Port: int(port[0])<<8 | int(port[1])}
 	case unix.AF_INET6:
 		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
 		port := (*[2]byte)(unsafe.Pointer(&p.Port))
@@ -182,7 +185,7 @@ func udpToSockaddr(a net.Addr, v6 bool, sa *unix.RawSockaddrAny) (uint32, bool) 
 	port[0], port[1] = byte(u.Port>>8), byte(u.Port)
 	copy(p.Addr[:], ip)
 	if u.Zone != "" {
-		if id, err := strconv.Atoi(u.Zone); err == nil {
+		if id, err := strconv.ParseUint(u.Zone, 10, 32); err == nil {
 			p.Scope_id = uint32(id)
 		} else if ifi, err := net.InterfaceByName(u.Zone); err == nil {
 			p.Scope_id = uint32(ifi.Index)

@@ -2,6 +2,7 @@ package packetio
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,10 +18,11 @@ func mmsgPair(t *testing.T, network, addr string) (*net.UDPConn, *mmsg, *net.UDP
 	}
 	t.Cleanup(func() { c.Close() })
 	conn := c.(*net.UDPConn)
-	m, err := newMmsg(conn, conn.LocalAddr().(*net.UDPAddr).IP.To4() == nil)
+	rc, err := conn.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := newMmsg(rc, conn.LocalAddr().(*net.UDPAddr).IP.To4() == nil)
 	cl, err := net.DialUDP("udp", nil, conn.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +84,9 @@ func TestMmsgAddresses(t *testing.T) {
 				if !ok || !a.IP.Equal(want.IP) || a.Port != want.Port {
 					t.Errorf("datagram %d from %v, want %v", i, ms[i].Addr, want)
 				}
+				if ok && tc.network == "udp4" && len(a.IP) != net.IPv4len {
+					t.Errorf("datagram %d: an IPv4 client's address in %d bytes, want 4 (as net.ReadFromUDP gives)", i, len(a.IP))
+				}
 			}
 			out := make([]ipv4.Message, 3)
 			for i, a := range []string{"ONE", "TWO", "THREE"} {
@@ -137,5 +142,32 @@ func TestMmsgUnwritableAddress(t *testing.T) {
 		if string(b[:n]) != want {
 			t.Errorf("got %q, want %q", b[:n], want)
 		}
+	}
+}
+
+// A batch smaller than what is queued takes only its size; the rest is read by the next call.
+func TestMmsgShortBatch(t *testing.T) {
+	_, m, cl := mmsgPair(t, "udp4", "127.0.0.1:0")
+	for _, q := range []string{"a", "b", "c"} {
+		if _, err := cl.Write([]byte(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms := messages(2)
+	var got []string
+	for len(got) < 3 {
+		n, err := m.ReadBatch(ms, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > len(ms) {
+			t.Fatalf("read %d into a batch of %d", n, len(ms))
+		}
+		for i := range n {
+			got = append(got, string(ms[i].Buffers[0][:ms[i].N]))
+		}
+	}
+	if strings.Join(got, "") != "abc" {
+		t.Fatalf("read %q, want a, b, c", got)
 	}
 }

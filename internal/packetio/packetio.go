@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coredns/coredns/plugin/pkg/reuseport"
@@ -66,6 +67,7 @@ type Listener struct {
 // Socket is one of a Listener's sockets.
 type Socket struct {
 	conn   *net.UDPConn
+	rc     syscall.RawConn
 	v6     bool
 	sender *sender
 	ln     *Listener
@@ -88,15 +90,19 @@ func Listen(addr string, inFlight *atomic.Int64) (*Listener, error) {
 			return nil, err
 		}
 		c := pc.(*net.UDPConn)
-		if rc, err := c.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) {
-				if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, ReceiveBuffer) != nil {
-					unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, ReceiveBuffer)
-				}
-				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_INCOMING_CPU, cpu)
-			})
+		rc, err := c.SyscallConn()
+		if err != nil {
+			c.Close()
+			l.closeConns()
+			return nil, err
 		}
-		s := &Socket{conn: c, v6: c.LocalAddr().(*net.UDPAddr).IP.To4() == nil, ln: l}
+		rc.Control(func(fd uintptr) {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, ReceiveBuffer) != nil {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, ReceiveBuffer)
+			}
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_INCOMING_CPU, cpu)
+		})
+		s := &Socket{conn: c, rc: rc, v6: c.LocalAddr().(*net.UDPAddr).IP.To4() == nil, ln: l}
 		s.sender = &sender{s: s, wake: make(chan struct{}, 1)}
 		l.socks = append(l.socks, s)
 	}
@@ -233,10 +239,7 @@ func (l *Listener) closeConns() {
 
 // read reads datagrams in batches and writes the answers the handler gave at once in one batch.
 func (s *Socket) read(h Handler) {
-	bc, err := newMmsg(s.conn, s.v6)
-	if err != nil {
-		return
-	}
+	bc := newMmsg(s.rc, s.v6)
 	in := make([]ipv4.Message, Batch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, maxDatagram)}
@@ -318,10 +321,7 @@ func (q *sender) send(b *[]byte, addr net.Addr) {
 }
 
 func (q *sender) run() {
-	bc, err := newMmsg(q.s.conn, q.s.v6)
-	if err != nil {
-		return
-	}
+	bc := newMmsg(q.s.rc, q.s.v6)
 	msgs := make([]ipv4.Message, Batch)
 	for i := range msgs {
 		msgs[i].Buffers = make([][]byte, 1)
