@@ -25,11 +25,11 @@
 #           with and without `pods verified`
 #   handover a node-cache handover (SIGTERM beside a second instance) under UDP and TCP clients at
 #           full speed, hits and misses, a slow resolver behind the central role (uses both CPUs)
-#   chain   the whole chain as deployed, hits and misses: nodecache in front of k8sdiscovery vs
-#           CoreDNS as NodeLocal DNSCache in front of CoreDNS kubernetes, CPU of each tier
 #   lowrate CPU per query at fixed rates (LOW_RATES, 2000 and 10000 q/s), where a node cache spends
 #           most of its life: the central role (k8sdiscovery vs kubernetes, the index scenario's
 #           objects and queries) and the node role (nodecache vs cache + forward, hits)
+#   chain   the whole chain as deployed, hits and misses: nodecache in front of k8sdiscovery vs
+#           CoreDNS as NodeLocal DNSCache in front of CoreDNS kubernetes, CPU of each tier
 #
 # Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
 # INDEX_SERVICES (1000), MISS_SERVICES (100), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),

@@ -1,6 +1,6 @@
 // Command benchctl is the benchmark harness of bench/: `benchctl run` runs the scenarios (every
 // one a Go function) and writes bench/results.json, the plots and bench/RESULTS.md; bench/run.sh
-// prepares the machine as root and execs it.
+// prepares the machine as root and runs it.
 //
 //	benchctl run                           the scenarios of $SCENARIOS (knobs: see bench/run.sh)
 //	benchctl report [RESULTS.json [MD]]    RESULTS.md and its plots again from results.json (report.go, results.md.tmpl)

@@ -125,7 +125,7 @@ func nodecacheAB(args []string) error {
 	if err != nil {
 		return err
 	}
-	res := NodecacheAB{Seconds: seconds, Cores: runtimeCores(), Kernel: machine().Kernel}
+	res := NodecacheAB{Seconds: seconds, Cores: runtimeCores(), Kernel: machine("").Kernel}
 	missRun := 0
 	for _, scenario := range []string{"hit", "miss"} {
 		row := NodecacheABRow{Scenario: scenario}

@@ -198,8 +198,8 @@ func targetRows(res *Results) []string {
 		row("| 1. cluster names: CPU per query within 1.5× of the node cache's CPU per hit (same run) | %.2f vs %.2f µs: %s× | %s |",
 			ci, ch, ratio(ci, ch), met(ratioOf(ci, ch) <= 1.5))
 	}
-	if len(res.Search) == 2 {
-		without, with := res.Search[0].QueriesPerLookup, res.Search[1].QueriesPerLookup
+	if without, with := res.search("without"), res.search("with"); without != nil && with != nil {
+		without, with := without.QueriesPerLookup, with.QueriesPerLookup
 		row("| 4. one query per family for an external lookup with searchpath (ndots:5) | %.2f queries per lookup (A+AAAA) with searchpath, %.2f without | %s |",
 			with, without, met(with <= 2))
 	}
@@ -321,6 +321,34 @@ func (sc *Scenario) VsOurs(s Server) string {
 		return "—"
 	}
 	return ratio(r0(o.MeanQPS), r0(s.MeanQPS))
+}
+
+// chainCentralRow is a chain's central-role CPU per query, hits and misses ("—": not run).
+type chainCentralRow struct{ Label, Hits, Misses string }
+
+// ChainCentralRows pairs the chain scenarios' servers by name, not by position.
+func (v view) ChainCentralRows() []chainCentralRow {
+	var rows []chainCentralRow
+	seen := map[string]bool{}
+	cpu := func(sc *Scenario, name string) string {
+		if s := sc.server(name); s != nil {
+			return fmt.Sprintf("%.2f", s.CentralCPU())
+		}
+		return "—"
+	}
+	for _, sc := range []*Scenario{v.ChainHit, v.ChainMiss} {
+		if sc == nil {
+			continue
+		}
+		for _, s := range sc.Servers {
+			if seen[s.Name] {
+				continue
+			}
+			seen[s.Name] = true
+			rows = append(rows, chainCentralRow{s.Label, cpu(v.ChainHit, s.Name), cpu(v.ChainMiss, s.Name)})
+		}
+	}
+	return rows
 }
 
 // FixedRows are the fixed-rate rows of one role, rate by rate, with ours ÷ theirs.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -39,7 +40,7 @@ func fixture() *Results {
 	r := &Results{Run: RunInfo{Date: "2026-12-02 02:31 UTC", Commit: "8797b50", Minutes: 40, Rounds: 3, Seconds: 10, Outstanding: 100,
 		LatencySeconds: 5, IndexServices: 1000, MissServices: 100, MemServices: 10000, MemPods: 150000, MemSettle: 20, RelistWatch: 60,
 		LowRates: []int{2000, 10000}, ServerCPU: 0, LoadCPU: 1, LoadStart: "1.24 1.43 1.49", LoadEnd: "3.46 2.60 2.25",
-		Machine: Machine{Cores: 2, CPUModel: "AMD EPYC", MemGiB: 24, Kernel: "6.18.44-fc-v1045", DnsperfVersion: "2.10.0", UnboundVersion: "1.17.1"}}}
+		Machine: Machine{Cores: 2, CPUModel: "AMD EPYC", MemGiB: 24, Kernel: "6.18.44-fc-v1045", DnsperfVersion: "2.10.0", UnboundVersion: "1.17.1", KubeVersion: "v1.37.1", EtcdVersion: "3.7.0"}}}
 	r.Scenarios = []Scenario{
 		{ID: "index", Title: "1. cluster names", LatencyRate: 9847, QueryLines: 4000,
 			Loaded: &LoadReport{Services: 1000, Endpoints: 5000, Seconds: 4},
@@ -202,6 +203,44 @@ func TestReportPartialRun(t *testing.T) {
 	}
 	if !strings.Contains(text, "| 2. node-cache hits | nodecache vs Go ceiling | 89050 / 52804 | **1.69** |") {
 		t.Error("the hit rows of the summary are missing")
+	}
+}
+
+// Rows are found by what they are, not where they are: the search rows in either order give the
+// same summary, and a chain run whose misses did not run still shows its hits and the central
+// role's CPU for them.
+func TestReportFindsRowsByName(t *testing.T) {
+	r := fixture()
+	summary := func(text string) string {
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "| 4. one query per family") {
+				return l
+			}
+		}
+		return ""
+	}
+	want, _ := rendered(t, r)
+	r.Search[0], r.Search[1] = r.Search[1], r.Search[0]
+	if got, _ := rendered(t, r); summary(got) == "" || summary(got) != summary(want) {
+		t.Errorf("the search rows swapped: summary %q, was %q", summary(got), summary(want))
+	}
+	var kept []Scenario
+	for _, sc := range r.Scenarios {
+		if sc.ID != "chainmiss" {
+			kept = append(kept, sc)
+		}
+	}
+	r.Scenarios = kept
+	text, _ := rendered(t, r)
+	hit := r.scenario("chainhit")
+	if hit == nil || !strings.Contains(text, "### 8. The whole chain as deployed") || !strings.Contains(text, "#### Hits") || strings.Contains(text, "#### Misses") {
+		t.Fatal("a chain run without misses: no section 8 with hits only")
+	}
+	for _, s := range hit.Servers {
+		row := fmt.Sprintf("| %s | %.2f | — |", s.Label, s.CentralCPU())
+		if !strings.Contains(text, row) {
+			t.Errorf("no row %q", row)
+		}
 	}
 }
 

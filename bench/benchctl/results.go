@@ -59,6 +59,9 @@ type Machine struct {
 	Kernel         string `json:"kernel"`
 	DnsperfVersion string `json:"dnsperf_version"`
 	UnboundVersion string `json:"unbound_version,omitempty"`
+	// KubeVersion and EtcdVersion are the control plane's (kube-apiserver and etcd --version).
+	KubeVersion string `json:"kube_version,omitempty"`
+	EtcdVersion string `json:"etcd_version,omitempty"`
 }
 
 // Scenario is one A/B comparison: the servers asked the same queries, ours first.
@@ -246,6 +249,16 @@ func (r *Results) scenario(id string) *Scenario {
 }
 
 // server is the scenario's server of this name, or nil.
+// search is the search scenario's row of a mode ("with" or "without" searchpath), or nil.
+func (r *Results) search(mode string) *Search {
+	for i := range r.Search {
+		if r.Search[i].Mode == mode {
+			return &r.Search[i]
+		}
+	}
+	return nil
+}
+
 func (s *Scenario) server(name string) *Server {
 	if s == nil {
 		return nil

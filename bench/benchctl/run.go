@@ -49,10 +49,15 @@ func configFromEnv(root string) (config, error) {
 		return def
 	}
 	var errs []error
+	// Counts and durations must be positive (MEM_SERVICES=0 divided by zero, ROUNDS=0 asked
+	// dnsperf for 0 q/s); the CPU numbers may be 0.
 	num := func(name string, def int) int {
 		n, err := strconv.Atoi(env(name, strconv.Itoa(def)))
-		if err != nil {
+		switch {
+		case err != nil:
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		case n < 0 || n == 0 && name != "SERVER_CPU" && name != "LOAD_CPU":
+			errs = append(errs, fmt.Errorf("%s=%d: want a number above 0", name, n))
 		}
 		return n
 	}
@@ -80,6 +85,8 @@ func configFromEnv(root string) (config, error) {
 		n, err := strconv.Atoi(r)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("LOW_RATES: %w", err))
+		} else if n <= 0 {
+			errs = append(errs, fmt.Errorf("LOW_RATES: %d: want rates above 0", n))
 		}
 		c.LowRates = append(c.LowRates, n)
 	}
@@ -140,7 +147,7 @@ func run(args []string) error {
 		Scenarios: cfg.Scenarios, IndexServices: cfg.IndexServices, MissServices: cfg.MissServices,
 		MemServices: cfg.MemServices, MemPods: cfg.MemPods, MemSettle: cfg.MemSettle, RelistWatch: cfg.RelistWatch,
 		LowRates: cfg.LowRates, ServerCPU: cfg.ServerCPU, LoadCPU: cfg.LoadCPU,
-		Machine: machine(), LoadStart: loadAvg(3),
+		Machine: machine(cfg.ControlPlaneBin), LoadStart: loadAvg(3),
 	}
 	// A signal stops every child (servers, control plane), so the scenario under way fails at
 	// once and the run still writes what it measured.
@@ -229,8 +236,9 @@ func loadAvg(n int) string {
 	return strings.Join(f[:min(n, len(f))], " ")
 }
 
-func machine() Machine {
+func machine(controlPlaneBin string) Machine {
 	m := Machine{Cores: runtimeCores()}
+	m.KubeVersion, m.EtcdVersion = controlPlaneVersions(controlPlaneBin)
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -252,6 +260,27 @@ func machine() Machine {
 	m.DnsperfVersion = versionLine("dnsperf", "-h")
 	m.UnboundVersion = versionLine("unbound", "-V")
 	return m
+}
+
+// controlPlaneVersions are the versions kube-apiserver and etcd in dir print ("Kubernetes
+// v1.37.1", "etcd Version: 3.7.0").
+func controlPlaneVersions(dir string) (kube, etcd string) {
+	if dir == "" {
+		return "", ""
+	}
+	if out, err := exec.Command(filepath.Join(dir, "kube-apiserver"), "--version").Output(); err == nil {
+		if f := strings.Fields(string(out)); len(f) >= 2 {
+			kube = f[1]
+		}
+	}
+	if out, err := exec.Command(filepath.Join(dir, "etcd"), "--version").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, "etcd Version:"); ok {
+				etcd = strings.TrimSpace(v)
+			}
+		}
+	}
+	return kube, etcd
 }
 
 // versionLine is the second word of the "Version ..." line a command prints.

@@ -38,6 +38,20 @@ func TestConfigFromEnv(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "unknown scenario dns") || !strings.Contains(err.Error(), "ROUNDS") {
 		t.Errorf("want both mistakes named, got %v", err)
 	}
+	t.Setenv("SCENARIOS", "")
+	t.Setenv("ROUNDS", "0")
+	t.Setenv("MEM_SERVICES", "0")
+	t.Setenv("LOW_RATES", "2000 -5")
+	t.Setenv("SERVER_CPU", "0")
+	_, err = configFromEnv("/repo")
+	for _, want := range []string{"ROUNDS=0", "MEM_SERVICES=0", "LOW_RATES: -5"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q named, got %v", want, err)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "SERVER_CPU") {
+		t.Errorf("CPU 0 refused: %v", err)
+	}
 }
 
 func TestResultsPaths(t *testing.T) {
