@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,10 @@ func (b *bench) serve(logName string, cpu int, corefile, body, addr string, prob
 
 // startAnswering starts argv on cpu and waits until it answers the probes at addr.
 func (b *bench) startAnswering(logName string, cpu int, addr string, probes []probe, argv ...string) (*proc, error) {
+	// Another process on the address would answer the probes for a server that failed to bind.
+	if err := addressFree(addr); err != nil {
+		return nil, fmt.Errorf("%s: %w (a process left from an earlier run?)", logName, err)
+	}
 	p, err := b.start(logName, cpu, argv...)
 	if err != nil {
 		return nil, err
@@ -59,7 +64,27 @@ func (b *bench) startAnswering(logName string, cpu int, addr string, probes []pr
 		p.stop(5 * time.Second)
 		return nil, fmt.Errorf("%w; last lines of %s.log:\n%s", err, logName, b.logTail(logName, 20))
 	}
+	select {
+	case <-p.done:
+		return nil, fmt.Errorf("%s exited while %s answered; last lines of its log:\n%s", logName, addr, b.logTail(logName, 20))
+	default:
+	}
 	return p, nil
+}
+
+// addressFree says whether nothing is bound to addr (ip:port), over UDP and TCP.
+func addressFree(addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("udp %s is taken: %w", addr, err)
+	}
+	pc.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("tcp %s is taken: %w", addr, err)
+	}
+	ln.Close()
+	return nil
 }
 
 func (b *bench) pprofLine() string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -63,5 +64,30 @@ func TestResultsPaths(t *testing.T) {
 		if js != tc.json || plots != tc.plots || rel != tc.rel {
 			t.Errorf("%s: %s %s %s", tc.md, js, plots, rel)
 		}
+	}
+}
+
+// A server's address must be free before it starts: a process left on it would answer the
+// probes of a server that failed to bind (a stray stub once made the bench measure it).
+func TestAddressFree(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	if err := addressFree(addr); err == nil || !strings.Contains(err.Error(), "udp "+addr+" is taken") {
+		t.Errorf("UDP bound: %v", err)
+	}
+	pc.Close()
+	if err := addressFree(addr); err != nil {
+		t.Errorf("after close: %v", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer ln.Close()
+	if err := addressFree(addr); err == nil || !strings.Contains(err.Error(), "tcp "+addr+" is taken") {
+		t.Errorf("TCP bound: %v", err)
 	}
 }
