@@ -122,7 +122,7 @@ func (b *bench) scenarioHit() error {
 	if err != nil {
 		return err
 	}
-	defer stub.stop(10 * time.Second)
+	defer stub.Stop(10 * time.Second)
 	servers := b.hitServers()
 	sc, err := b.abRounds("hit", "2. node-cache hits", servers, b.hitQueries, true)
 	if err != nil {
@@ -200,7 +200,7 @@ func (b *bench) scenarioMiss() error {
 	if err != nil {
 		return err
 	}
-	defer central.stop(10 * time.Second)
+	defer central.Stop(10 * time.Second)
 	servers := []contender{
 		{"ours", "nodecache", serverOnly(func(n string) (*proc, error) { return b.startNodecache(n, probes, "") })},
 		// The node cache pipelining its misses to the central role's pipelining address.
@@ -259,7 +259,7 @@ func (b *bench) scenarioChain() error {
 			}
 			n, err := node(logName, probes)
 			if err != nil {
-				c.stop(10 * time.Second)
+				c.Stop(10 * time.Second)
 				return started{}, err
 			}
 			return started{server: n, extra: c}, nil

@@ -96,7 +96,7 @@ func (b *bench) scenarioLowrate() error {
 	if err != nil {
 		return err
 	}
-	defer stub.stop(10 * time.Second)
+	defer stub.Stop(10 * time.Second)
 	node := b.hitServers()[:2]
 	for _, rate := range b.cfg.LowRates {
 		rows, err := b.fixedRounds("hit", "node", rate, node, b.hitQueries, true)

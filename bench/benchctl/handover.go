@@ -94,12 +94,12 @@ func (b *bench) scenarioHandover() error {
 	if err != nil {
 		return err
 	}
-	defer slowResolver.stop(5 * time.Second)
+	defer slowResolver.Stop(5 * time.Second)
 	central, err := b.start("handover.central", -1, b.cfg.Coredns, "-conf", centralConf)
 	if err != nil {
 		return err
 	}
-	defer central.stop(5 * time.Second)
+	defer central.Stop(5 * time.Second)
 	binaries := [][2]string{{b.cfg.Coredns, "./coredns"}}
 	if c := os.Getenv("COMPARE_BINARY"); c != "" {
 		binaries = append(binaries, [2]string{c, filepath.Base(c)})
@@ -151,7 +151,7 @@ func (b *bench) handoverRound(bin, label, conf string, files map[string]string, 
 	if err != nil {
 		return nil, err
 	}
-	defer a.stop(30 * time.Second)
+	defer a.Stop(30 * time.Second)
 	time.Sleep(time.Second)
 	exec.Command("dnsperf", "-s", "127.0.0.1", "-p", "1053", "-d", files["warm"], "-n", "1").Run() //nolint:errcheck // a warm-up
 	self, err := os.Executable()
@@ -178,11 +178,11 @@ func (b *bench) handoverRound(bin, label, conf string, files map[string]string, 
 		wg.Wait()
 		return nil, err
 	}
-	defer second.stop(30 * time.Second)
+	defer second.Stop(30 * time.Second)
 	time.Sleep(1500 * time.Millisecond)
-	a.stop(60 * time.Second)
+	a.Stop(60 * time.Second)
 	wg.Wait()
-	second.stop(30 * time.Second)
+	second.Stop(30 * time.Second)
 	var rows []HandoverRow
 	for i, c := range clients {
 		rep, err := parseDnsperf(bytes.NewReader(outs[i]))

@@ -78,8 +78,8 @@ func (b *bench) memoryOf(name, corefile string, probes []probe) (Memory, error) 
 	if err != nil {
 		return m, err
 	}
-	defer p.stop(10 * time.Second)
-	pid, srv := p.pid(), b.cfg.addrServer()
+	defer p.Stop(10 * time.Second)
+	pid, srv := p.PID(), b.cfg.addrServer()
 	metrics, pprof := "http://"+srv+":9153/metrics", "http://"+srv+":6060/debug/pprof/heap"
 	if m.SyncSeconds, err = waitAnswer(srv+":53", probes, since, 15*time.Minute); err != nil {
 		return m, fmt.Errorf("%w; last lines of its log:\n%s", err, b.logTail("memory."+name, 20))

@@ -182,7 +182,7 @@ func (b *bench) loopbackRun(name, scenario, file string, seconds int) (Throughpu
 	if err != nil {
 		return Throughput{}, err
 	}
-	defer p.stop(10 * time.Second)
+	defer p.Stop(10 * time.Second)
 	dnsperf := func(args ...string) (DnsperfReport, error) {
 		rep, _, err := b.dnsperfAt("127.0.0.1", "1053", file, args...)
 		return rep, err

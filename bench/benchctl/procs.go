@@ -10,23 +10,21 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/clusterdns/clusterdns/internal/spawn"
 
 	"github.com/clusterdns/clusterdns/internal/controlplane"
 )
 
 func runtimeCores() int { return runtime.NumCPU() }
 
-// proc is a process the bench started, pinned to a CPU; its output goes to OUT/<name>.log.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+// proc is a process the bench started (internal/spawn), pinned to a CPU; its output goes to
+// OUT/<name>.log.
+type proc = spawn.Process
 
 // start runs argv pinned to cpu (taskset execs it, so the PID is the server's; -1: not pinned),
-// logging to OUT/<name>.log.
+// logging to OUT/<name>.log (a new log each start).
 func (b *bench) start(name string, cpu int, argv ...string) (*proc, error) {
 	logFile, err := os.Create(filepath.Join(b.cfg.Out, name+".log"))
 	if err != nil {
@@ -35,65 +33,19 @@ func (b *bench) start(name string, cpu int, argv ...string) (*proc, error) {
 	if cpu >= 0 {
 		argv = append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	errc := make(chan error, 1)
-	spawner <- func() { errc <- cmd.Start() }
-	if err := <-errc; err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	p, err := spawn.Start(name, logFile, exec.Command(argv[0], argv[1:]...))
+	if err != nil {
+		return nil, err
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
 	b.mu.Lock()
 	b.procs = append(b.procs, p)
 	interrupted := b.interrupted.Load()
 	b.mu.Unlock()
 	if interrupted {
-		p.stop(time.Second)
+		p.Stop(time.Second)
 		return nil, errors.New("interrupted")
 	}
 	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// spawner forks every server from one locked OS thread that never exits: Pdeathsig follows the
-// thread that forked, so the servers die with benchctl rather than with a thread the Go runtime
-// happened to retire.
-var spawner = func() chan func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-}()
-
-// stop sends SIGTERM, then SIGKILL after grace.
-func (p *proc) stop(grace time.Duration) {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
 }
 
 // stopAll ends every process the run started and its control plane.
@@ -103,7 +55,7 @@ func (b *bench) stopAll() {
 	b.procs = nil
 	b.mu.Unlock()
 	for _, p := range procs {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 	}
 	b.stopControlPlane()
 }
@@ -179,13 +131,13 @@ func tail(b []byte, n int) string {
 // measure is one dnsperf run against a server and the server's CPU over it (and the CPU of a
 // second process, the central role of a chain, when extra is not nil).
 func (b *bench) measure(server, extra *proc, file string, seconds int, dnsperfArgs ...string) (Throughput, error) {
-	t0, err := cpuSeconds(server.pid())
+	t0, err := cpuSeconds(server.PID())
 	if err != nil {
 		return Throughput{}, err
 	}
 	var e0 float64
 	if extra != nil {
-		if e0, err = cpuSeconds(extra.pid()); err != nil {
+		if e0, err = cpuSeconds(extra.PID()); err != nil {
 			return Throughput{}, err
 		}
 	}
@@ -193,9 +145,9 @@ func (b *bench) measure(server, extra *proc, file string, seconds int, dnsperfAr
 	if err != nil {
 		return Throughput{}, err
 	}
-	t1, err := cpuSeconds(server.pid())
+	t1, err := cpuSeconds(server.PID())
 	if err != nil {
-		return Throughput{}, fmt.Errorf("%s after the run: %w", server.name, err)
+		return Throughput{}, fmt.Errorf("%s after the run: %w", server.Name, err)
 	}
 	t := Throughput{QPS: rep.QPS, Completed: rep.Completed, Lost: rep.Lost, Rcodes: rep.Rcodes,
 		ResponseBytes: rep.ResponseBytes, Load: atof(loadAvg(1))}
@@ -207,7 +159,7 @@ func (b *bench) measure(server, extra *proc, file string, seconds int, dnsperfAr
 		t.CPUPerQuery = 1e6 * cpu / float64(rep.Completed)
 	}
 	if extra != nil {
-		e1, err := cpuSeconds(extra.pid())
+		e1, err := cpuSeconds(extra.PID())
 		if err != nil {
 			return t, err
 		}

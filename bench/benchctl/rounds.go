@@ -61,11 +61,11 @@ func (b *bench) startAnswering(logName string, cpu int, addr string, probes []pr
 		return nil, err
 	}
 	if _, err := waitAnswer(addr, probes, time.Now(), 60*time.Second); err != nil {
-		p.stop(5 * time.Second)
+		p.Stop(5 * time.Second)
 		return nil, fmt.Errorf("%w; last lines of %s.log:\n%s", err, logName, b.logTail(logName, 20))
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return nil, fmt.Errorf("%s exited while %s answered; last lines of its log:\n%s", logName, addr, b.logTail(logName, 20))
 	default:
 	}
@@ -108,8 +108,8 @@ func (b *bench) abRounds(id, title string, servers []contender, queries queryFil
 		if err != nil {
 			return err
 		}
-		defer s.extra.stop(10 * time.Second)
-		defer s.server.stop(10 * time.Second)
+		defer s.extra.Stop(10 * time.Second)
+		defer s.server.Stop(10 * time.Second)
 		file, err := queries(c.name, run+strconv.Itoa(round))
 		if err != nil {
 			return err
@@ -127,7 +127,7 @@ func (b *bench) abRounds(id, title string, servers []contender, queries queryFil
 				if err != nil {
 					return err
 				}
-				rss, err := statusMiB(s.server.pid(), "VmHWM")
+				rss, err := statusMiB(s.server.PID(), "VmHWM")
 				if err != nil {
 					return err
 				}
@@ -189,8 +189,8 @@ func (b *bench) fixedRounds(id, role string, rate int, servers []contender, quer
 			if err == nil {
 				t, err = b.measure(s.server, nil, file, b.cfg.RunSeconds, "-c", "8", "-q", strconv.Itoa(b.cfg.Outstanding), "-Q", strconv.Itoa(rate))
 			}
-			s.server.stop(10 * time.Second)
-			s.extra.stop(10 * time.Second)
+			s.server.Stop(10 * time.Second)
+			s.extra.Stop(10 * time.Second)
 			if err != nil {
 				return rows, err
 			}
@@ -225,7 +225,7 @@ func (b *bench) profileCPU(name string, c contender, file string) error {
 	if err != nil {
 		return err
 	}
-	defer s.server.stop(10 * time.Second)
+	defer s.server.Stop(10 * time.Second)
 	type result struct {
 		rep DnsperfReport
 		err error

@@ -60,7 +60,7 @@ status: {phase: Running, podIP: %s, podIPs: [{ip: %s}]}
 	if err != nil {
 		return err
 	}
-	defer upstream.stop(10 * time.Second)
+	defer upstream.Stop(10 * time.Second)
 	srv := b.cfg.addrServer()
 	centralMetrics, upMetrics := "http://"+srv+":9153/metrics", "http://"+up+":9153/metrics"
 	for _, mode := range []string{"without", "with"} {
@@ -89,7 +89,7 @@ status: {phase: Running, podIP: %s, podIPs: [{ip: %s}]}
 			return err
 		}
 		row, err := b.searchRow(mode, centralMetrics, upMetrics)
-		p.stop(10 * time.Second)
+		p.Stop(10 * time.Second)
 		if err != nil {
 			return err
 		}

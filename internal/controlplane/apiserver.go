@@ -12,13 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/clusterdns/clusterdns/internal/spawn"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -63,7 +62,7 @@ type ControlPlane struct {
 	EtcdURL string
 
 	o                                  Options
-	etcd, apiserver, controllerManager *child
+	etcd, apiserver, controllerManager *spawn.Process
 	apiserverArgs                      []string
 }
 
@@ -113,7 +112,7 @@ func Start(o Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	httpClient := &http.Client{Timeout: 2 * time.Second}
-	if err := c.etcd.waitFor(30*time.Second, func() error {
+	if err := c.etcd.WaitFor(30*time.Second, func() error {
 		resp, err := httpClient.Get(etcdURL + "/health")
 		if err != nil {
 			return err
@@ -157,7 +156,7 @@ func Start(o Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	c.CAFile = filepath.Join(o.Dir, "certs", "apiserver.crt")
-	if err := c.apiserver.waitFor(30*time.Second, func() error { _, err := os.Stat(c.CAFile); return err }); err != nil {
+	if err := c.apiserver.WaitFor(30*time.Second, func() error { _, err := os.Stat(c.CAFile); return err }); err != nil {
 		c.Stop()
 		return nil, err
 	}
@@ -198,8 +197,8 @@ func (c *ControlPlane) startControllerManager() error {
 	}
 	// It has no health port (--secure-port=0); a quick exit is the failure to look for.
 	time.Sleep(500 * time.Millisecond)
-	if c.controllerManager.exited() {
-		return fmt.Errorf("kube-controller-manager exited: %v\n%s", c.controllerManager.err, c.controllerManager.logTail(30))
+	if c.controllerManager.Exited() {
+		return fmt.Errorf("kube-controller-manager exited: %v\n%s", c.controllerManager.Err(), c.controllerManager.LogTail(30))
 	}
 	return nil
 }
@@ -214,13 +213,13 @@ func (c *ControlPlane) RESTConfig() (*rest.Config, error) {
 
 // PIDs are the process IDs of etcd, kube-apiserver and kube-controller-manager (0: not running).
 func (c *ControlPlane) PIDs() (etcd, apiserver, controllerManager int) {
-	return c.etcd.pid(), c.apiserver.pid(), c.controllerManager.pid()
+	return pidOf(c.etcd), pidOf(c.apiserver), pidOf(c.controllerManager)
 }
 
 // StopAPIServer stops only the apiserver (etcd keeps the data); RestartAPIServer brings it back
 // with the same flags, port and certificate. With clients watching, a graceful stop can wait for
 // their long-running requests for a minute: after 10 s it is killed (reported).
-func (c *ControlPlane) StopAPIServer() (killed bool) { return c.apiserver.stop(10 * time.Second) }
+func (c *ControlPlane) StopAPIServer() (killed bool) { return c.apiserver.Stop(10 * time.Second) }
 
 // RestartAPIServer starts the apiserver again and waits for /readyz.
 func (c *ControlPlane) RestartAPIServer() error {
@@ -310,7 +309,7 @@ func (c *ControlPlane) RestartControllerManager() error {
 	if c.controllerManager == nil {
 		return fmt.Errorf("kube-controller-manager was not started")
 	}
-	c.controllerManager.stop(10 * time.Second)
+	c.controllerManager.Stop(10 * time.Second)
 	return c.startControllerManager()
 }
 
@@ -324,7 +323,7 @@ func (c *ControlPlane) waitReady(timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return c.apiserver.waitFor(timeout, func() error {
+	return c.apiserver.WaitFor(timeout, func() error {
 		b, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
 		if err != nil {
 			return err
@@ -338,119 +337,31 @@ func (c *ControlPlane) waitReady(timeout time.Duration) error {
 
 // Stop ends what Start started, by PID, in reverse order (SIGTERM, SIGKILL after a grace period).
 func (c *ControlPlane) Stop() {
-	c.controllerManager.stop(10 * time.Second)
-	c.apiserver.stop(15 * time.Second)
-	c.etcd.stop(10 * time.Second)
+	c.controllerManager.Stop(10 * time.Second)
+	c.apiserver.Stop(15 * time.Second)
+	c.etcd.Stop(10 * time.Second)
 }
 
-// child is one process Start started, logging to dir/<name>.log.
-type child struct {
-	name, logPath string
-	cmd           *exec.Cmd
-	done          chan struct{}
-	err           error // set when done is closed
-}
-
-// spawner forks every child from one locked OS thread that never exits: Pdeathsig follows the
-// thread that forked, so this way the children die with the process rather than with a thread
-// the Go runtime happened to retire.
-var spawner = func() chan func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-}()
-
-func startChild(dir, name, bin string, env []string, args ...string) (*child, error) {
-	logPath := filepath.Join(dir, name+".log")
-	// Appended to: a restarted child's log follows its earlier run's.
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+// startChild starts bin with its output appended to dir/<name>.log (a restarted child's log
+// follows its earlier run's) and env added to its environment.
+func startChild(dir, name, bin string, env []string, args ...string) (*spawn.Process, error) {
+	logFile, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	errc := make(chan error, 1)
-	spawner <- func() { errc <- cmd.Start() }
-	if err := <-errc; err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		logFile.Close()
-		close(c.done)
-	}()
-	return c, nil
+	return spawn.Start(name, logFile, cmd)
 }
 
-func (c *child) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *child) stop(grace time.Duration) (killed bool) {
-	if c == nil || c.exited() {
-		return false
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-		return false
-	case <-time.After(grace):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		return true
-	}
-}
-
-func (c *child) pid() int {
-	if c == nil || c.exited() {
+// pidOf is p's PID while it runs, else 0.
+func pidOf(p *spawn.Process) int {
+	if p == nil || p.Exited() {
 		return 0
 	}
-	return c.cmd.Process.Pid
-}
-
-// logTail is the last n lines of the child's log.
-func (c *child) logTail(n int) string {
-	b, _ := os.ReadFile(c.logPath)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// waitFor polls cond until it returns nil, the process exits (the error carries its last log
-// lines), or the timeout passes.
-func (c *child) waitFor(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		last := cond()
-		if last == nil {
-			return nil
-		}
-		if c.exited() {
-			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", c.name, c.err, c.logPath, c.logTail(30))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s: %w", c.name, timeout, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return p.PID()
 }
 
 // freePorts returns n distinct loopback TCP ports that were free a moment ago.

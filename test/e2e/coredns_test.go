@@ -139,7 +139,7 @@ func (s *dnsServer) readyStatus() int {
 }
 
 func (s *dnsServer) waitReady(timeout time.Duration) error {
-	return s.proc.waitFor(timeout, func() error {
+	return s.proc.WaitFor(timeout, func() error {
 		if st := s.readyStatus(); st != http.StatusOK {
 			return fmt.Errorf("/ready: %d", st)
 		}
@@ -147,7 +147,7 @@ func (s *dnsServer) waitReady(timeout time.Duration) error {
 	})
 }
 
-func (s *dnsServer) stop() { s.proc.stop(10 * time.Second) }
+func (s *dnsServer) stop() { s.proc.Stop(10 * time.Second) }
 
 var (
 	sharedOnce sync.Once

@@ -134,7 +134,7 @@ func TestAPIServerRestart(t *testing.T) {
 			// It may have been written just now: the DNS gets the few seconds it needs.
 			if err := answersWithin(s, probe, 5*time.Second); err != nil {
 				t.Fatalf("the API server has the probe's ready endpoint (%s) but the DNS does not answer it: %v\nDNS log:\n%s",
-					desc, err, s.proc.logTail(30))
+					desc, err, s.proc.LogTail(30))
 			}
 		} else {
 			logf("kube-controller-manager wrote no ready endpoint for fault/probe in 45 s after the API server restarts (slices: %s): restarting it",
@@ -165,7 +165,7 @@ func TestBeforeFirstSync(t *testing.T) {
 	t.Cleanup(s.stop)
 
 	// It listens once its startup wait for the first sync gives up (a few seconds).
-	if err := s.proc.waitFor(30*time.Second, func() error {
+	if err := s.proc.WaitFor(30*time.Second, func() error {
 		_, err := s.query("udp", "dns-version.cluster.local.", dns.TypeTXT, 0)
 		return err
 	}); err != nil {

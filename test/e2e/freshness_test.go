@@ -51,7 +51,7 @@ func TestCentralCorefileFreshness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.stop(10 * time.Second) })
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
 	addr := fmt.Sprintf("127.0.0.1:%d", dnsPort)
 
 	createNamespace(t, "fresh")
@@ -64,7 +64,7 @@ func TestCentralCorefileFreshness(t *testing.T) {
 	waitRcode(t, addr, svcName, dns.RcodeSuccess, 60*time.Second)
 	// As shipped, k8sdiscovery's packet door answers the cluster's names (nothing above it in
 	// Corefile.cluster sends them through the chain).
-	if log := p.logTail(200); !strings.Contains(log, "sockets (one per CPU)") || strings.Contains(log, "through the plugin chain") {
+	if log := p.LogTail(200); !strings.Contains(log, "sockets (one per CPU)") || strings.Contains(log, "through the plugin chain") {
 		t.Errorf("Corefile.cluster as shipped: k8sdiscovery's packet door should answer cluster.local; log:\n%s", log)
 	}
 	// The pod's record before the pod exists, a few times (as a pod asking at start does).
@@ -119,7 +119,7 @@ func TestDoorBesideMultisocket(t *testing.T) {
 			t.Fatalf("%s: %v %v", name, r, err)
 		}
 	}
-	log := s.proc.logTail(200)
+	log := s.proc.LogTail(200)
 	if n := strings.Count(log, "sockets (one per CPU)"); n != 1 {
 		t.Errorf("doors opened: %d, want 1; log:\n%s", n, log)
 	}

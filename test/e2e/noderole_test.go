@@ -119,7 +119,7 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 		nodeAddr := fmt.Sprintf("127.0.0.1:%d", nodePort)
 		node := startLogged(t, "noderole-node-"+tag, v.corefile(nodePort, askPort))
 		if err := waitAnswers(node.process, nodeAddr, svcNames[0], svcIPs[0], 30*time.Second); err != nil {
-			if node.exited() && os.Geteuid() != 0 {
+			if node.Exited() && os.Geteuid() != 0 {
 				t.Skipf("the node role (%s) did not start without root; run as root (CI does): %v", v.name, err)
 			}
 			t.Fatalf("node role %s: %v", v.name, err)
@@ -155,8 +155,8 @@ func TestNodeRoleBehindSlowResolver(t *testing.T) {
 		res.slowAsked = slow.asked.Load() - asked
 		results[vi] = res
 		t.Logf("%s: load of %s done after %s (last answers waited for)", v.name, loadFor, time.Since(start).Round(time.Millisecond))
-		node.stop(10 * time.Second)
-		central.stop(10 * time.Second)
+		node.Stop(10 * time.Second)
+		central.Stop(10 * time.Second)
 	}
 
 	row := func(label string, f func(r result) string) {
@@ -235,7 +235,7 @@ func TestNodeRoleSpreadsToNewCentral(t *testing.T) {
 }
 `, nodePort, centralPort))
 	if err := waitAnswers(node.process, nodeAddr, probeName, probe.Spec.ClusterIP, 30*time.Second); err != nil {
-		if node.exited() && os.Geteuid() != 0 {
+		if node.Exited() && os.Geteuid() != 0 {
 			t.Skipf("the node role did not start without root; run as root (CI does): %v", err)
 		}
 		t.Fatalf("node role: %v", err)
@@ -276,7 +276,7 @@ func TestNodeRoleSpreadsToNewCentral(t *testing.T) {
 	if err := b.waitReady(30 * time.Second); err != nil {
 		t.Fatalf("central B: %v", err)
 	}
-	t.Logf("central B (pid %d) ready on the same address after %s", b.pid(), time.Since(start).Round(time.Millisecond))
+	t.Logf("central B (pid %d) ready on the same address after %s", b.PID(), time.Since(start).Round(time.Millisecond))
 	phase.Store("after")
 	time.Sleep(after)
 	close(stop)
@@ -402,7 +402,7 @@ func startCentral(t *testing.T, name string, port int, withLog bool, forwardTo s
 }
 
 func (s *centralServer) waitReady(timeout time.Duration) error {
-	return s.waitFor(timeout, func() error {
+	return s.WaitFor(timeout, func() error {
 		resp, err := httpClient.Get(s.readyURL)
 		if err != nil {
 			return err
@@ -425,7 +425,7 @@ func (s *centralServer) waitAnswer(name, ip string) error {
 
 // waitAnswers asks addr for name over UDP until the answer is NOERROR with exactly ip.
 func waitAnswers(p *process, addr, name, ip string, timeout time.Duration) error {
-	return p.waitFor(timeout, func() error {
+	return p.WaitFor(timeout, func() error {
 		r, _, err := askUDP(addr, name, dns.TypeA, time.Second)
 		if kind, detail := clusterOutcome(name, ip, r, err); kind != "ok" {
 			return fmt.Errorf("%s at %s: %s", name, addr, detail)

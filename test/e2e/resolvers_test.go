@@ -267,7 +267,7 @@ slow1.test slow2.test:53 {
 
 	// Wait for the central role to hold every object, then for the node role to know the pod.
 	readyURL := fmt.Sprintf("http://127.0.0.1:%d/ready", readyPort)
-	if err := centralProc.waitFor(60*time.Second, func() error {
+	if err := centralProc.WaitFor(60*time.Second, func() error {
 		resp, err := httpClient.Get(readyURL)
 		if err != nil {
 			return err
@@ -289,7 +289,7 @@ slow1.test slow2.test:53 {
 	if err := waitAnswers(centralProc.process, central, "www.example.com.", wwwIP, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := centralProc.waitFor(10*time.Second, func() error {
+	if err := centralProc.WaitFor(10*time.Second, func() error {
 		m := new(dns.Msg)
 		m.SetQuestion("big.rl1.svc.cluster.local.", dns.TypeA)
 		r, _, err := (&dns.Client{Net: "tcp", Timeout: time.Second}).Exchange(m, central)
@@ -310,7 +310,7 @@ slow1.test slow2.test:53 {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := node.waitFor(60*time.Second, func() error {
+	if err := node.WaitFor(60*time.Second, func() error {
 		// searchpath knows the pod once api.rl2 asked at the pod's first search domain gets the
 		// CNAME to api.rl2.svc.cluster.local.
 		r, err := askFromNetns(podNetns, net.JoinHostPort(listen, "53"), "api.rl2.rl1.svc.cluster.local.", dns.TypeA)
@@ -322,7 +322,7 @@ slow1.test slow2.test:53 {
 		}
 		return nil
 	}); err != nil {
-		t.Fatalf("%v\nnode log:\n%s", err, node.logTail(30))
+		t.Fatalf("%v\nnode log:\n%s", err, node.LogTail(30))
 	}
 	logf("resolver libraries: servers up and synced after %s", time.Since(start).Round(time.Millisecond))
 
@@ -437,7 +437,7 @@ slow1.test slow2.test:53 {
 		}
 	}
 	if t.Failed() {
-		t.Logf("node log:\n%s\ncentral log:\n%s\nresolver log:\n%s", node.logTail(60), centralProc.logTail(40), resolver.logTail(30))
+		t.Logf("node log:\n%s\ncentral log:\n%s\nresolver log:\n%s", node.LogTail(60), centralProc.LogTail(40), resolver.LogTail(30))
 	}
 
 	// Slow candidates: far.example.net is found only as the bare name, after two host search
@@ -468,7 +468,7 @@ slow1.test slow2.test:53 {
 	if _, err := harness.client.CoreV1().Pods(podNS).Update(ctx(), annotated, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := node.waitFor(30*time.Second, func() error {
+	if err := node.WaitFor(30*time.Second, func() error {
 		// Not expanded any more: api.rl2 asked at the first search domain is NXDOMAIN.
 		r, err := askFromNetns(podNetns, net.JoinHostPort(listen, "53"), "api.rl2.rl1.svc.cluster.local.", dns.TypeA)
 		if err != nil {

@@ -143,7 +143,7 @@ func TestSearchPathAtTheNode(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node cache with searchpath not answering the pod within 60s: %v\nnode log:\n%s", err, node.logTail(30))
+			t.Fatalf("node cache with searchpath not answering the pod within 60s: %v\nnode log:\n%s", err, node.LogTail(30))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -252,7 +252,7 @@ func startLogged(t *testing.T, name, corefile string) loggedServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.stop(10 * time.Second) })
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
 	return loggedServer{p}
 }
 
@@ -272,7 +272,7 @@ func (s loggedServer) count(substr string) int {
 }
 
 func (s loggedServer) countNow(substr string) int {
-	b, err := os.ReadFile(s.logPath)
+	b, err := os.ReadFile(s.LogPath)
 	if err != nil {
 		return -1
 	}

@@ -35,18 +35,18 @@ func startCorefile(t *testing.T, name string, conf func(port, readyPort int) str
 	if s.proc, err = startProcess(harness.dir, name, harness.coredns, "-conf", s.corefile); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.proc.stop(200 * time.Millisecond) }) // the stock Corefiles have a 5 s lameduck
+	t.Cleanup(func() { s.proc.Stop(200 * time.Millisecond) }) // the stock Corefiles have a 5 s lameduck
 	if err := s.waitReady(60 * time.Second); err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, s.proc.logTail(20))
+		t.Fatalf("%s: %v\n%s", name, err, s.proc.LogTail(20))
 	}
 	// /ready can answer before the DNS listeners are open (the ready plugin starts first): wait
 	// for a reply on the DNS port too.
-	err = s.proc.waitFor(10*time.Second, func() error {
+	err = s.proc.WaitFor(10*time.Second, func() error {
 		_, err := s.query("udp", "listening.clusterdns-e2e.invalid.", dns.TypeA, 0)
 		return err
 	})
 	if err != nil {
-		t.Fatalf("%s: ready, but the DNS port does not answer: %v\n%s", name, err, s.proc.logTail(20))
+		t.Fatalf("%s: ready, but the DNS port does not answer: %v\n%s", name, err, s.proc.LogTail(20))
 	}
 	return s
 }
