@@ -23,6 +23,14 @@ type mmsg struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrAny
+
+	// The call in progress: try is passed to the RawConn (built once: a closure per call would
+	// be an allocation per batch); it makes trap on the first k headers and sets n and errno.
+	try   func(fd uintptr) bool
+	trap  uintptr
+	k     int
+	n     int
+	errno syscall.Errno
 }
 
 // mmsghdr is the kernel's struct mmsghdr: a msghdr and the length of the datagram (Go pads it
@@ -41,13 +49,15 @@ const (
 )
 
 func newMmsg(rc syscall.RawConn, v6 bool) *mmsg {
-	return &mmsg{
+	m := &mmsg{
 		rc:    rc,
 		v6:    v6,
 		hdrs:  make([]mmsghdr, Batch),
 		iovs:  make([]unix.Iovec, Batch),
 		names: make([]unix.RawSockaddrAny, Batch),
 	}
+	m.try = m.syscall
+	return m
 }
 
 // ReadBatch reads up to len(ms) (at most Batch) datagrams into ms[i].Buffers[0], waiting for the
@@ -62,7 +72,7 @@ func (m *mmsg) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: unix.SizeofSockaddrAny, Iov: &m.iovs[i]}
 		h.SetIovlen(1)
 	}
-	n, err := m.call(m.rc.Read, unix.SYS_RECVMMSG, k)
+	n, err := m.call(unix.SYS_RECVMMSG, k)
 	if err != nil {
 		return 0, err
 	}
@@ -98,35 +108,42 @@ func (m *mmsg) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: n, Iov: &m.iovs[i]}
 		h.SetIovlen(1)
 	}
-	return m.call(m.rc.Write, unix.SYS_SENDMMSG, k)
+	return m.call(unix.SYS_SENDMMSG, k)
 }
 
-// call makes the system call trap (recvmmsg or sendmmsg) on the first k headers, through wait
-// (the RawConn's Read or Write), which parks the goroutine in the network poller while the call
-// says EAGAIN.
-func (m *mmsg) call(wait func(func(uintptr) bool) error, trap uintptr, k int) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := wait(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+// call makes the system call trap (recvmmsg or sendmmsg) on the first k headers, through the
+// RawConn's Read (recvmmsg) or Write, which park the goroutine in the network poller while the
+// call says EAGAIN.
+func (m *mmsg) call(trap uintptr, k int) (int, error) {
+	m.trap, m.k, m.n, m.errno = trap, k, 0, 0
+	var err error
+	if trap == unix.SYS_RECVMMSG {
+		err = m.rc.Read(m.try)
+	} else {
+		err = m.rc.Write(m.try)
+	}
 	if err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, errno
+	if m.errno != 0 {
+		return 0, m.errno
 	}
-	return n, nil
+	return m.n, nil
+}
+
+// syscall is one try of the call in progress: false when the socket says EAGAIN.
+func (m *mmsg) syscall(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall6(m.trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.k), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		m.n, m.errno = int(r), e
+		return true
+	}
 }
 
 func addrString(a net.Addr) string {

@@ -171,3 +171,30 @@ func TestMmsgShortBatch(t *testing.T) {
 		t.Fatalf("read %q, want a, b, c", got)
 	}
 }
+
+// A batch written costs no allocation (an idle server's every wakeup writes one), and a batch
+// read only the clients' addresses.
+func TestMmsgAllocations(t *testing.T) {
+	_, m, cl := mmsgPair(t, "udp4", "127.0.0.1:0")
+	ms := messages(1)
+	to := []ipv4.Message{{Buffers: [][]byte{[]byte("answer")}, Addr: cl.LocalAddr()}}
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := cl.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := m.ReadBatch(ms, 0); err != nil || n != 1 {
+			t.Fatalf("read %d: %v", n, err)
+		}
+		if n, err := m.WriteBatch(to, 0); err != nil || n != 1 {
+			t.Fatalf("wrote %d: %v", n, err)
+		}
+		if _, err := cl.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The client's *net.UDPAddr and its IP; nothing for the calls themselves.
+	if allocs > 2 {
+		t.Errorf("%v allocations per query read and answered, want at most 2 (the client's address)", allocs)
+	}
+}
