@@ -1,0 +1,5 @@
+//go:build !race
+
+package packetio
+
+const raceEnabled = false
