@@ -31,7 +31,7 @@
 #   chain   the whole chain as deployed, hits and misses: nodecache in front of k8sdiscovery vs
 #           CoreDNS as NodeLocal DNSCache in front of CoreDNS kubernetes, CPU of each tier
 #
-# Knobs (environment): SCENARIOS, ROUNDS (3), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
+# Knobs (environment): SCENARIOS, ROUNDS (3), LOWRATE_ROUNDS (5, the lowrate scenario's), RUN_SECONDS (10), OUTSTANDING (100), LATENCY_SECONDS (5),
 # INDEX_SERVICES (1000), MISS_SERVICES (100), MEM_SERVICES (10000), MEM_PODS (150000), MEM_SETTLE (20 s),
 # RELIST_WATCH (60 s), LOW_RATES ("2000 10000"), SKIP_BUILD=1, BENCH_LINK (dnsbench0), BENCH_NET
 # (169.254.77: servers on .1, the stub or central role behind a cache on .2, search's upstream on .3,

@@ -365,9 +365,21 @@ func (v view) FixedRows(role string) []fixedRow {
 			if f.Role != role || f.Rate != rate {
 				continue
 			}
-			r := fixedRow{FixedRate: f, VsOurs: "—", QPS: mean(f.Runs, func(t Throughput) float64 { return t.QPS }), Lost: lostOf(f.Runs)}
+			r := fixedRow{FixedRate: f, VsOurs: "—", ByRound: "—", QPS: mean(f.Runs, func(t Throughput) float64 { return t.QPS }), Lost: lostOf(f.Runs)}
+			var each []string
+			for _, t := range f.Runs {
+				each = append(each, fmt.Sprintf("%.1f", t.CPUPerQuery))
+			}
+			r.PerRun = strings.Join(each, " · ")
 			if !f.Ours && ours != nil {
 				r.VsOurs = ratio(r2(ours.MeanCPUu), r2(f.MeanCPUu))
+				// Round i of ours against round i of theirs (the runs of one round are next
+				// to each other in time).
+				var rs []string
+				for i := range min(len(ours.Runs), len(f.Runs)) {
+					rs = append(rs, ratio(r2(ours.Runs[i].CPUPerQuery), r2(f.Runs[i].CPUPerQuery)))
+				}
+				r.ByRound = strings.Join(rs, " · ")
 			}
 			out = append(out, r)
 		}
@@ -378,8 +390,10 @@ func (v view) FixedRows(role string) []fixedRow {
 type fixedRow struct {
 	FixedRate
 	VsOurs string
-	QPS    float64
-	Lost   int
+	// PerRun is the CPU µs per query of each run, ByRound ours ÷ theirs round by round.
+	PerRun, ByRound string
+	QPS             float64
+	Lost            int
 }
 
 // WatchEventsText is "213 namespaces, 20007 services, ...".

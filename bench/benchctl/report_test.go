@@ -163,8 +163,9 @@ func TestReportRendersEverySection(t *testing.T) {
 		{"handover", "each as fast as it goes for 8 s"},
 		{"handover row", "| ./coredns | TCP pipelined | 292 | 2798 | 6 | 0 |"},
 		{"lowrate", "3 rounds of 10 s per server and rate"},
-		{"lowrate row", "| central | upstream kubernetes | 2000 | 2000 | 26 | 129.50 | 0.75 | 0 |"},
-		{"lowrate row", "| node (hits) | CoreDNS cache + forward | 10000 | 10000 | 40 | 40.00 | 0.73 | 0 |"},
+		{"lowrate row", "| central | upstream kubernetes | 2000 | 2000 | 26 | 129.50 | 129.5 · 129.5 · 129.5 | 0.75 | 0.75 · 0.75 · 0.75 | 0 |"},
+		{"lowrate row", "| node (hits) | CoreDNS cache + forward | 10000 | 10000 | 40 | 40.00 | 40.0 · 40.0 · 40.0 | 0.73 | 0.73 · 0.73 · 0.73 | 0 |"},
+		{"lowrate ours", "| node (hits) | nodecache | 2000 | 2000 | 17 | 86.67 | 86.7 · 86.7 · 86.7 | — | — | 0 |"},
 		{"chain", "kube-apiserver v1.37.1 (100 Services, half headless, 5 endpoints each)"},
 		{"chain hits", "| cache + forward → kubernetes | 41210 (42627, 43976, 37026) | 0.191 / 6.213 | 97 | 23.70 | 46 | 0 | NOERROR:100.00% | 237 | 2.43-2.49 | 2.07 |"},
 		{"chain central", "| nodecache → k8sdiscovery | 0.01 | 34.95 |"},
@@ -351,5 +352,39 @@ func TestNodecacheABTable(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %s:\n%s", want, b.String())
 		}
+	}
+}
+
+// The fixed-rate rows give each run's CPU per query and ours ÷ theirs round by round, round i
+// of ours against round i of theirs; the lowrate scenario's own rounds are named when a run had them.
+func TestFixedRowsByRound(t *testing.T) {
+	runs := func(us ...float64) []Throughput {
+		var ts []Throughput
+		for _, u := range us {
+			ts = append(ts, Throughput{QPS: 2000, CPUPerQuery: u})
+		}
+		return ts
+	}
+	ours := FixedRate{Role: "node", Server: "ours", Ours: true, Rate: 2000, Runs: runs(50, 60, 45)}
+	theirs := FixedRate{Role: "node", Server: "cache", Rate: 2000, Runs: runs(100, 100, 90)}
+	ours.summarize()
+	theirs.summarize()
+	r := &Results{Run: RunInfo{Rounds: 3, LowRounds: 5, LowRates: []int{2000}}, FixedRate: []FixedRate{ours, theirs}}
+	rows := newView(r, "results.json", nil).FixedRows("node")
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want 2", len(rows))
+	}
+	if rows[0].PerRun != "50.0 · 60.0 · 45.0" || rows[0].ByRound != "—" {
+		t.Errorf("ours: each run %q, by round %q", rows[0].PerRun, rows[0].ByRound)
+	}
+	if rows[1].PerRun != "100.0 · 100.0 · 90.0" || rows[1].ByRound != "0.50 · 0.60 · 0.50" || rows[1].VsOurs != "0.53" {
+		t.Errorf("theirs: each run %q, by round %q, of the means %q", rows[1].PerRun, rows[1].ByRound, rows[1].VsOurs)
+	}
+	md, err := renderResults(r, "results.json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "5 rounds of") {
+		t.Errorf("the lowrate section does not say its 5 rounds:\n%s", md)
 	}
 }

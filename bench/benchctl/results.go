@@ -43,9 +43,11 @@ type RunInfo struct {
 	MemSettle      int      `json:"mem_settle_s"`
 	RelistWatch    int      `json:"relist_watch_s"`
 	LowRates       []int    `json:"low_rates"`
-	ServerCPU      int      `json:"server_cpu"`
-	LoadCPU        int      `json:"load_cpu"`
-	Machine        Machine  `json:"machine"`
+	// LowRounds is the lowrate scenario's rounds (0 in runs before it had its own: Rounds).
+	LowRounds int     `json:"lowrate_rounds,omitempty"`
+	ServerCPU int     `json:"server_cpu"`
+	LoadCPU   int     `json:"load_cpu"`
+	Machine   Machine `json:"machine"`
 	// LoadStart and LoadEnd are /proc/loadavg's three averages at the start and the end.
 	LoadStart string `json:"load_start"`
 	LoadEnd   string `json:"load_end"`

@@ -168,14 +168,14 @@ func (b *bench) abRounds(id, title string, servers []contender, queries queryFil
 	return sc, nil
 }
 
-// fixedRounds is the lowrate scenario's: ROUNDS rounds, every server in order, a fresh process,
+// fixedRounds is the lowrate scenario's: LOWRATE_ROUNDS rounds, every server in order, a fresh process,
 // a warm-up (warm) and a run of RUN_SECONDS at rate q/s.
 func (b *bench) fixedRounds(id, role string, rate int, servers []contender, queries queryFile, warm bool) ([]FixedRate, error) {
 	rows := make([]FixedRate, len(servers))
 	for i, c := range servers {
 		rows[i] = FixedRate{Role: role, Server: c.name, Label: c.label, Ours: i == 0, Rate: rate}
 	}
-	for round := 1; round <= b.cfg.Rounds; round++ {
+	for round := 1; round <= b.cfg.LowRounds; round++ {
 		for i, c := range servers {
 			s, err := c.start(id + "." + c.name)
 			if err != nil {

@@ -28,6 +28,9 @@ import (
 type config struct {
 	Scenarios                                    []string
 	Rounds, RunSeconds, Outstanding, LatencySecs int
+	// LowRounds is the lowrate scenario's rounds (LOWRATE_ROUNDS): more than the others', as an
+	// idle server's CPU per query varies more from run to run than a busy one's.
+	LowRounds                                    int
 	IndexServices, MissServices                  int
 	MemServices, MemPods, MemSettle, RelistWatch int
 	LowRates                                     []int
@@ -64,6 +67,7 @@ func configFromEnv(root string) (config, error) {
 	c := config{
 		Scenarios:       strings.Fields(env("SCENARIOS", strings.Join(allScenarios, " "))),
 		Rounds:          num("ROUNDS", 3),
+		LowRounds:       num("LOWRATE_ROUNDS", 5),
 		RunSeconds:      num("RUN_SECONDS", 10),
 		Outstanding:     num("OUTSTANDING", 100),
 		LatencySecs:     num("LATENCY_SECONDS", 5),
@@ -146,7 +150,7 @@ func run(args []string) error {
 		Rounds: cfg.Rounds, Seconds: cfg.RunSeconds, Outstanding: cfg.Outstanding, LatencySeconds: cfg.LatencySecs,
 		Scenarios: cfg.Scenarios, IndexServices: cfg.IndexServices, MissServices: cfg.MissServices,
 		MemServices: cfg.MemServices, MemPods: cfg.MemPods, MemSettle: cfg.MemSettle, RelistWatch: cfg.RelistWatch,
-		LowRates: cfg.LowRates, ServerCPU: cfg.ServerCPU, LoadCPU: cfg.LoadCPU,
+		LowRates: cfg.LowRates, LowRounds: cfg.LowRounds, ServerCPU: cfg.ServerCPU, LoadCPU: cfg.LoadCPU,
 		Machine: machine(cfg.ControlPlaneBin), LoadStart: loadAvg(3),
 	}
 	// A signal stops every child (servers, control plane), so the scenario under way fails at

@@ -8,7 +8,7 @@ import (
 )
 
 func TestConfigFromEnv(t *testing.T) {
-	for _, k := range []string{"SCENARIOS", "ROUNDS", "RUN_SECONDS", "OUTSTANDING", "LATENCY_SECONDS", "INDEX_SERVICES", "MISS_SERVICES",
+	for _, k := range []string{"SCENARIOS", "ROUNDS", "LOWRATE_ROUNDS", "RUN_SECONDS", "OUTSTANDING", "LATENCY_SECONDS", "INDEX_SERVICES", "MISS_SERVICES",
 		"MEM_SERVICES", "MEM_PODS", "MEM_SETTLE", "RELIST_WATCH", "LOW_RATES", "BENCH_LINK", "BENCH_NET", "SERVER_CPU", "LOAD_CPU",
 		"BENCH_OUT", "BENCH_RESULTS", "CONTROLPLANE_BIN"} {
 		t.Setenv(k, "")
@@ -17,7 +17,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(c.Scenarios, allScenarios) || c.Rounds != 3 || c.RunSeconds != 10 || c.Outstanding != 100 || c.LatencySecs != 5 ||
+	if !slices.Equal(c.Scenarios, allScenarios) || c.Rounds != 3 || c.LowRounds != 5 || c.RunSeconds != 10 || c.Outstanding != 100 || c.LatencySecs != 5 ||
 		c.IndexServices != 1000 || c.MissServices != 100 || c.MemServices != 10000 || c.MemPods != 150000 || c.MemSettle != 20 ||
 		c.RelistWatch != 60 || !slices.Equal(c.LowRates, []int{2000, 10000}) || c.ServerCPU != 0 || c.LoadCPU != 1 ||
 		c.Link != "dnsbench0" || c.Net != "169.254.77" || c.Out != "/repo/bench/out/run" || c.ResultsMD != "/repo/bench/RESULTS.md" {
@@ -27,10 +27,11 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv("LOW_RATES", "500")
 	t.Setenv("BENCH_NET", "169.254.78")
 	t.Setenv("ROUNDS", "1")
+	t.Setenv("LOWRATE_ROUNDS", "7")
 	if c, err = configFromEnv("/repo"); err != nil {
 		t.Fatal(err)
 	}
-	if !c.wants("memory") || c.wants("index") || !slices.Equal(c.LowRates, []int{500}) || c.Rounds != 1 || c.addrServer() != "169.254.78.1" || c.addrPod() != "169.254.78.9" {
+	if !c.wants("memory") || c.wants("index") || !slices.Equal(c.LowRates, []int{500}) || c.Rounds != 1 || c.LowRounds != 7 || c.addrServer() != "169.254.78.1" || c.addrPod() != "169.254.78.9" {
 		t.Errorf("set: %+v", c)
 	}
 	t.Setenv("SCENARIOS", "hit dns")
