@@ -224,6 +224,13 @@ func (b *bench) scenarioMiss() error {
 
 // ---- scenario 8: the whole chain as deployed
 
+// deployedUpstream is the node cache's upstream lines in deploy/node/Corefile (without the
+// word upstream), to the central role of startCentral: pipelined to its pipelining port, one
+// query per connection to port 53 when that gives no answer.
+func (b *bench) deployedUpstream() []string {
+	return []string{"pipelined " + b.cfg.addrStub() + ":5353", "tcp " + b.cfg.addrStub() + ":53"}
+}
+
 // startCentralUpstream is the central role of the upstream chain: CoreDNS's kubernetes on the
 // same address and objects.
 func (b *bench) startCentralUpstream(probes []probe) (*proc, error) {
@@ -249,8 +256,9 @@ func (b *bench) scenarioChain() error {
 	if err != nil {
 		return err
 	}
-	// Ours: nodecache (upstream tcp, as deploy/ has it) in front of k8sdiscovery; upstream's:
-	// CoreDNS as NodeLocal DNSCache (cache + forward force_tcp) in front of CoreDNS kubernetes.
+	// Ours: nodecache with deploy/'s upstream lines (pipelined to the central role's pipelining
+	// port, its port 53 when that gives no answer) in front of k8sdiscovery; upstream's: CoreDNS
+	// as NodeLocal DNSCache (cache + forward force_tcp) in front of CoreDNS kubernetes.
 	chain := func(central func([]probe) (*proc, error), node func(string, []probe) (*proc, error)) func(string) (started, error) {
 		return func(logName string) (started, error) {
 			c, err := central(probes)
@@ -266,7 +274,9 @@ func (b *bench) scenarioChain() error {
 		}
 	}
 	servers := []contender{
-		{"ours", "nodecache → k8sdiscovery", chain(b.startCentral, func(n string, p []probe) (*proc, error) { return b.startNodecache(n, p, "") })},
+		{"ours", "nodecache → k8sdiscovery", chain(b.startCentral, func(n string, p []probe) (*proc, error) {
+			return b.startNodecache(n, p, strings.Join(b.deployedUpstream(), "\n        upstream "))
+		})},
 		{"upstream", "cache + forward → kubernetes", chain(b.startCentralUpstream, b.startCache)},
 	}
 	// The loaded names of the cluster zone (the node roles serve only cluster.local: the PTRs of
@@ -292,11 +302,13 @@ func (b *bench) scenarioChain() error {
 	if err != nil {
 		return err
 	}
+	sc.NodeUpstream = b.deployedUpstream()
 	b.res.Scenarios = append(b.res.Scenarios, sc)
 	sc, err = b.abRounds("chainmiss", "8. whole chain, misses", servers, b.missQueries, false)
 	if err != nil {
 		return err
 	}
+	sc.NodeUpstream = b.deployedUpstream()
 	b.res.Scenarios = append(b.res.Scenarios, sc)
 	return nil
 }

@@ -327,6 +327,17 @@ func (sc *Scenario) VsOurs(s Server) string {
 type chainCentralRow struct{ Label, Hits, Misses string }
 
 // ChainCentralRows pairs the chain scenarios' servers by name, not by position.
+// ChainUpstream is our node role's upstream lines in the chain (none in runs before they were
+// recorded).
+func (v view) ChainUpstream() []string {
+	for _, sc := range []*Scenario{v.ChainHit, v.ChainMiss} {
+		if sc != nil && len(sc.NodeUpstream) > 0 {
+			return sc.NodeUpstream
+		}
+	}
+	return nil
+}
+
 func (v view) ChainCentralRows() []chainCentralRow {
 	var rows []chainCentralRow
 	seen := map[string]bool{}

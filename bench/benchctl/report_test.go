@@ -388,3 +388,27 @@ func TestFixedRowsByRound(t *testing.T) {
 		t.Errorf("the lowrate section does not say its 5 rounds:\n%s", md)
 	}
 }
+
+// The chain's text says the node role's upstream lines the run recorded, and what older runs
+// used when none are recorded.
+func TestChainUpstreamText(t *testing.T) {
+	r := fixture()
+	md, err := renderResults(r, "results.json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "Ours: nodecache (`upstream tcp`, a TCP connection per") {
+		t.Errorf("a run without the lines recorded: the text of upstream tcp missing")
+	}
+	for i := range r.Scenarios {
+		if r.Scenarios[i].ID == "chainmiss" {
+			r.Scenarios[i].NodeUpstream = []string{"pipelined 169.254.77.2:5353", "tcp 169.254.77.2:53"}
+		}
+	}
+	if md, err = renderResults(r, "results.json", nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := "`upstream pipelined 169.254.77.2:5353` then `upstream tcp 169.254.77.2:53` (pipelined to the central role's"; !strings.Contains(string(md), want) {
+		t.Errorf("the recorded lines: want %q in the chain's text", want)
+	}
+}

@@ -76,6 +76,9 @@ type Scenario struct {
 	Loaded *LoadReport `json:"loaded,omitempty"`
 	// QueryLines is the length of the query file, when every run asks the same one.
 	QueryLines int `json:"query_lines,omitempty"`
+	// NodeUpstream is our node role's upstream lines, where the scenario says them (the chain;
+	// empty in runs before it did, which used "tcp" to the central role's port 53).
+	NodeUpstream []string `json:"node_upstream,omitempty"`
 }
 
 // Server is one server's runs in a scenario.
