@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/clusterdns/clusterdns/internal/door"
+	"github.com/clusterdns/clusterdns/internal/packetio"
 	"github.com/clusterdns/clusterdns/plugin/nodecache/nodesetup"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
@@ -96,7 +97,7 @@ func (n *node) serverStarting(instance any, s *dnsserver.Server, cfg *dnsserver.
 		n.doors = map[string]*door.Door{}
 	}
 	n.doors[key] = d
-	log.Infof("packet door %s: %d sockets (one per CPU), batches of up to 32", key, d.Sockets())
+	log.Infof("packet door %s: %d sockets (one per CPU), batches of up to %d", key, d.Sockets(), packetio.Batch)
 }
 
 // drainTimeout bounds how long a stopping process waits for queued and in-flight queries.
