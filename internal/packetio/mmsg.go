@@ -31,6 +31,13 @@ type mmsg struct {
 	k     int
 	n     int
 	errno syscall.Errno
+
+	// Serve's: serveTry is passed to the RawConn's Read, reading into ms and handing each batch
+	// to batch; rerr is the error that ended it.
+	serveTry func(fd uintptr) bool
+	ms       []ipv4.Message
+	batch    func(n int) (stop bool)
+	rerr     syscall.Errno
 }
 
 // mmsghdr is the kernel's struct mmsghdr: a msghdr and the length of the datagram (Go pads it
@@ -57,30 +64,68 @@ func newMmsg(rc syscall.RawConn, v6 bool) *mmsg {
 		names: make([]unix.RawSockaddrAny, Batch),
 	}
 	m.try = m.syscall
+	m.serveTry = m.readBatches
 	return m
 }
 
-// ReadBatch reads up to len(ms) (at most Batch) datagrams into ms[i].Buffers[0], waiting for the
-// first; it sets N and Addr (a new *net.UDPAddr each) of those read.
-func (m *mmsg) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
-	k := min(len(ms), len(m.hdrs))
-	for i := range k {
-		b := ms[i].Buffers[0]
-		m.iovs[i].Base = &b[0]
-		m.iovs[i].SetLen(len(b))
-		h := &m.hdrs[i].hdr
-		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: unix.SizeofSockaddrAny, Iov: &m.iovs[i]}
-		h.SetIovlen(1)
-	}
-	n, err := m.call(unix.SYS_RECVMMSG, k)
+// Serve reads datagrams into ms[i].Buffers[0] in batches of up to len(ms) (at most Batch) and
+// hands each to batch with its length: ms[:n] have N and Addr (a new *net.UDPAddr each) set.
+// It returns when batch says stop (nil), the socket is closed (net.ErrClosed) or a read fails.
+//
+// It stays inside one RawConn Read, waiting in the network poller there: a batch shorter than
+// asked for means the socket was empty, so it waits without asking again (an idle server's one
+// datagram costs one recvmmsg, not a second that says EAGAIN). That is safe only inside the one
+// Read: a datagram that comes while batch runs marks the socket ready, and the wait that follows
+// sees the mark; a new Read would clear it first.
+func (m *mmsg) Serve(ms []ipv4.Message, batch func(n int) (stop bool)) error {
+	m.ms, m.batch, m.rerr = ms[:min(len(ms), len(m.hdrs))], batch, 0
+	err := m.rc.Read(m.serveTry)
+	m.ms, m.batch = nil, nil
 	if err != nil {
-		return 0, err
+		return err
 	}
-	for i := range n {
-		ms[i].N = int(m.hdrs[i].n)
-		ms[i].Addr = sockaddrToUDP(&m.names[i])
+	if m.rerr != 0 {
+		return m.rerr
 	}
-	return n, nil
+	return nil
+}
+
+// readBatches is Serve's function in the RawConn's Read: false to wait for the socket.
+func (m *mmsg) readBatches(fd uintptr) bool {
+	ms, k := m.ms, len(m.ms)
+	for {
+		// Every batch sets the headers again: batch writes its answers through them.
+		for i := range k {
+			b := ms[i].Buffers[0]
+			m.iovs[i].Base = &b[0]
+			m.iovs[i].SetLen(len(b))
+			h := &m.hdrs[i].hdr
+			*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: unix.SizeofSockaddrAny, Iov: &m.iovs[i]}
+			h.SetIovlen(1)
+		}
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(k), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			m.rerr = e
+			return true
+		}
+		n := int(r)
+		for i := range n {
+			ms[i].N = int(m.hdrs[i].n)
+			ms[i].Addr = sockaddrToUDP(&m.names[i])
+		}
+		if m.batch(n) {
+			return true
+		}
+		if n < k {
+			return false // the socket was empty: wait for the next datagram
+		}
+	}
 }
 
 // WriteBatch writes ms (at most Batch) with one sendmmsg, waiting while the socket's send buffer

@@ -1,12 +1,14 @@
 package packetio
 
 import (
+	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // mmsgPair is a socket read and written through mmsg on addr, and a client socket.
@@ -30,6 +32,29 @@ func mmsgPair(t *testing.T, network, addr string) (*net.UDPConn, *mmsg, *net.UDP
 	t.Cleanup(func() { cl.Close() })
 	cl.SetDeadline(time.Now().Add(2 * time.Second))
 	return conn, m, cl
+}
+
+// datagram is one read by Serve: its payload, its sender and the size of its batch.
+type datagram struct {
+	p     string
+	addr  net.Addr
+	batch int
+}
+
+// serveUntil reads through Serve into ms until it has read want datagrams.
+func serveUntil(t *testing.T, m *mmsg, ms []ipv4.Message, want int) []datagram {
+	t.Helper()
+	var got []datagram
+	err := m.Serve(ms, func(n int) bool {
+		for i := range n {
+			got = append(got, datagram{string(ms[i].Buffers[0][:ms[i].N]), ms[i].Addr, n})
+		}
+		return len(got) >= want
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 func messages(n int) []ipv4.Message {
@@ -66,23 +91,15 @@ func TestMmsgAddresses(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ms := messages(Batch)
-			got := 0
-			for got < 3 {
-				n, err := m.ReadBatch(ms[got:], 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got += n
-			}
+			got := serveUntil(t, m, messages(Batch), 3)
 			want := cl.LocalAddr().(*net.UDPAddr)
 			for i, q := range []string{"one", "two", "three"} {
-				if p := string(ms[i].Buffers[0][:ms[i].N]); p != q {
-					t.Errorf("datagram %d: %q, want %q", i, p, q)
+				if got[i].p != q {
+					t.Errorf("datagram %d: %q, want %q", i, got[i].p, q)
 				}
-				a, ok := ms[i].Addr.(*net.UDPAddr)
+				a, ok := got[i].addr.(*net.UDPAddr)
 				if !ok || !a.IP.Equal(want.IP) || a.Port != want.Port {
-					t.Errorf("datagram %d from %v, want %v", i, ms[i].Addr, want)
+					t.Errorf("datagram %d from %v, want %v", i, got[i].addr, want)
 				}
 				if ok && tc.network == "udp4" && len(a.IP) != net.IPv4len {
 					t.Errorf("datagram %d: an IPv4 client's address in %d bytes, want 4 (as net.ReadFromUDP gives)", i, len(a.IP))
@@ -90,7 +107,7 @@ func TestMmsgAddresses(t *testing.T) {
 			}
 			out := make([]ipv4.Message, 3)
 			for i, a := range []string{"ONE", "TWO", "THREE"} {
-				out[i] = ipv4.Message{Buffers: [][]byte{[]byte(a)}, Addr: ms[i].Addr}
+				out[i] = ipv4.Message{Buffers: [][]byte{[]byte(a)}, Addr: got[i].addr}
 			}
 			if n, err := m.WriteBatch(out, 0); n != 3 || err != nil {
 				t.Fatalf("WriteBatch: %d, %v; want 3", n, err)
@@ -153,19 +170,12 @@ func TestMmsgShortBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ms := messages(2)
 	var got []string
-	for len(got) < 3 {
-		n, err := m.ReadBatch(ms, 0)
-		if err != nil {
-			t.Fatal(err)
+	for _, d := range serveUntil(t, m, messages(2), 3) {
+		if d.batch > 2 {
+			t.Fatalf("read %d into a batch of 2", d.batch)
 		}
-		if n > len(ms) {
-			t.Fatalf("read %d into a batch of %d", n, len(ms))
-		}
-		for i := range n {
-			got = append(got, string(ms[i].Buffers[0][:ms[i].N]))
-		}
+		got = append(got, d.p)
 	}
 	if strings.Join(got, "") != "abc" {
 		t.Fatalf("read %q, want a, b, c", got)
@@ -182,15 +192,21 @@ func TestMmsgAllocations(t *testing.T) {
 	ms := messages(1)
 	to := []ipv4.Message{{Buffers: [][]byte{[]byte("answer")}, Addr: cl.LocalAddr()}}
 	buf := make([]byte, 64)
+	answer := func(n int) bool {
+		if n != 1 {
+			t.Fatalf("read %d", n)
+		}
+		if n, err := m.WriteBatch(to, 0); err != nil || n != 1 {
+			t.Fatalf("wrote %d: %v", n, err)
+		}
+		return true
+	}
 	allocs := testing.AllocsPerRun(100, func() {
 		if _, err := cl.Write([]byte("query")); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := m.ReadBatch(ms, 0); err != nil || n != 1 {
-			t.Fatalf("read %d: %v", n, err)
-		}
-		if n, err := m.WriteBatch(to, 0); err != nil || n != 1 {
-			t.Fatalf("wrote %d: %v", n, err)
+		if err := m.Serve(ms, answer); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := cl.Read(buf); err != nil {
 			t.Fatal(err)
@@ -200,4 +216,65 @@ func TestMmsgAllocations(t *testing.T) {
 	if allocs > 2 {
 		t.Errorf("%v allocations per query read and answered, want at most 2 (the client's address)", allocs)
 	}
+}
+
+// A datagram that comes while a batch is handled, after the read that emptied the socket, is
+// read: Serve waits without asking the socket again, so the mark the datagram left must survive
+// until the wait. And Serve ends when the socket is closed.
+func TestMmsgServeDatagramDuringBatch(t *testing.T) {
+	conn, m, cl := mmsgPair(t, "udp4", "127.0.0.1:0")
+	if _, err := cl.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	ms := messages(Batch)
+	var got []string
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Serve(ms, func(n int) bool {
+			for i := range n {
+				got = append(got, string(ms[i].Buffers[0][:ms[i].N]))
+			}
+			if len(got) == 1 {
+				// Sent after the read that took "first" found nothing more; wait until it is
+				// queued on the socket before this batch ends.
+				if _, err := cl.Write([]byte("second")); err != nil {
+					t.Error(err)
+				}
+				for end := time.Now().Add(2 * time.Second); inQueue(conn) == 0 && time.Now().Before(end); {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			return len(got) == 2
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil || strings.Join(got, " ") != "first second" {
+			t.Fatalf("read %q (%v), want first, second", got, err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("the datagram sent during the batch was not read in 3 s (read %q)", got)
+	}
+	go func() { done <- m.Serve(ms, func(int) bool { return false }) }()
+	time.Sleep(50 * time.Millisecond)
+	conn.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Serve on a closed socket: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Serve did not end when its socket closed")
+	}
+}
+
+// inQueue is the number of bytes waiting on c.
+func inQueue(c *net.UDPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n
 }

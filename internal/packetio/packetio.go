@@ -7,7 +7,8 @@
 // (recvmmsg); a handler answers what it can at once, and those answers leave in one sendmmsg;
 // answers that come later are queued on the socket and written in batches by a sender. Both
 // calls are made as raw system calls on the non-blocking socket (mmsg.go), which keeps an idle
-// server's wakeup to one thread per datagram.
+// server's wakeup to one thread per datagram, and a reader stays inside one RawConn Read, so a
+// batch shorter than asked for ends in a wait, not in a second recvmmsg that says EAGAIN.
 //
 // Detach takes the sockets out of the group without closing them (they are connected to a
 // port nothing sends from; the kernel skips connected sockets when it picks one for a new
@@ -73,9 +74,8 @@ type Socket struct {
 	ln     *Listener
 }
 
-// batchConn reads and writes batches of datagrams (an mmsg; one per goroutine).
+// batchConn writes batches of datagrams (an mmsg; one per goroutine).
 type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
@@ -237,7 +237,8 @@ func (l *Listener) closeConns() {
 	}
 }
 
-// read reads datagrams in batches and writes the answers the handler gave at once in one batch.
+// read reads datagrams in batches and writes the answers the handler gave at once in one batch,
+// until the listener closes.
 func (s *Socket) read(h Handler) {
 	bc := newMmsg(s.rc, s.v6)
 	in := make([]ipv4.Message, Batch)
@@ -250,15 +251,7 @@ func (s *Socket) read(h Handler) {
 		out[i].Buffers = make([][]byte, 1)
 		outBufs[i] = make([]byte, 0, 1232)
 	}
-	for {
-		n, err := bc.ReadBatch(in, 0)
-		if err != nil {
-			if s.ln.isClosed() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
+	batch := func(n int) bool {
 		s.ln.inFlight.Add(int64(n))
 		k := 0
 		for i := range n {
@@ -278,6 +271,14 @@ func (s *Socket) read(h Handler) {
 			out[i].Addr = nil
 		}
 		s.ln.inFlight.Add(-int64(n))
+		return s.ln.isClosed()
+	}
+	for {
+		err := bc.Serve(in, batch)
+		if s.ln.isClosed() || errors.Is(err, net.ErrClosed) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // a failed read (an ICMP error queued on the socket)
 	}
 }
 
