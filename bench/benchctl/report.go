@@ -326,7 +326,6 @@ func (sc *Scenario) VsOurs(s Server) string {
 // chainCentralRow is a chain's central-role CPU per query, hits and misses ("—": not run).
 type chainCentralRow struct{ Label, Hits, Misses string }
 
-// ChainCentralRows pairs the chain scenarios' servers by name, not by position.
 // ChainUpstream is our node role's upstream lines in the chain (none in runs before they were
 // recorded).
 func (v view) ChainUpstream() []string {
@@ -338,6 +337,7 @@ func (v view) ChainUpstream() []string {
 	return nil
 }
 
+// ChainCentralRows pairs the chain scenarios' servers by name, not by position.
 func (v view) ChainCentralRows() []chainCentralRow {
 	var rows []chainCentralRow
 	seen := map[string]bool{}

@@ -24,13 +24,12 @@ type mmsg struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrAny
 
-	// The call in progress: try is passed to the RawConn (built once: a closure per call would
-	// be an allocation per batch); it makes trap on the first k headers and sets n and errno.
-	try   func(fd uintptr) bool
-	trap  uintptr
-	k     int
-	n     int
-	errno syscall.Errno
+	// WriteBatch's: sendTry is passed to the RawConn's Write (built once: a closure per call
+	// would be an allocation per batch); it sends the first k headers and sets n and errno.
+	sendTry func(fd uintptr) bool
+	k       int
+	n       int
+	errno   syscall.Errno
 
 	// Serve's: serveTry is passed to the RawConn's Read, reading into ms and handing each batch
 	// to batch; rerr is the error that ended it.
@@ -63,7 +62,7 @@ func newMmsg(rc syscall.RawConn, v6 bool) *mmsg {
 		iovs:  make([]unix.Iovec, Batch),
 		names: make([]unix.RawSockaddrAny, Batch),
 	}
-	m.try = m.syscall
+	m.sendTry = m.sendmmsg
 	m.serveTry = m.readBatches
 	return m
 }
@@ -78,6 +77,14 @@ func newMmsg(rc syscall.RawConn, v6 bool) *mmsg {
 // Read: a datagram that comes while batch runs marks the socket ready, and the wait that follows
 // sees the mark; a new Read would clear it first.
 func (m *mmsg) Serve(ms []ipv4.Message, batch func(n int) (stop bool)) error {
+	if len(ms) == 0 {
+		return errors.New("packetio: Serve with no message to read into")
+	}
+	for i := range ms {
+		if len(ms[i].Buffers) == 0 || len(ms[i].Buffers[0]) == 0 {
+			return errors.New("packetio: Serve with a message without a buffer")
+		}
+	}
 	m.ms, m.batch, m.rerr = ms[:min(len(ms), len(m.hdrs))], batch, 0
 	err := m.rc.Read(m.serveTry)
 	m.ms, m.batch = nil, nil
@@ -153,21 +160,10 @@ func (m *mmsg) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])), Namelen: n, Iov: &m.iovs[i]}
 		h.SetIovlen(1)
 	}
-	return m.call(unix.SYS_SENDMMSG, k)
-}
-
-// call makes the system call trap (recvmmsg or sendmmsg) on the first k headers, through the
-// RawConn's Read (recvmmsg) or Write, which park the goroutine in the network poller while the
-// call says EAGAIN.
-func (m *mmsg) call(trap uintptr, k int) (int, error) {
-	m.trap, m.k, m.n, m.errno = trap, k, 0, 0
-	var err error
-	if trap == unix.SYS_RECVMMSG {
-		err = m.rc.Read(m.try)
-	} else {
-		err = m.rc.Write(m.try)
-	}
-	if err != nil {
+	// Through the RawConn's Write, which parks the goroutine in the network poller while the
+	// send buffer is full.
+	m.k, m.n, m.errno = k, 0, 0
+	if err := m.rc.Write(m.sendTry); err != nil {
 		return 0, err
 	}
 	if m.errno != 0 {
@@ -176,10 +172,10 @@ func (m *mmsg) call(trap uintptr, k int) (int, error) {
 	return m.n, nil
 }
 
-// syscall is one try of the call in progress: false when the socket says EAGAIN.
-func (m *mmsg) syscall(fd uintptr) bool {
+// sendmmsg is one try of WriteBatch's call: false when the socket says EAGAIN.
+func (m *mmsg) sendmmsg(fd uintptr) bool {
 	for {
-		r, _, e := unix.RawSyscall6(m.trap, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.k), unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.k), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue

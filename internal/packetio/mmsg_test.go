@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,33 +228,44 @@ func TestMmsgServeDatagramDuringBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := messages(Batch)
+	var mu sync.Mutex
 	var got []string
+	read := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(got, " ")
+	}
 	done := make(chan error, 1)
 	go func() {
 		done <- m.Serve(ms, func(n int) bool {
+			mu.Lock()
 			for i := range n {
 				got = append(got, string(ms[i].Buffers[0][:ms[i].N]))
 			}
-			if len(got) == 1 {
+			k := len(got)
+			mu.Unlock()
+			if k == 1 {
 				// Sent after the read that took "first" found nothing more; wait until it is
-				// queued on the socket before this batch ends.
+				// queued on the socket, then long enough for the network poller to have seen
+				// it (this goroutine's sleep lets the runtime poll), before this batch ends.
 				if _, err := cl.Write([]byte("second")); err != nil {
 					t.Error(err)
 				}
 				for end := time.Now().Add(2 * time.Second); inQueue(conn) == 0 && time.Now().Before(end); {
 					time.Sleep(time.Millisecond)
 				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			return len(got) == 2
+			return k == 2
 		})
 	}()
 	select {
 	case err := <-done:
-		if err != nil || strings.Join(got, " ") != "first second" {
-			t.Fatalf("read %q (%v), want first, second", got, err)
+		if err != nil || read() != "first second" {
+			t.Fatalf("read %q (%v), want first, second", read(), err)
 		}
 	case <-time.After(3 * time.Second):
-		t.Fatalf("the datagram sent during the batch was not read in 3 s (read %q)", got)
+		t.Fatalf("the datagram sent during the batch was not read in 3 s (read %q)", read())
 	}
 	go func() { done <- m.Serve(ms, func(int) bool { return false }) }()
 	time.Sleep(50 * time.Millisecond)
@@ -277,4 +289,16 @@ func inQueue(c *net.UDPConn) int {
 	n := 0
 	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
 	return n
+}
+
+// Serve refuses messages it could not read into, rather than spinning on empty batches.
+func TestMmsgServeNoBuffers(t *testing.T) {
+	_, m, _ := mmsgPair(t, "udp4", "127.0.0.1:0")
+	never := func(int) bool { t.Fatal("batch called"); return true }
+	if err := m.Serve(nil, never); err == nil {
+		t.Error("Serve with no messages: no error")
+	}
+	if err := m.Serve([]ipv4.Message{{Buffers: [][]byte{{}}}}, never); err == nil {
+		t.Error("Serve with an empty buffer: no error")
+	}
 }

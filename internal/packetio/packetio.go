@@ -51,7 +51,8 @@ const maxSockets = 64
 
 // Handler answers one datagram. p and from are valid only during the call. It returns the
 // answer to write now (built in buf, which it may replace with a larger one), or nil when it
-// answers later through Socket.Send or not at all.
+// answers later through Socket.Send or not at all. It runs inside the socket's read (a RawConn
+// Read), so it must not read the socket itself; it may write (Send).
 type Handler func(s *Socket, p []byte, from net.Addr, buf []byte) []byte
 
 // Listener is the sockets of one address.
