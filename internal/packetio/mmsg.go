@@ -138,7 +138,7 @@ func (m *mmsg) readBatches(fd uintptr) bool {
 // WriteBatch writes ms (at most Batch) with one sendmmsg, waiting while the socket's send buffer
 // is full; it returns how many the kernel took. A message whose Addr is not a *net.UDPAddr of
 // the socket's family ends the batch with an error.
-func (m *mmsg) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
+func (m *mmsg) WriteBatch(ms []ipv4.Message) (int, error) {
 	k := min(len(ms), len(m.hdrs))
 	for i := range k {
 		n, ok := udpToSockaddr(ms[i].Addr, m.v6, &m.names[i])

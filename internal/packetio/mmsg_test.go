@@ -110,7 +110,7 @@ func TestMmsgAddresses(t *testing.T) {
 			for i, a := range []string{"ONE", "TWO", "THREE"} {
 				out[i] = ipv4.Message{Buffers: [][]byte{[]byte(a)}, Addr: got[i].addr}
 			}
-			if n, err := m.WriteBatch(out, 0); n != 3 || err != nil {
+			if n, err := m.WriteBatch(out); n != 3 || err != nil {
 				t.Fatalf("WriteBatch: %d, %v; want 3", n, err)
 			}
 			b := make([]byte, 64)
@@ -135,7 +135,7 @@ func TestMmsgUnwritableAddress(t *testing.T) {
 	bad := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
 	v6 := &net.UDPAddr{IP: net.ParseIP("::1"), Port: 53}
 	for _, b := range []net.Addr{bad, v6, nil} {
-		if n, err := m.WriteBatch([]ipv4.Message{{Buffers: [][]byte{[]byte("x")}, Addr: b}}, 0); n != 0 || err == nil {
+		if n, err := m.WriteBatch([]ipv4.Message{{Buffers: [][]byte{[]byte("x")}, Addr: b}}); n != 0 || err == nil {
 			t.Errorf("to %v: %d, %v; want an error", b, n, err)
 		}
 	}
@@ -143,7 +143,7 @@ func TestMmsgUnwritableAddress(t *testing.T) {
 		{Buffers: [][]byte{[]byte("a")}, Addr: good},
 		{Buffers: [][]byte{[]byte("b")}, Addr: bad},
 		{Buffers: [][]byte{[]byte("c")}, Addr: good},
-	}, 0)
+	})
 	if n != 1 || err != nil {
 		t.Fatalf("good, bad, good: %d, %v; want 1", n, err)
 	}
@@ -197,7 +197,7 @@ func TestMmsgAllocations(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("read %d", n)
 		}
-		if n, err := m.WriteBatch(to, 0); err != nil || n != 1 {
+		if n, err := m.WriteBatch(to); err != nil || n != 1 {
 			t.Fatalf("wrote %d: %v", n, err)
 		}
 		return true

@@ -75,11 +75,6 @@ type Socket struct {
 	ln     *Listener
 }
 
-// batchConn writes batches of datagrams (an mmsg; one per goroutine).
-type batchConn interface {
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // Listen opens the sockets of addr ("ip:port"). inFlight counts datagrams read and not yet
 // answered, and answers queued and not yet written (a drain waits for it to reach zero).
 func Listen(addr string, inFlight *atomic.Int64) (*Listener, error) {
@@ -363,9 +358,9 @@ func (q *sender) run() {
 }
 
 // writeBatch writes every message, skipping one the kernel will not take (an unreachable client).
-func writeBatch(bc batchConn, msgs []ipv4.Message) {
+func writeBatch(bc *mmsg, msgs []ipv4.Message) {
 	for sent := 0; sent < len(msgs); {
-		w, err := bc.WriteBatch(msgs[sent:], 0)
+		w, err := bc.WriteBatch(msgs[sent:])
 		if err != nil && w <= 0 {
 			w = 1
 		}
