@@ -253,7 +253,6 @@ func (r *Results) scenario(id string) *Scenario {
 	return nil
 }
 
-// server is the scenario's server of this name, or nil.
 // search is the search scenario's row of a mode ("with" or "without" searchpath), or nil.
 func (r *Results) search(mode string) *Search {
 	for i := range r.Search {
@@ -264,6 +263,7 @@ func (r *Results) search(mode string) *Search {
 	return nil
 }
 
+// server is the scenario's server of this name, or nil.
 func (s *Scenario) server(name string) *Server {
 	if s == nil {
 		return nil
